@@ -1,0 +1,98 @@
+"""Request-scoped collaborators, as typed `Annotated` aliases for the route signatures."""
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from pulse.errors import Forbidden, Unauthorized
+from pulse.outbox.service import AfterCommitPublisher
+from pulse.tenants.service import Principal, Scope, find_principal, hash_api_key
+from services.api.settings import ApiSettings
+
+
+class ApiKeyCache:
+    """Verified keys, remembered briefly so that most requests skip the key lookup."""
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self._ttl = ttl_seconds
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, key_hash: str) -> Principal | None:
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key_hash: str, principal: Principal) -> None:
+        self._entries[key_hash] = (time.monotonic() + self._ttl, principal)
+
+
+@dataclass
+class Gateway:
+    """What the gateway's routes share for the life of the process."""
+
+    settings: ApiSettings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    celery: Celery
+    publisher: AfterCommitPublisher
+    api_keys: ApiKeyCache
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def get_session(gateway: GatewayDep) -> Iterator[Session]:
+    """A read-only session; writes open their own transaction so they can publish after commit."""
+    with gateway.session_factory() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`")
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key itself.")
+
+
+def authenticate(
+    gateway: GatewayDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    api_key: Annotated[str | None, Security(_api_key_header)],
+) -> Principal:
+    key = bearer.credentials if bearer is not None else api_key
+    if not key:
+        raise Unauthorized("missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
+    key_hash = hash_api_key(key)
+    principal = gateway.api_keys.get(key_hash)
+    if principal is None:
+        with gateway.session_factory() as session:
+            principal = find_principal(session, key=key)
+        if principal is None:
+            raise Unauthorized("invalid API key")
+        gateway.api_keys.put(key_hash, principal)
+    return principal
+
+
+def require_scope(scope: Scope) -> Callable[[Principal], Principal]:
+    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if scope not in principal.scopes:
+            raise Forbidden(f"this API key lacks the `{scope}` scope")
+        return principal
+
+    return check
+
+
+SenderDep = Annotated[Principal, Depends(require_scope(Scope.SEND))]
+ReaderDep = Annotated[Principal, Depends(require_scope(Scope.READ))]

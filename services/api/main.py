@@ -1,0 +1,59 @@
+"""The gateway's app factory. Run with `python -m services.api`."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from pulse.db import make_engine, make_session_factory
+from pulse.messaging.celery_app import make_celery
+from pulse.outbox.service import AfterCommitPublisher
+from services.api.deps import ApiKeyCache, Gateway
+from services.api.middleware import BodySizeLimit, RequestTiming
+from services.api.problems import install_problem_handlers
+from services.api.routes import health, notifications
+from services.api.settings import ApiSettings
+
+DESCRIPTION = """
+Pulse accepts notifications over one REST API and delivers them through per-channel workers.
+A `202` means the notification is committed to PostgreSQL; it then ends `delivered`, `failed`
+(in the dead-letter queue, with the reason) or `cancelled`. Errors are RFC 9457 problem details.
+"""
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database)
+        session_factory = make_session_factory(engine)
+        celery = make_celery("pulse-api", settings.broker)
+        app.state.gateway = Gateway(
+            settings=settings,
+            engine=engine,
+            session_factory=session_factory,
+            celery=celery,
+            publisher=AfterCommitPublisher(session_factory, celery),
+            api_keys=ApiKeyCache(settings.auth_cache_seconds),
+        )
+        yield
+        celery.close()
+        engine.dispose()
+
+    docs = settings.enable_docs
+    app = FastAPI(
+        title="Pulse",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    install_problem_handlers(app)
+    app.include_router(notifications.router)
+    app.include_router(health.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestTiming)
+    return app

@@ -1,0 +1,77 @@
+"""Every error leaves the gateway as RFC 9457 problem details; never as a stack trace."""
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException
+
+from pulse.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status}
+    if detail:
+        body["detail"] = detail
+    return JSONResponse({**body, **extra}, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+_DOMAIN_STATUS: dict[type[Exception], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    InvalidInput: 422,
+    Unauthorized: 401,
+    Forbidden: 403,
+}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        return problem(error.status_code, str(error.detail), headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+        return problem(422, "The request is invalid; see `errors`.", errors=errors)
+
+    for error_type, status in _DOMAIN_STATUS.items():
+
+        async def domain_error(_: Request, error: Exception, status: int = status) -> JSONResponse:
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return problem(status, str(error), headers=headers)
+
+        app.add_exception_handler(error_type, domain_error)
+
+    async def database_unavailable(_: Request, error: Exception) -> JSONResponse:
+        log.error("database unavailable: %s", error)
+        return problem(503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"})
+
+    # Only connection-level failures mean "unavailable"; other DB errors are bugs and stay 500s.
+    app.add_exception_handler(PoolTimeoutError, database_unavailable)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, error: DBAPIError) -> JSONResponse:
+        if error.connection_invalidated or _is_connection_failure(error):
+            return await database_unavailable(request, error)
+        log.exception("database error", exc_info=error)
+        return problem(500, "Internal error; it has been logged.")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=error)
+        return problem(500, "Internal error; it has been logged.")
+
+
+def _is_connection_failure(error: DBAPIError) -> bool:
+    return isinstance(error.orig, psycopg.OperationalError)

@@ -1,0 +1,41 @@
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from services.api.deps import GatewayDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
+def readyz(gateway: GatewayDep) -> JSONResponse:
+    """PostgreSQL and RabbitMQ are reachable."""
+    checks: dict[str, Any] = {}
+    try:
+        with gateway.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as error:  # noqa: BLE001 - any failure means "not ready", reported as such.
+        checks["database"] = f"unavailable: {type(error).__name__}"
+    try:
+        with gateway.celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=gateway.settings.broker.connect_timeout_seconds)
+        checks["broker"] = "ok"
+    except Exception as error:  # noqa: BLE001
+        checks["broker"] = f"unavailable: {type(error).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

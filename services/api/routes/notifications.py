@@ -1,0 +1,102 @@
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from pulse.db import transaction
+from pulse.errors import InvalidInput
+from pulse.notifications.schemas import NotificationDetail, NotificationPage, NotificationOut, NotificationRequest
+from pulse.notifications.service import ListFilters, accept_notification, get_notification, list_notifications
+from pulse.observability.metrics import NOTIFICATIONS_ACCEPTED
+from pulse.vocabulary import Channel, Priority, Status
+from services.api.deps import GatewayDep, ReaderDep, SenderDep, SessionDep
+
+router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
+
+_ERRORS = {
+    401: {"description": "Missing or invalid API key"},
+    403: {"description": "The key lacks the needed scope"},
+    422: {"description": "Invalid input (problem+json with field-level `errors`)"},
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=NotificationDetail,
+    responses={
+        **_ERRORS,
+        200: {"description": "Idempotent replay: the original notification (`Idempotent-Replayed: true`)"},
+        409: {"description": "Idempotency-Key reused with a different body"},
+        413: {"description": "Body over the size limit"},
+        503: {"description": "Database unavailable; nothing was accepted"},
+    },
+)
+def send_notification(
+    request: NotificationRequest,
+    principal: SenderDep,
+    gateway: GatewayDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> NotificationDetail:
+    """Accept a notification. The 202 is sent only after it is committed to PostgreSQL."""
+    if request.channel not in gateway.settings.enabled_channels:
+        enabled = ", ".join(gateway.settings.enabled_channels)
+        raise InvalidInput(f"channel {request.channel!r} is not enabled on this deployment (enabled: {enabled})")
+    with transaction(gateway.session_factory) as session:
+        accepted = accept_notification(
+            session,
+            tenant_id=principal.tenant_id,
+            request=request,
+            idempotency_key=idempotency_key,
+            publish_grace=timedelta(seconds=gateway.settings.publish_grace_seconds),
+        )
+    notification = accepted.notification
+    if accepted.outbox_id is None:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+        return NotificationDetail.model_validate(notification)
+    gateway.publisher.publish(
+        outbox_id=accepted.outbox_id,
+        notification_id=notification.id,
+        routing_key=f"{notification.channel}.{notification.priority}",
+    )
+    NOTIFICATIONS_ACCEPTED.labels(notification.channel, notification.priority).inc()
+    return NotificationDetail.model_validate(notification)
+
+
+@router.get("/{notification_id}", response_model=NotificationDetail, responses={**_ERRORS, 404: {"description": "No such notification for this tenant"}})
+def read_notification(notification_id: uuid.UUID, principal: ReaderDep, session: SessionDep) -> NotificationDetail:
+    """One notification with its delivery attempts."""
+    return NotificationDetail.model_validate(
+        get_notification(session, tenant_id=principal.tenant_id, id=notification_id)
+    )
+
+
+@router.get("", response_model=NotificationPage, responses=_ERRORS)
+def search_notifications(
+    principal: ReaderDep,
+    session: SessionDep,
+    status: Status | None = None,
+    channel: Channel | None = None,
+    user_id: str | None = None,
+    priority: Priority | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> NotificationPage:
+    """Notifications newest first; follow `next_cursor` for the next page."""
+    filters = ListFilters(
+        status=status,
+        channel=channel,
+        user_id=user_id,
+        priority=priority,
+        created_after=created_after,
+        created_before=created_before,
+    )
+    rows, next_cursor = list_notifications(
+        session, tenant_id=principal.tenant_id, filters=filters, limit=limit, cursor=cursor
+    )
+    return NotificationPage(items=[NotificationOut.model_validate(row) for row in rows], next_cursor=next_cursor)

@@ -1,0 +1,32 @@
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing import Annotated
+
+from pulse.settings import BrokerSettings, DatabaseSettings
+from pulse.vocabulary import Channel
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PULSE_", env_file=".env", extra="ignore")
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="PostgreSQL.")
+    broker: BrokerSettings = Field(default_factory=BrokerSettings, description="RabbitMQ.")
+    api_host: str = Field("127.0.0.1", description="Interface the gateway listens on.")
+    api_port: int = Field(8000, description="Port of the gateway (HTTP API and /metrics).")
+    enable_docs: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
+    max_body_bytes: int = Field(256 * 1024, description="Larger request bodies are refused with 413.")
+    enabled_channels: Annotated[list[Channel], NoDecode] = Field(
+        default=[Channel.EMAIL],
+        description="Channels this deployment delivers (comma-separated); others are refused with 422.",
+    )
+    auth_cache_seconds: float = Field(
+        30.0, description="How long a verified API key is remembered (revocation takes up to this long)."
+    )
+    publish_grace_seconds: float = Field(
+        5.0, description="How long the outbox sweep leaves a new notification to the gateway's own publish."
+    )
+
+    @field_validator("enabled_channels", mode="before")
+    @classmethod
+    def _split_channels(cls, value: object) -> object:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value

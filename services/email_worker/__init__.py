@@ -1,0 +1,1 @@
+"""The email worker service: consumes `email.*` and delivers over SMTP."""

@@ -1,0 +1,19 @@
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pulse.settings import BrokerSettings, DatabaseSettings, SmtpSettings
+
+
+class EmailWorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PULSE_EMAIL_WORKER_", env_file=".env", extra="ignore")
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="PostgreSQL.")
+    broker: BrokerSettings = Field(default_factory=BrokerSettings, description="RabbitMQ.")
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings, description="The SMTP relay.")
+    concurrency: int = Field(16, description="Threads sending in parallel (one SMTP connection each).")
+    prefetch_multiplier: int = Field(4, description="Messages reserved per thread ahead of time.")
+    claim_lease_seconds: int = Field(
+        60, description="How long a send may take before another worker may claim the notification."
+    )
+    metrics_host: str = Field("0.0.0.0", description="Interface of the /metrics endpoint.")
+    metrics_port: int = Field(9101, description="Port of the /metrics endpoint.")

@@ -1,0 +1,57 @@
+"""Run the sandbox: ``python -m services.sandbox`` (configured by ``PULSE_SANDBOX_*``)."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from aiosmtpd.controller import Controller
+from fastapi import FastAPI
+
+from services.sandbox.app import Lifespan, create_app
+from services.sandbox.faults import FaultInjector
+from services.sandbox.settings import SandboxSettings
+from services.sandbox.smtp import create_smtp_controller
+from services.sandbox.store import MessageStore
+
+log = logging.getLogger("services.sandbox")
+
+
+def smtp_lifespan(smtp: Controller, settings: SandboxSettings) -> Lifespan:
+    # Tied to uvicorn's lifespan because uvicorn handles SIGINT/SIGTERM: it runs the shutdown half, then
+    # re-raises the signal, so code after uvicorn.run() (even a finally) is not reached on SIGTERM.
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(smtp.start)
+        http_url = f"http://{settings.host}:{settings.http_port}"
+        log.info(
+            "sandbox up: SMTP smtp://%s:%d, inbox %s/, API %s/api/messages",
+            settings.host,
+            settings.smtp_port,
+            http_url,
+            http_url,
+        )
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(smtp.stop)
+            log.info("sandbox stopped")
+
+    return lifespan
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosmtpd logs every connection and command at INFO: far too much at benchmark rates.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+    settings = SandboxSettings()
+    store, faults = MessageStore(settings.max_messages), FaultInjector()
+    smtp = create_smtp_controller(store, faults, settings.host, settings.smtp_port)
+    app = create_app(store, faults, lifespan=smtp_lifespan(smtp, settings))
+    uvicorn.run(app, host=settings.host, port=settings.http_port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

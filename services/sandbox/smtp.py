@@ -1,0 +1,79 @@
+"""Fake SMTP relay: stores every accepted mail once per RCPT TO, honouring injected faults."""
+
+import asyncio
+from email.headerregistry import HeaderRegistry
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from functools import lru_cache
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from services.sandbox.faults import FaultInjector
+from services.sandbox.store import MessageStore, new_message
+
+DATA_SIZE_LIMIT = 10 * 1024 * 1024
+# A fixed greeting name: otherwise aiosmtpd resolves the FQDN (a DNS lookup) on every connection.
+SERVER_HOSTNAME = "pulse-sandbox"
+
+# policy.default re-parses a header on every access, and the parser alone reads Content-Type about a
+# dozen times per multipart mail: memoizing the (immutable) parsed headers makes parsing ~4x cheaper.
+_parser = BytesParser(policy=default_policy.clone(header_factory=lru_cache(maxsize=4096)(HeaderRegistry())))
+
+
+class SandboxSmtpHandler:
+    def __init__(self, store: MessageStore, faults: FaultInjector) -> None:
+        self._store = store
+        self._faults = faults
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        delay_seconds, status = self._faults.decide("smtp")
+        if delay_seconds:
+            await asyncio.sleep(delay_seconds)
+        if status is not None:
+            return f"{status} sandbox: injected failure"
+
+        mail = _parser.parsebytes(envelope.original_content or b"")
+        headers: dict[str, str] = {}
+        for name, value in mail.items():
+            headers.setdefault(name, str(value))  # repeated headers (e.g. Received) keep their first value
+        subject = str(mail.get("Subject", ""))
+        body, html = _text_part(mail, "plain"), _text_part(mail, "html")
+        for recipient in envelope.rcpt_tos:
+            self._store.add(
+                new_message(
+                    channel="email",
+                    provider="smtp",
+                    recipient=recipient,
+                    subject=subject,
+                    body=body or "",
+                    html=html,
+                    headers=headers,
+                )
+            )
+        return "250 OK"
+
+
+def _text_part(mail: EmailMessage, subtype: str) -> str | None:
+    part = mail.get_body(preferencelist=(subtype,))
+    if part is None:
+        return None
+    try:
+        content: str = part.get_content()
+    except LookupError:  # unknown charset: keep the mail readable rather than reject it
+        payload = part.get_payload(decode=True)
+        content = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
+    return content
+
+
+def create_smtp_controller(store: MessageStore, faults: FaultInjector, host: str, port: int) -> Controller:
+    return Controller(
+        SandboxSmtpHandler(store, faults),
+        hostname=host,
+        port=port,
+        server_hostname=SERVER_HOSTNAME,
+        decode_data=False,
+        enable_SMTPUTF8=True,
+        data_size_limit=DATA_SIZE_LIMIT,
+    )

@@ -1,0 +1,25 @@
+import logging
+import signal
+
+from pulse.db import make_engine, make_session_factory
+from pulse.messaging.celery_app import make_celery
+from pulse.observability.metrics import serve_metrics
+from services.scheduler.loop import Scheduler
+from services.scheduler.settings import SchedulerSettings
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = SchedulerSettings()
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    scheduler = Scheduler(
+        settings, make_session_factory(make_engine(settings.database)), make_celery("pulse-scheduler", settings.broker)
+    )
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: scheduler.stop())
+    logging.getLogger("pulse.scheduler").info("scheduler running (metrics on :%d)", settings.metrics_port)
+    scheduler.run_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pulse.settings import BrokerSettings, DatabaseSettings
+
+
+class SchedulerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PULSE_SCHEDULER_", env_file=".env", extra="ignore")
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="PostgreSQL.")
+    broker: BrokerSettings = Field(default_factory=BrokerSettings, description="RabbitMQ.")
+    tick_seconds: float = Field(0.5, description="Pause between two rounds of the scheduler's jobs.")
+    batch_size: int = Field(500, description="Rows one job handles per transaction.")
+    metrics_host: str = Field("0.0.0.0", description="Interface of the /metrics endpoint.")
+    metrics_port: int = Field(9105, description="Port of the /metrics endpoint.")

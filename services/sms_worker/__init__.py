@@ -1,0 +1,1 @@
+"""The sms worker service: arrives with its channel's issue (see README, Roadmap)."""

@@ -1,0 +1,1 @@
+"""Pulse: the shared library behind every Pulse service (domain logic, persistence, messaging)."""

@@ -1,0 +1,1 @@
+"""`pulse-admin`: the operator's command line."""

@@ -1,0 +1,1 @@
+"""Providers: one module per channel, each speaking its provider's real wire protocol."""

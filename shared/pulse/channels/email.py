@@ -1,0 +1,107 @@
+"""Email over SMTP: multipart text + html, a Message-ID derived from the notification id.
+
+Each worker thread keeps one SMTP connection open and reuses it, which is what makes hundreds of mails
+per second possible; a dropped connection is reopened once before the attempt counts as failed.
+"""
+
+import smtplib
+import ssl
+import threading
+from email.message import EmailMessage
+from email.utils import formatdate
+
+from pulse.delivery.service import Claim
+from pulse.errors import PermanentProviderError, TransientProviderError
+from pulse.settings import SmtpSettings
+
+
+def build_message(claim: Claim, *, sender: str, message_id_domain: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = claim.recipient
+    message["Subject"] = claim.content.get("subject", "")
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    # Stable across retries, so receiving systems can recognise a repeat.
+    message["Message-ID"] = f"<{claim.notification_id}@{message_id_domain}>"
+    message["X-Pulse-Notification-Id"] = str(claim.notification_id)
+    message.set_content(claim.content["body"])
+    if html := claim.content.get("html"):
+        message.add_alternative(html, subtype="html")
+    return message
+
+
+class SmtpProvider:
+    name = "smtp"
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self._settings = settings
+        self._local = threading.local()
+
+    def send(self, claim: Claim) -> None:
+        message = build_message(
+            claim, sender=self._settings.from_address, message_id_domain=self._settings.message_id_domain
+        )
+        try:
+            try:
+                self._connection().send_message(message)
+            except (smtplib.SMTPServerDisconnected, ConnectionError):  # an idle connection the server closed
+                self._drop_connection()
+                self._connection().send_message(message)
+        except smtplib.SMTPRecipientsRefused as error:
+            code, reply = next(iter(error.recipients.values()))
+            raise _classify(code, reply) from error
+        except smtplib.SMTPResponseException as error:
+            self._reset_after_error()
+            raise _classify(error.smtp_code, error.smtp_error) from error
+        except (OSError, smtplib.SMTPException) as error:
+            self._drop_connection()
+            raise TransientProviderError(f"SMTP connection failed: {error}") from error
+
+    def close(self) -> None:
+        self._drop_connection()
+
+    def _connection(self) -> smtplib.SMTP:
+        connection: smtplib.SMTP | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            self._local.connection = connection
+        return connection
+
+    def _connect(self) -> smtplib.SMTP:
+        settings = self._settings
+        connection: smtplib.SMTP
+        if settings.use_tls:
+            connection = smtplib.SMTP_SSL(
+                settings.host, settings.port, timeout=settings.timeout_seconds, context=ssl.create_default_context()
+            )
+        else:
+            connection = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds)
+        if settings.starttls:
+            connection.starttls(context=ssl.create_default_context())
+        if settings.username and settings.password:
+            connection.login(settings.username, settings.password.get_secret_value())
+        return connection
+
+    def _reset_after_error(self) -> None:
+        try:
+            self._connection().rset()
+        except (OSError, smtplib.SMTPException):
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        connection: smtplib.SMTP | None = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            try:
+                connection.quit()
+            except (OSError, smtplib.SMTPException):
+                connection.close()
+
+
+def _classify(code: int, reply: bytes | str) -> TransientProviderError | PermanentProviderError:
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+    message = f"SMTP {code} {text}".strip()
+    # RFC 5321: 4yz replies are transient, 5yz permanent.
+    if 400 <= code < 500:
+        return TransientProviderError(message)
+    return PermanentProviderError(message)

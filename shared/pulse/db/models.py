@@ -1,0 +1,150 @@
+"""The relational schema. Alembic migrations (pulse/db/migrations) create it; this module only maps it."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {  # noqa: RUF012
+        datetime: DateTime(timezone=True),
+        uuid.UUID: UUID(as_uuid=True),
+        dict[str, Any]: JSONB,
+    }
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    # SHA-256 of the whole key: keys are 256-bit random, so a slow password hash would add nothing.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    revoked_at: Mapped[datetime | None]
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    content: Mapped[dict[str, Any]]
+    # "metadata" is reserved on declarative classes, hence the attribute name.
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=text("'{}'::jsonb"))
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    scheduled_for: Mapped[datetime | None]
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    deferred_reason: Mapped[str | None] = mapped_column(String(32))
+    delivered_at: Mapped[datetime | None]
+    read_at: Mapped[datetime | None]
+    attempt_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # A worker owns a `sending` row until this instant; after it, the row may be claimed again.
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    attempts: Mapped[list["DeliveryAttempt"]] = relationship(
+        order_by="DeliveryAttempt.number", lazy="raise", passive_deletes=True
+    )
+
+    __table_args__ = (
+        Index("ix_notifications_tenant_created", "tenant_id", text("created_at DESC"), text("id DESC")),
+        Index("ix_notifications_tenant_status_created", "tenant_id", "status", text("created_at DESC")),
+        Index("ix_notifications_tenant_channel_created", "tenant_id", "channel", text("created_at DESC")),
+        Index(
+            "ix_notifications_tenant_user_created",
+            "tenant_id",
+            "user_id",
+            text("created_at DESC"),
+            postgresql_where=text("user_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_notifications_due",
+            "scheduled_for",
+            postgresql_where=text("status = 'scheduled'"),
+        ),
+        Index(
+            "ix_notifications_claim_expiry",
+            "claimed_until",
+            postgresql_where=text("status = 'sending'"),
+        ),
+    )
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    notification_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE")
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    provider: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("notification_id", "number"),)
+
+
+class OutboxMessage(Base):
+    """A publish owed to the broker. Deleted once RabbitMQ confirms it; whatever stays is swept."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    notification_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE"), index=True
+    )
+    routing_key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # The sweep leaves a row alone until then: the gateway's own publish gets a head start.
+    available_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_records"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    notification_id: Mapped[uuid.UUID] = mapped_column(
+        # Deferred: the record is written first so that a concurrent duplicate blocks on its key.
+        ForeignKey("notifications.id", ondelete="CASCADE", deferrable=True, initially="DEFERRED")
+    )
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -1,0 +1,38 @@
+"""The domain's error vocabulary, mapped once to HTTP problems (gateway) and to retry or
+dead-letter decisions (workers)."""
+
+
+class PulseError(Exception):
+    """Base of every error Pulse raises on purpose."""
+
+
+class NotFound(PulseError):
+    pass
+
+
+class Conflict(PulseError):
+    pass
+
+
+class InvalidInput(PulseError):
+    pass
+
+
+class Unauthorized(PulseError):
+    pass
+
+
+class Forbidden(PulseError):
+    pass
+
+
+class ProviderError(PulseError):
+    """A provider refused or failed a delivery."""
+
+
+class TransientProviderError(ProviderError):
+    """Worth trying again later: timeouts, 4xx SMTP replies, 5xx HTTP answers."""
+
+
+class PermanentProviderError(ProviderError):
+    """Trying again cannot help: bad address, rejected content, revoked token."""

@@ -1,0 +1,1 @@
+"""RabbitMQ: the topology every service shares, the Celery app factory, and publishing."""

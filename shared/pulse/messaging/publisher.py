@@ -1,0 +1,23 @@
+"""Publishing a notification's task: by name, with publisher confirms, never importing worker code."""
+
+import uuid
+
+from celery import Celery
+from kombu.entity import PERSISTENT_DELIVERY_MODE
+
+from pulse.messaging.topology import NOTIFICATIONS_EXCHANGE, channel_of, task_name
+
+
+def publish_notification(app: Celery, notification_id: uuid.UUID, routing_key: str) -> None:
+    """Hand the notification to RabbitMQ; returns once the broker confirmed it, raises otherwise."""
+    app.send_task(
+        task_name(channel_of(routing_key)),
+        args=[str(notification_id)],
+        exchange=NOTIFICATIONS_EXCHANGE.name,
+        routing_key=routing_key,
+        # `pulse-admin init` declared the topology; without this Celery would declare its default queue.
+        declare=[],
+        delivery_mode=PERSISTENT_DELIVERY_MODE,
+        # The outbox is the retry: fail fast here and let the sweep publish it later.
+        retry=False,
+    )

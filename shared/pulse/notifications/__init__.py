@@ -1,0 +1,1 @@
+"""Notifications: accepting, reading and listing them."""

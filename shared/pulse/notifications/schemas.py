@@ -1,0 +1,98 @@
+"""The notification API's request and response bodies."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pulse.vocabulary import Channel, Priority, Status
+
+_MAX_SUBJECT = 998  # RFC 5322's line limit: a longer subject cannot be sent as one header line.
+
+
+class Content(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject: Annotated[str | None, Field(max_length=_MAX_SUBJECT, description="Required for email.")] = None
+    body: Annotated[str, Field(min_length=1, description="Plain-text body.")]
+    html: Annotated[str | None, Field(description="Optional HTML alternative (email).")] = None
+    data: Annotated[dict[str, Any] | None, Field(description="Structured payload (push, webhook).")] = None
+
+
+class NotificationRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "channel": "email",
+                    "recipient": "ada@example.com",
+                    "content": {"subject": "Welcome", "body": "Hello Ada", "html": "<p>Hello Ada</p>"},
+                    "metadata": {"order": "A-1001"},
+                }
+            ]
+        },
+    )
+
+    channel: Channel
+    recipient: Annotated[str, Field(min_length=1, max_length=2048, description="Address for the channel.")]
+    user_id: Annotated[str | None, Field(max_length=255, description="Your id of the end user.")] = None
+    content: Content
+    priority: Priority = Priority.NORMAL
+    metadata: Annotated[dict[str, Any], Field(description="Stored and returned as given.")] = {}
+
+    @model_validator(mode="after")
+    def _check_channel_fields(self) -> "NotificationRequest":
+        if self.channel is Channel.EMAIL:
+            try:
+                self.recipient = validate_email(self.recipient, check_deliverability=False).normalized
+            except EmailNotValidError as error:
+                raise ValueError(f"recipient is not a valid email address: {error}") from error
+            if not self.content.subject:
+                raise ValueError("content.subject is required for email")
+        return self
+
+
+class DeliveryAttemptOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    number: int
+    started_at: datetime
+    finished_at: datetime
+    provider: str
+    outcome: str
+    error: str | None
+
+
+class NotificationOut(BaseModel):
+    """A notification as listed (without its attempts)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    channel: Channel
+    priority: Priority
+    recipient: str
+    user_id: str | None
+    status: Status
+    content: Content
+    metadata: dict[str, Any] = Field(validation_alias="meta")
+    created_at: datetime
+    scheduled_for: datetime | None
+    local_scheduled_time: datetime | None = None
+    deferred_reason: str | None
+    attempt_count: int
+    delivered_at: datetime | None
+    read_at: datetime | None
+    last_error: str | None
+
+
+class NotificationDetail(NotificationOut):
+    attempts: list[DeliveryAttemptOut]
+
+
+class NotificationPage(BaseModel):
+    items: list[NotificationOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last.")

@@ -1,0 +1,187 @@
+"""Accepting, reading and listing notifications. Callers own the transaction (commit at the edge)."""
+
+import base64
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, insert, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session, selectinload
+
+from pulse.db.models import IdempotencyRecord, Notification, OutboxMessage
+from pulse.errors import Conflict, InvalidInput, NotFound
+from pulse.messaging.topology import routing_key
+from pulse.notifications.schemas import NotificationRequest
+from pulse.vocabulary import Channel, Priority, Status
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    notification: Notification
+    # The outbox row to publish after commit; None when an idempotent replay returned an old notification.
+    outbox_id: int | None
+
+    @property
+    def replayed(self) -> bool:
+        return self.outbox_id is None
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    status: Status | None = None
+    channel: Channel | None = None
+    user_id: str | None = None
+    priority: Priority | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+def request_fingerprint(request: NotificationRequest) -> str:
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def accept_notification(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    request: NotificationRequest,
+    idempotency_key: str | None = None,
+    publish_grace: timedelta = timedelta(seconds=5),
+) -> Accepted:
+    """Store the notification and the publish it owes, in the caller's transaction."""
+    notification_id = uuid.uuid4()
+    if idempotency_key is not None:
+        original = _claim_idempotency_key(
+            session,
+            tenant_id=tenant_id,
+            key=idempotency_key,
+            fingerprint=request_fingerprint(request),
+            notification_id=notification_id,
+        )
+        if original is not None:
+            return Accepted(notification=get_notification(session, tenant_id=tenant_id, id=original), outbox_id=None)
+
+    now = datetime.now(UTC)
+    notification = Notification(
+        id=notification_id,
+        tenant_id=tenant_id,
+        channel=request.channel,
+        priority=request.priority,
+        recipient=request.recipient,
+        user_id=request.user_id,
+        status=Status.QUEUED,
+        content=request.content.model_dump(exclude_none=True),
+        meta=request.metadata,
+        created_at=now,
+        updated_at=now,
+        attempt_count=0,
+        attempts=[],
+    )
+    session.add(notification)
+    session.flush()
+    outbox_id = session.scalar(
+        insert(OutboxMessage)
+        .values(
+            notification_id=notification_id,
+            routing_key=routing_key(request.channel, request.priority),
+            available_at=now + publish_grace,
+        )
+        .returning(OutboxMessage.id)
+    )
+    assert outbox_id is not None
+    return Accepted(notification=notification, outbox_id=outbox_id)
+
+
+def _claim_idempotency_key(
+    session: Session, *, tenant_id: uuid.UUID, key: str, fingerprint: str, notification_id: uuid.UUID
+) -> uuid.UUID | None:
+    """Reserve the key for this request; return the original notification's id if it was already used.
+
+    A concurrent request with the same key blocks on the primary key until the first one commits, so
+    two racing requests create one notification.
+    """
+    now = datetime.now(UTC)
+    values = {
+        "tenant_id": tenant_id,
+        "key": key,
+        "request_hash": fingerprint,
+        "notification_id": notification_id,
+        "expires_at": now + IDEMPOTENCY_TTL,
+    }
+    statement = pg_insert(IdempotencyRecord).values(values)
+    reserved = session.scalar(
+        statement.on_conflict_do_update(
+            index_elements=[IdempotencyRecord.tenant_id, IdempotencyRecord.key],
+            set_={name: statement.excluded[name] for name in ("request_hash", "notification_id", "expires_at")},
+            where=IdempotencyRecord.expires_at <= now,
+        ).returning(IdempotencyRecord.key)
+    )
+    if reserved is not None:
+        return None
+    record = session.get_one(IdempotencyRecord, (tenant_id, key))
+    if record.request_hash != fingerprint:
+        raise Conflict("this Idempotency-Key was already used with a different request body")
+    return record.notification_id
+
+
+def get_notification(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> Notification:  # noqa: A002
+    notification = session.scalars(
+        select(Notification)
+        .options(selectinload(Notification.attempts))
+        .where(Notification.id == id, Notification.tenant_id == tenant_id)
+    ).one_or_none()
+    if notification is None:
+        raise NotFound(f"notification {id} not found")
+    return notification
+
+
+def list_notifications(
+    session: Session, *, tenant_id: uuid.UUID, filters: ListFilters, limit: int, cursor: str | None
+) -> tuple[list[Notification], str | None]:
+    """Newest first, keyset-paginated on (created_at, id) so pages stay stable while rows arrive."""
+    query = select(Notification).where(Notification.tenant_id == tenant_id)
+    for column, value in (
+        (Notification.status, filters.status),
+        (Notification.channel, filters.channel),
+        (Notification.user_id, filters.user_id),
+        (Notification.priority, filters.priority),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if filters.created_after is not None:
+        query = query.where(Notification.created_at >= filters.created_after)
+    if filters.created_before is not None:
+        query = query.where(Notification.created_at < filters.created_before)
+    if cursor is not None:
+        created_at, last_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Notification.created_at < created_at,
+                and_(Notification.created_at == created_at, Notification.id < last_id),
+            )
+        )
+    rows = list(
+        session.scalars(query.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit + 1))
+    )
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, _encode_cursor(rows[-1])
+
+
+def _encode_cursor(last: Notification) -> str:
+    return base64.urlsafe_b64encode(f"{last.created_at.isoformat()}|{last.id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created_at, last_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created_at), uuid.UUID(last_id)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidInput("cursor is not one this API returned") from error

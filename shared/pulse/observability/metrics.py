@@ -1,0 +1,44 @@
+"""Prometheus metrics named in CONTRACT.md; each process exports the ones it updates."""
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+# Delivery takes from milliseconds (sandbox) to minutes (retries): buckets cover both ends.
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+NOTIFICATIONS_ACCEPTED = Counter(
+    "pulse_notifications_accepted", "Notifications accepted by the gateway.", ["channel", "priority"]
+)
+NOTIFICATIONS_DELIVERED = Counter(
+    "pulse_notifications_delivered", "Notifications delivered to a provider.", ["channel", "provider"]
+)
+NOTIFICATIONS_FAILED = Counter(
+    "pulse_notifications_failed", "Notifications that ended failed.", ["channel", "reason"]
+)
+DELIVERY_ATTEMPTS = Counter("pulse_delivery_attempts", "Delivery attempts by outcome.", ["channel", "outcome"])
+DELIVERY_LATENCY = Histogram(
+    "pulse_delivery_latency_seconds",
+    "From acceptance to delivery.",
+    ["channel", "priority"],
+    buckets=_LATENCY_BUCKETS,
+)
+DELIVERIES_SKIPPED = Counter(
+    "pulse_deliveries_skipped",
+    "Messages dropped because their notification was finished or claimed elsewhere (duplicates).",
+    ["channel"],
+)
+PROVIDER_REQUEST = Histogram(
+    "pulse_provider_request_seconds", "Duration of one provider call.", ["channel", "provider"]
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "pulse_http_request_duration_seconds", "Gateway request duration.", ["route", "method", "status"]
+)
+OUTBOX_LAG = Gauge("pulse_outbox_lag_seconds", "Age of the oldest publish still owed to the broker.")
+OUTBOX_PUBLISHED = Counter("pulse_outbox_published", "Publishes made by the outbox sweep.")
+CLAIMS_RECOVERED = Counter(
+    "pulse_claims_recovered", "Notifications re-queued after their worker's claim expired."
+)
+
+
+def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
+    """Expose this process's metrics on http://host:port/metrics (a background thread)."""
+    start_http_server(port, addr=host)

@@ -1,0 +1,54 @@
+"""Settings shared by every service: each block reads its own `PULSE_<BLOCK>_*` variables.
+
+Services compose these blocks into their own settings class, so one variable (say
+`PULSE_DATABASE_URL`) means the same thing everywhere.
+"""
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore")
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = _config("PULSE_DATABASE_")
+
+    url: str = Field(
+        "postgresql+psycopg://postgres@localhost:5432/pulse",
+        description="SQLAlchemy URL of the PostgreSQL database (psycopg 3 driver).",
+    )
+    pool_size: int = Field(10, description="Connections kept open per process.")
+    connect_timeout_seconds: float = Field(
+        3.0, description="How long to wait for a new connection before giving up."
+    )
+
+
+class BrokerSettings(BaseSettings):
+    model_config = _config("PULSE_BROKER_")
+
+    url: str = Field("amqp://guest:guest@localhost:5672//", description="AMQP URL of RabbitMQ.")
+    connect_timeout_seconds: float = Field(
+        2.0, description="How long a publish waits to connect before the outbox takes over."
+    )
+
+
+class SmtpSettings(BaseSettings):
+    model_config = _config("PULSE_SMTP_")
+
+    host: str = Field("127.0.0.1", description="SMTP relay host (default: the Pulse sandbox).")
+    port: int = Field(1025, description="SMTP relay port.")
+    username: str | None = Field(None, description="SMTP login user; no login when empty.")
+    password: SecretStr | None = Field(None, description="SMTP login password.")
+    starttls: bool = Field(False, description="Upgrade the connection with STARTTLS before sending.")
+    use_tls: bool = Field(False, description="Connect with implicit TLS (SMTPS, usually port 465).")
+    from_address: str = Field(
+        "Pulse <no-reply@pulse.localhost>",
+        validation_alias="PULSE_SMTP_FROM",
+        description="The From header of every email.",
+    )
+    timeout_seconds: float = Field(10.0, description="Socket timeout of one SMTP conversation.")
+    message_id_domain: str = Field(
+        "pulse.localhost", description="Domain part of the stable Message-ID header."
+    )

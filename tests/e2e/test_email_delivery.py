@@ -1,0 +1,166 @@
+"""End to end: gateway → PostgreSQL + outbox → RabbitMQ → email worker → SMTP (the sandbox)."""
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from celery import Celery
+from kombu import Connection
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from pulse.db import transaction
+from pulse.db.models import Notification
+from pulse.messaging.publisher import publish_notification
+from pulse.notifications.schemas import NotificationRequest
+from pulse.notifications.service import accept_notification
+from tests.conftest import Stack, Tenant, wait_until
+
+
+@pytest.fixture
+def sandbox(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.sandbox() as client:
+        yield client
+        client.delete("/api/faults")
+
+
+def _email(recipient: str, **content: str) -> dict[str, object]:
+    return {
+        "channel": "email",
+        "recipient": recipient,
+        "content": {"subject": "Your receipt", "body": "Thanks for your order.", **content},
+    }
+
+
+def _wait_for_status(client: httpx.Client, notification_id: str, status: str) -> dict[str, object]:
+    def reached() -> dict[str, object] | None:
+        body: dict[str, object] = client.get(f"/v1/notifications/{notification_id}").json()
+        return body if body["status"] == status else None
+
+    return wait_until(reached, timeout=30, what=f"notification {notification_id} to be {status}")
+
+
+def _messages_to(sandbox: httpx.Client, recipient: str) -> list[dict[str, object]]:
+    items: list[dict[str, object]] = sandbox.get("/api/messages", params={"recipient": recipient}).json()["items"]
+    return items
+
+
+def test_an_accepted_email_arrives_and_is_marked_delivered(stack: Stack, tenant: Tenant, sandbox: httpx.Client) -> None:
+    recipient = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    with stack.client(tenant.api_key) as client:
+        response = client.post("/v1/notifications", json=_email(recipient, html="<p>Thanks for your order.</p>"))
+        assert response.status_code == 202, response.text
+        notification_id = response.json()["id"]
+
+        delivered = _wait_for_status(client, notification_id, "delivered")
+
+    assert delivered["attempt_count"] == 1
+    [attempt] = delivered["attempts"]  # type: ignore[misc]
+    assert attempt["outcome"] == "delivered"
+    assert attempt["provider"] == "smtp"
+    assert delivered["delivered_at"] is not None
+    [message] = _messages_to(sandbox, recipient)
+    assert message["subject"] == "Your receipt"
+    assert message["body"].strip() == "Thanks for your order."  # type: ignore[union-attr]
+    assert message["html"].strip() == "<p>Thanks for your order.</p>"  # type: ignore[union-attr]
+    assert message["headers"]["Message-ID"] == f"<{notification_id}@pulse.localhost>"  # type: ignore[index]
+
+
+def test_a_permanent_smtp_refusal_fails_the_notification_into_the_dead_letter_queue(
+    stack: Stack, tenant: Tenant, sandbox: httpx.Client
+) -> None:
+    recipient = f"bounce-{uuid.uuid4().hex[:8]}@example.com"
+    sandbox.post("/api/faults", json={"endpoint": "smtp", "status": 550, "fail_next": 1}).raise_for_status()
+    with stack.client(tenant.api_key) as client:
+        notification_id = client.post("/v1/notifications", json=_email(recipient)).json()["id"]
+        failed = _wait_for_status(client, notification_id, "failed")
+
+    assert "550" in str(failed["last_error"])
+    [attempt] = failed["attempts"]  # type: ignore[misc]
+    assert attempt["outcome"] == "failed"
+    assert _messages_to(sandbox, recipient) == []
+    wait_until(
+        lambda: notification_id in _dead_lettered_ids(stack.infrastructure.broker_url, "pulse.email.dead"),
+        timeout=10,
+        what="the message in pulse.email.dead",
+    )
+
+
+def _dead_lettered_ids(broker_url: str, queue: str) -> list[str]:
+    """Notification ids of the messages in a dead-letter queue (peeked at, left in place)."""
+    ids = []
+    with Connection(broker_url) as connection:
+        channel = connection.channel()
+        while (message := channel.basic_get(queue, no_ack=False)) is not None:
+            task_args, _kwargs, _embed = json.loads(message.body)
+            ids.extend(task_args)
+        channel.close()  # Unacknowledged messages go back to the queue.
+    return ids
+
+
+def test_a_notification_whose_publish_never_happened_is_published_by_the_outbox_sweep(
+    stack: Stack, tenant: Tenant, session_factory: sessionmaker[Session], sandbox: httpx.Client
+) -> None:
+    """Simulates a gateway killed between commit and publish: only the outbox row exists."""
+    recipient = f"sweep-{uuid.uuid4().hex[:8]}@example.com"
+    with transaction(session_factory) as session:
+        accepted = accept_notification(
+            session,
+            tenant_id=tenant.id,
+            request=NotificationRequest.model_validate(_email(recipient)),
+            publish_grace=timedelta(0),
+        )
+    with stack.client(tenant.api_key) as client:
+        _wait_for_status(client, str(accepted.notification.id), "delivered")
+    assert len(_messages_to(sandbox, recipient)) == 1
+
+
+def test_a_claim_left_by_a_killed_worker_expires_and_the_notification_is_delivered(
+    stack: Stack, tenant: Tenant, session_factory: sessionmaker[Session], sandbox: httpx.Client
+) -> None:
+    """Simulates a worker killed mid-send: the row is `sending` with a lease that has run out."""
+    recipient = f"lease-{uuid.uuid4().hex[:8]}@example.com"
+    with transaction(session_factory) as session:
+        accepted = accept_notification(
+            session,
+            tenant_id=tenant.id,
+            request=NotificationRequest.model_validate(_email(recipient)),
+            publish_grace=timedelta(hours=1),  # No publish: the dead worker had already taken it.
+        )
+        session.execute(
+            update(Notification)
+            .where(Notification.id == accepted.notification.id)
+            .values(status="sending", attempt_count=1, claimed_until=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    with stack.client(tenant.api_key) as client:
+        delivered = _wait_for_status(client, str(accepted.notification.id), "delivered")
+
+    lost, succeeded = delivered["attempts"]  # type: ignore[misc]
+    assert (lost["outcome"], succeeded["outcome"]) == ("failed", "delivered")
+    assert "claim expired" in lost["error"]
+    assert len(_messages_to(sandbox, recipient)) == 1
+
+
+def test_a_duplicated_message_does_not_send_twice(
+    stack: Stack, tenant: Tenant, celery_publisher: Celery, sandbox: httpx.Client
+) -> None:
+    recipient = f"twice-{uuid.uuid4().hex[:8]}@example.com"
+    skipped = 'pulse_deliveries_skipped_total{channel="email"}'
+    with stack.client(tenant.api_key) as client:
+        notification_id = client.post("/v1/notifications", json=_email(recipient)).json()["id"]
+        _wait_for_status(client, notification_id, "delivered")
+        skipped_before = stack.metric(stack.email_worker_metrics_url, skipped)
+
+        for _ in range(2):
+            publish_notification(celery_publisher, uuid.UUID(notification_id), "email.normal")
+        wait_until(
+            lambda: stack.metric(stack.email_worker_metrics_url, skipped) >= skipped_before + 2,
+            what="the worker to consume both duplicates",
+        )
+        again = client.get(f"/v1/notifications/{notification_id}").json()
+
+    assert again["attempt_count"] == 1
+    assert len(_messages_to(sandbox, recipient)) == 1
