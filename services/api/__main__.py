@@ -10,6 +10,7 @@ def main() -> None:
         factory=True,
         host=settings.api_host,
         port=settings.api_port,
+        workers=settings.api_workers,
         access_log=False,
         log_level="info",
     )

@@ -29,15 +29,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         engine = make_engine(settings.database)
         session_factory = make_session_factory(engine)
         celery = make_celery("pulse-api", settings.broker)
+        publisher = AfterCommitPublisher(session_factory, celery)
         app.state.gateway = Gateway(
             settings=settings,
             engine=engine,
             session_factory=session_factory,
             celery=celery,
-            publisher=AfterCommitPublisher(session_factory, celery),
+            publisher=publisher,
             api_keys=ApiKeyCache(settings.auth_cache_seconds),
         )
         yield
+        publisher.close()
         celery.close()
         engine.dispose()
 

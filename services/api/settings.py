@@ -13,6 +13,7 @@ class ApiSettings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings, description="RabbitMQ.")
     api_host: str = Field("127.0.0.1", description="Interface the gateway listens on.")
     api_port: int = Field(8000, description="Port of the gateway (HTTP API and /metrics).")
+    api_workers: int = Field(1, description="Gateway processes sharing the port (uvicorn workers).")
     enable_docs: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
     max_body_bytes: int = Field(256 * 1024, description="Larger request bodies are refused with 413.")
     enabled_channels: Annotated[list[Channel], NoDecode] = Field(

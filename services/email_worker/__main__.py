@@ -1,3 +1,4 @@
+from pulse.delivery.worker import run_worker
 from pulse.observability.metrics import serve_metrics
 from services.email_worker.settings import EmailWorkerSettings
 from services.email_worker.worker import create_worker
@@ -6,17 +7,11 @@ from services.email_worker.worker import create_worker
 def main() -> None:
     settings = EmailWorkerSettings()
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    create_worker(settings).worker_main(
-        [
-            "worker",
-            "--pool=threads",
-            f"--concurrency={settings.concurrency}",
-            f"--prefetch-multiplier={settings.prefetch_multiplier}",
-            "--hostname=email@%h",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ]
+    run_worker(
+        create_worker(settings),
+        hostname="email@%h",
+        concurrency=settings.concurrency,
+        prefetch_multiplier=settings.prefetch_multiplier,
     )
 
 

@@ -17,7 +17,8 @@ from pulse.db.models import Notification
 from pulse.messaging.publisher import publish_notification
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
-from tests.conftest import Stack, Tenant, wait_until
+from devtools.stack import Stack, metric_value
+from tests.conftest import Tenant, wait_until
 
 
 @pytest.fixture
@@ -152,12 +153,12 @@ def test_a_duplicated_message_does_not_send_twice(
     with stack.client(tenant.api_key) as client:
         notification_id = client.post("/v1/notifications", json=_email(recipient)).json()["id"]
         _wait_for_status(client, notification_id, "delivered")
-        skipped_before = stack.metric(stack.email_worker_metrics_url, skipped)
+        skipped_before = metric_value(stack.metrics_url("email_worker"), skipped)
 
         for _ in range(2):
             publish_notification(celery_publisher, uuid.UUID(notification_id), "email.normal")
         wait_until(
-            lambda: stack.metric(stack.email_worker_metrics_url, skipped) >= skipped_before + 2,
+            lambda: metric_value(stack.metrics_url("email_worker"), skipped) >= skipped_before + 2,
             what="the worker to consume both duplicates",
         )
         again = client.get(f"/v1/notifications/{notification_id}").json()

@@ -1,7 +1,11 @@
 """The sandbox started in-process on free ports, driven with smtplib and its HTTP API."""
 
+import os
+import signal
 import smtplib
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -10,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +27,7 @@ from services.sandbox.store import MessageStore, new_message
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 10
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -40,22 +46,29 @@ def free_port() -> int:
         return port
 
 
+def is_healthy(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def running_sandbox() -> Iterator[Sandbox]:
     store, faults = MessageStore(max_messages=10_000), FaultInjector()
     smtp_port, http_port = free_port(), free_port()
     controller = create_smtp_controller(store, faults, HOST, smtp_port)
-    controller.start()
     server = uvicorn.Server(
         uvicorn.Config(create_app(store, faults), host=HOST, port=http_port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "sandbox HTTP server did not start"
-        time.sleep(0.01)
+    controller.start()
     try:
+        thread.start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "sandbox HTTP server did not start"
+            time.sleep(0.01)
         with httpx.Client(base_url=f"http://{HOST}:{http_port}", timeout=10) as http:
             yield Sandbox(smtp_port, http)
     finally:
@@ -93,7 +106,9 @@ def messages(sandbox: Sandbox, **params: str | int) -> dict:
 
 def test_multipart_mail_is_stored_once_per_recipient(sandbox: Sandbox) -> None:
     recipients = ["alice@example.com", "bob@example.com"]
-    mail = make_mail("Your code", "Code: 123456", "<p>Code: <b>123456</b></p>", to=", ".join(recipients))
+    mail = make_mail(
+        "Your code ✓", "Code: 123456 — merci", "<p>Code: <b>123456</b></p>", to=", ".join(recipients)
+    )
     with sandbox.smtp() as smtp:
         smtp.send_message(mail)
 
@@ -103,8 +118,8 @@ def test_multipart_mail_is_stored_once_per_recipient(sandbox: Sandbox) -> None:
     for item in listing["items"]:
         assert item["channel"] == "email"
         assert item["provider"] == "smtp"
-        assert item["subject"] == "Your code"
-        assert item["body"].strip() == "Code: 123456"
+        assert item["subject"] == "Your code ✓"
+        assert item["body"].strip() == "Code: 123456 — merci"
         assert item["html"].strip() == "<p>Code: <b>123456</b></p>"
         assert item["headers"]["Message-ID"] == mail["Message-ID"]
         assert item["headers"]["From"] == "Pulse <noreply@pulse.test>"
@@ -262,3 +277,35 @@ def test_store_drops_oldest_beyond_capacity_and_keeps_counts_exact() -> None:
     assert store.count(recipient="r0") == 2
     assert store.count(channel="email", recipient="r1") == 1
     assert store.by_channel() == {"email": 3}
+
+
+def test_module_entry_point_serves_both_and_stops_on_sigterm() -> None:
+    smtp_port, http_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PULSE_SANDBOX_HOST": HOST,
+        "PULSE_SANDBOX_SMTP_PORT": str(smtp_port),
+        "PULSE_SANDBOX_HTTP_PORT": str(http_port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.sandbox"], cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        base_url = f"http://{HOST}:{http_port}"
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not is_healthy(base_url):
+            assert process.poll() is None, "sandbox exited during startup"
+            assert time.monotonic() < deadline, "sandbox did not become healthy"
+            time.sleep(0.05)
+        with smtplib.SMTP(HOST, smtp_port, timeout=10) as smtp:
+            smtp.send_message(make_mail("Via main", "hello"))
+        assert httpx.get(f"{base_url}/api/messages/count").json() == {"count": 1}
+
+        process.send_signal(signal.SIGTERM)
+        _, logs = process.communicate(timeout=STARTUP_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert f"SMTP smtp://{HOST}:{smtp_port}, inbox http://{HOST}:{http_port}/" in logs
+    assert "sandbox stopped" in logs

@@ -15,12 +15,13 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.db import transaction
-from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage
+from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage, delivery_attempts_table
+from pulse.db.models import notifications_table as _notification
 from pulse.errors import PermanentProviderError, ProviderError
 from pulse.messaging.topology import routing_key
 from pulse.observability import metrics
@@ -60,29 +61,54 @@ class DeliveryResult:
     error: str | None = None
 
 
+# The two statements every delivery runs, built once: values arrive as bound parameters, so
+# SQLAlchemy reuses one compiled form instead of building a cache key per call.
+_CLAIM = (
+    update(_notification)
+    .where(
+        _notification.c.id == bindparam("notification_id"),
+        _notification.c.status.in_([Status.QUEUED, Status.RETRYING])
+        | ((_notification.c.status == Status.SENDING) & (_notification.c.claimed_until < bindparam("now"))),
+    )
+    .values(
+        status=Status.SENDING,
+        attempt_count=_notification.c.attempt_count + 1,
+        claimed_until=bindparam("lease_ends"),
+        updated_at=bindparam("now"),
+    )
+    .returning(
+        _notification.c.channel,
+        _notification.c.priority,
+        _notification.c.recipient,
+        _notification.c.content,
+        _notification.c.attempt_count,
+        _notification.c.created_at,
+    )
+)
+_FINISH = (
+    update(_notification)
+    # Only the holder of this attempt's claim may finish it.
+    .where(
+        _notification.c.id == bindparam("notification_id"),
+        _notification.c.status == Status.SENDING,
+        _notification.c.attempt_count == bindparam("attempt_number"),
+    )
+    .values(
+        status=bindparam("final_status"),
+        delivered_at=bindparam("delivered"),
+        last_error=bindparam("error"),
+        claimed_until=None,
+        updated_at=bindparam("finished"),
+    )
+)
+# Nothing to add if the scheduler already wrote this attempt off as lost (recover_expired_claims).
+_INSERT_ATTEMPT = pg_insert(delivery_attempts_table).on_conflict_do_nothing()
+
+
 def claim_for_delivery(session: Session, *, notification_id: uuid.UUID, lease: timedelta) -> Claim | None:
     now = datetime.now(UTC)
     row = session.execute(
-        update(Notification)
-        .where(
-            Notification.id == notification_id,
-            (Notification.status.in_([Status.QUEUED, Status.RETRYING]))
-            | ((Notification.status == Status.SENDING) & (Notification.claimed_until < now)),
-        )
-        .values(
-            status=Status.SENDING,
-            attempt_count=Notification.attempt_count + 1,
-            claimed_until=now + lease,
-            updated_at=now,
-        )
-        .returning(
-            Notification.channel,
-            Notification.priority,
-            Notification.recipient,
-            Notification.content,
-            Notification.attempt_count,
-            Notification.created_at,
-        )
+        _CLAIM, {"notification_id": notification_id, "now": now, "lease_ends": now + lease}
     ).one_or_none()
     if row is None:
         return None
@@ -107,36 +133,28 @@ def record_attempt(
 ) -> datetime:
     """Store the attempt and move the notification to its outcome; returns when it finished."""
     finished_at = datetime.now(UTC)
-    outcome = Outcome.FAILED if error else Outcome.DELIVERED
     session.execute(
-        # Nothing to add if the scheduler already wrote this attempt off as lost (see below).
-        pg_insert(DeliveryAttempt)
-        .on_conflict_do_nothing()
-        .values(
-            notification_id=claim.notification_id,
-            number=claim.attempt_number,
-            started_at=started_at,
-            finished_at=finished_at,
-            provider=provider,
-            outcome=outcome,
-            error=error,
-        )
+        _INSERT_ATTEMPT,
+        {
+            "notification_id": claim.notification_id,
+            "number": claim.attempt_number,
+            "started_at": started_at,
+            "finished_at": finished_at,
+            "provider": provider,
+            "outcome": Outcome.FAILED if error else Outcome.DELIVERED,
+            "error": error,
+        },
     )
     session.execute(
-        update(Notification)
-        # Only the holder of this attempt's claim may finish it.
-        .where(
-            Notification.id == claim.notification_id,
-            Notification.status == Status.SENDING,
-            Notification.attempt_count == claim.attempt_number,
-        )
-        .values(
-            status=Status.FAILED if error else Status.DELIVERED,
-            delivered_at=None if error else finished_at,
-            last_error=error,
-            claimed_until=None,
-            updated_at=finished_at,
-        )
+        _FINISH,
+        {
+            "notification_id": claim.notification_id,
+            "attempt_number": claim.attempt_number,
+            "final_status": Status.FAILED if error else Status.DELIVERED,
+            "delivered": None if error else finished_at,
+            "error": error,
+            "finished": finished_at,
+        },
     )
     return finished_at
 

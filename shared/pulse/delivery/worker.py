@@ -4,6 +4,7 @@ Every channel worker has the same shape (claim, send, record, ack or dead-letter
 differs, so the service modules just pick channels and a provider and call `make_channel_worker`.
 """
 
+import logging
 import uuid
 from datetime import timedelta
 
@@ -33,7 +34,7 @@ def make_channel_worker(
     session_factory: sessionmaker[Session],
     claim_lease: timedelta,
 ) -> Celery:
-    app = make_celery(name, broker, queues=work_queues(*channels))
+    app = make_celery(name, broker, queues=work_queues(*channels), confirm_publish=False)
 
     for channel in channels:
 
@@ -59,3 +60,25 @@ def make_channel_worker(
             return result.outcome
 
     return app
+
+
+def run_worker(app: Celery, *, hostname: str, concurrency: int, prefetch_multiplier: int) -> None:
+    """Run a channel worker in this process until SIGTERM/SIGINT (warm shutdown: in-flight tasks finish)."""
+    # One line per received and per finished task is too much at hundreds of tasks per second;
+    # Pulse logs what matters (failures, skips) itself.
+    for noisy in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    app.worker_main(
+        [
+            "worker",
+            # Delivery is I/O (database, provider): threads overlap the waits, and one process keeps
+            # one set of Prometheus metrics.
+            "--pool=threads",
+            f"--concurrency={concurrency}",
+            f"--prefetch-multiplier={prefetch_multiplier}",
+            f"--hostname={hostname}",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )

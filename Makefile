@@ -1,0 +1,44 @@
+# Pulse — `make help` lists the targets.
+SHELL := /bin/bash
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-8s\033[0m %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	@test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(INSTALLED) ## Create .venv and install Pulse with its dev tools
+
+infra: ## Check PostgreSQL and RabbitMQ (install/start them on Debian as root)
+	@scripts/ensure-infra.sh
+
+run: install infra ## Set up and start every service in the foreground (Ctrl-C stops them)
+	@scripts/run.sh
+
+test: install infra ## Run the test suite against the real PostgreSQL and RabbitMQ
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint: install ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install infra ## Throughput and latency through the whole system; saves bench/results/
+	$(PYTHON) -m bench.email_throughput $(BENCH_ARGS)
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: help install infra run test lint format bench clean

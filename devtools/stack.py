@@ -1,0 +1,178 @@
+"""A throwaway Pulse: its own PostgreSQL database and RabbitMQ vhost, and the services as processes.
+
+Used by the test suite and by `make bench`, so both measure the real system, not mocks.
+"""
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from pulse.admin.cli import ensure_database, init
+from pulse.admin.settings import AdminSettings
+from pulse.settings import BrokerSettings, DatabaseSettings
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER_DATABASE_URL = os.environ.get(
+    "PULSE_TEST_DATABASE_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+BROKER_SERVER_URL = os.environ.get("PULSE_TEST_BROKER_SERVER", "amqp://guest:guest@127.0.0.1:5672")
+
+
+class Timeout(Exception):
+    pass
+
+
+def wait_until(condition: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
+    """Poll `condition` until it returns something truthy; raise Timeout at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise Timeout(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    database_url: str
+    broker_url: str
+
+    def env(self) -> dict[str, str]:
+        return {"PULSE_DATABASE_URL": self.database_url, "PULSE_BROKER_URL": self.broker_url}
+
+
+@contextmanager
+def isolated_infrastructure(prefix: str = "pulse_test") -> Iterator[Infrastructure]:
+    """A new database and vhost, migrated and declared; both dropped on exit."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    database_url = make_url(SERVER_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+    _rabbitmqctl("add_vhost", name)
+    try:
+        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        infrastructure = Infrastructure(database_url=database_url, broker_url=f"{BROKER_SERVER_URL}/{name}")
+        ensure_database(database_url)
+        init(AdminSettings(database=DatabaseSettings(url=database_url), broker=BrokerSettings(url=infrastructure.broker_url)))
+        yield infrastructure
+    finally:
+        server = create_engine(SERVER_DATABASE_URL, isolation_level="AUTOCOMMIT")
+        with server.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        server.dispose()
+        _rabbitmqctl("delete_vhost", name)
+
+
+def metric_value(url: str, sample: str) -> float:
+    """The value of one sample (name with labels, as printed) on a /metrics page; 0 if absent."""
+    for line in httpx.get(url, timeout=5).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
+
+
+@dataclass
+class Stack:
+    infrastructure: Infrastructure
+    log_dir: Path
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['api']}"
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['sandbox_http']}"
+
+    def metrics_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service + '_metrics']}/metrics"
+
+    def client(self, api_key: str) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+
+    def sandbox(self) -> httpx.Client:
+        return httpx.Client(base_url=self.sandbox_url, timeout=10)
+
+
+def _responds(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+SERVICES = {
+    "sandbox": "services.sandbox",
+    "api": "services.api",
+    "email_worker": "services.email_worker",
+    "scheduler": "services.scheduler",
+}
+
+
+@contextmanager
+def running_stack(infrastructure: Infrastructure, log_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """Start every service on free ports against `infrastructure`; stop them (SIGTERM) on exit."""
+    stack = Stack(infrastructure, log_dir)
+    for port in ("api", "sandbox_http", "sandbox_smtp", "email_worker_metrics", "scheduler_metrics"):
+        stack.ports[port] = free_port()
+    env = {
+        **os.environ,
+        **infrastructure.env(),
+        "PULSE_API_PORT": str(stack.ports["api"]),
+        "PULSE_SMTP_HOST": "127.0.0.1",
+        "PULSE_SMTP_PORT": str(stack.ports["sandbox_smtp"]),
+        "PULSE_SANDBOX_SMTP_PORT": str(stack.ports["sandbox_smtp"]),
+        "PULSE_SANDBOX_HTTP_PORT": str(stack.ports["sandbox_http"]),
+        "PULSE_EMAIL_WORKER_METRICS_PORT": str(stack.ports["email_worker_metrics"]),
+        "PULSE_SCHEDULER_METRICS_PORT": str(stack.ports["scheduler_metrics"]),
+        **(extra_env or {}),
+    }
+    log_dir.mkdir(parents=True, exist_ok=True)
+    processes = {}
+    try:
+        for name, module in SERVICES.items():
+            log = (log_dir / f"{name}.log").open("wb")
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-m", module], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        for name, url in [
+            ("sandbox", f"{stack.sandbox_url}/healthz"),
+            ("api", f"{stack.api_url}/readyz"),
+            ("email worker", stack.metrics_url("email_worker")),
+            ("scheduler", stack.metrics_url("scheduler")),
+        ]:
+            wait_until(lambda url=url: _responds(url), timeout=60, what=f"{name} at {url} (logs: {log_dir})")
+        yield stack
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for name, process in processes.items():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                print(f"{name} did not stop on SIGTERM; killed (logs: {log_dir})")

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make run`: initialise PostgreSQL and RabbitMQ, issue a dev API key, start every service (honcho).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+export PULSE_API_PORT=${PULSE_API_PORT:-8000}
+export PULSE_BROKER_URL=${PULSE_BROKER_URL:-amqp://guest:guest@localhost:5672//}
+
+pulse-admin init
+pulse-admin create-tenant dev >/dev/null
+key=$(pulse-admin create-api-key --tenant dev --scopes send,read,admin | tail -n 1)
+
+cat <<TXT
+
+  Pulse is starting. Ctrl-C stops every service.
+
+  API               http://localhost:$PULSE_API_PORT          (docs: /docs, /redoc; health: /healthz, /readyz)
+  Metrics           http://localhost:$PULSE_API_PORT/metrics  email worker :9101, scheduler :9105
+  Sandbox inbox     http://localhost:${PULSE_SANDBOX_HTTP_PORT:-8025}          (SMTP on :${PULSE_SANDBOX_SMTP_PORT:-1025})
+  Flower            http://localhost:5555
+  RabbitMQ UI       http://localhost:15672         (guest/guest, when the management plugin is on)
+
+  Dev API key (tenant "dev", scopes send,read,admin):
+    $key
+
+  Try it:
+    curl -s -X POST http://localhost:$PULSE_API_PORT/v1/notifications \\
+      -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \\
+      -d '{"channel":"email","recipient":"ada@example.com","content":{"subject":"Hello","body":"Hi Ada"}}'
+
+TXT
+exec honcho start -f Procfile
