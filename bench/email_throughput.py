@@ -67,7 +67,9 @@ def send_all(api_port: int, api_key: str, count: int, concurrency: int, run_id: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--worker-concurrency", type=int, default=16)
@@ -97,7 +99,9 @@ def main() -> None:
     )
     print(json.dumps(report, indent=2))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"email_throughput-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"email_throughput-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json").write_text(
+        json.dumps(report, indent=2) + "\n"
+    )
     (RESULTS / "email_throughput-latest.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
@@ -108,7 +112,10 @@ def measure(database_url: str, run_id: str, count: int) -> dict[str, float]:
 
         def finished() -> bool:
             done = connection.execute(
-                text("SELECT count(*) FROM notifications WHERE metadata->>'run' = :run AND status IN ('delivered', 'failed')"),
+                text(
+                    "SELECT count(*) FROM notifications"
+                    " WHERE metadata->>'run' = :run AND status IN ('delivered', 'failed')"
+                ),
                 run,
             ).scalar_one()
             connection.commit()

@@ -34,7 +34,9 @@ class Timeout(Exception):
     pass
 
 
-def wait_until(condition: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
+def wait_until(
+    condition: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1, what: str = ""
+) -> Any:
     """Poll `condition` until it returns something truthy; raise Timeout at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -75,7 +77,12 @@ def isolated_infrastructure(prefix: str = "pulse_test") -> Iterator[Infrastructu
         _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
         infrastructure = Infrastructure(database_url=database_url, broker_url=f"{BROKER_SERVER_URL}/{name}")
         ensure_database(database_url)
-        init(AdminSettings(database=DatabaseSettings(url=database_url), broker=BrokerSettings(url=infrastructure.broker_url)))
+        init(
+            AdminSettings(
+                database=DatabaseSettings(url=database_url),
+                broker=BrokerSettings(url=infrastructure.broker_url),
+            )
+        )
         yield infrastructure
     finally:
         server = create_engine(SERVER_DATABASE_URL, isolation_level="AUTOCOMMIT")
@@ -134,7 +141,9 @@ SERVICES = {
 
 
 @contextmanager
-def running_stack(infrastructure: Infrastructure, log_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+def running_stack(
+    infrastructure: Infrastructure, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
     """Start every service on free ports against `infrastructure`; stop them (SIGTERM) on exit."""
     stack = Stack(infrastructure, log_dir)
     for port in ("api", "sandbox_http", "sandbox_smtp", "email_worker_metrics", "scheduler_metrics"):

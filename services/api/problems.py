@@ -1,6 +1,7 @@
 """Every error leaves the gateway as RFC 9457 problem details; never as a stack trace."""
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -19,7 +20,9 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem(status: int, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, detail: str | None = None, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status}
     if detail:
         body["detail"] = detail

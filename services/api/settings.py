@@ -1,6 +1,7 @@
+from typing import Annotated
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing import Annotated
 
 from pulse.settings import BrokerSettings, DatabaseSettings
 from pulse.vocabulary import Channel
@@ -30,4 +31,6 @@ class ApiSettings(BaseSettings):
     @field_validator("enabled_channels", mode="before")
     @classmethod
     def _split_channels(cls, value: object) -> object:
-        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        return (
+            [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        )

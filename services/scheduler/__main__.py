@@ -13,7 +13,9 @@ def main() -> None:
     settings = SchedulerSettings()
     serve_metrics(settings.metrics_port, settings.metrics_host)
     scheduler = Scheduler(
-        settings, make_session_factory(make_engine(settings.database)), make_celery("pulse-scheduler", settings.broker)
+        settings,
+        make_session_factory(make_engine(settings.database)),
+        make_celery("pulse-scheduler", settings.broker),
     )
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: scheduler.stop())

@@ -41,7 +41,7 @@ class Scheduler:
             try:
                 with transaction(self._session_factory) as session:
                     job(session)
-            except Exception:  # noqa: BLE001 - a failing job (database or broker down) retries next tick.
+            except Exception:
                 log.exception("job %r failed; retrying next tick", name)
 
     def run_forever(self) -> None:

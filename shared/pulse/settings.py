@@ -19,9 +19,7 @@ class DatabaseSettings(BaseSettings):
         "postgresql+psycopg://postgres@localhost:5432/pulse",
         description="SQLAlchemy URL of the PostgreSQL database (psycopg 3 driver).",
     )
-    pool_size: int = Field(
-        20, description="Connections kept open per process (and at most 5 more at peaks)."
-    )
+    pool_size: int = Field(20, description="Connections kept open per process (and at most 5 more at peaks).")
     connect_timeout_seconds: float = Field(
         3.0, description="How long to wait for a new connection before giving up."
     )

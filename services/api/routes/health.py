@@ -28,12 +28,16 @@ def readyz(gateway: GatewayDep) -> JSONResponse:
         checks["database"] = f"unavailable: {type(error).__name__}"
     try:
         with gateway.celery.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=gateway.settings.broker.connect_timeout_seconds)
+            connection.ensure_connection(
+                max_retries=1, timeout=gateway.settings.broker.connect_timeout_seconds
+            )
         checks["broker"] = "ok"
     except Exception as error:  # noqa: BLE001
         checks["broker"] = f"unavailable: {type(error).__name__}"
     ready = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -1,12 +1,18 @@
 import uuid
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
 
 from pulse.db import transaction
 from pulse.errors import InvalidInput
-from pulse.notifications.schemas import NotificationDetail, NotificationPage, NotificationOut, NotificationRequest
+from pulse.messaging.topology import routing_key
+from pulse.notifications.schemas import (
+    NotificationDetail,
+    NotificationOut,
+    NotificationPage,
+    NotificationRequest,
+)
 from pulse.notifications.service import ListFilters, accept_notification, get_notification, list_notifications
 from pulse.observability.metrics import NOTIFICATIONS_ACCEPTED
 from pulse.vocabulary import Channel, Priority, Status
@@ -14,7 +20,7 @@ from services.api.deps import GatewayDep, ReaderDep, SenderDep, SessionDep
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid API key"},
     403: {"description": "The key lacks the needed scope"},
     422: {"description": "Invalid input (problem+json with field-level `errors`)"},
@@ -37,13 +43,14 @@ def send_notification(
     request: NotificationRequest,
     principal: SenderDep,
     gateway: GatewayDep,
-    response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> NotificationDetail:
+) -> Response:
     """Accept a notification. The 202 is sent only after it is committed to PostgreSQL."""
     if request.channel not in gateway.settings.enabled_channels:
         enabled = ", ".join(gateway.settings.enabled_channels)
-        raise InvalidInput(f"channel {request.channel!r} is not enabled on this deployment (enabled: {enabled})")
+        raise InvalidInput(
+            f"channel {request.channel!r} is not enabled on this deployment (enabled: {enabled})"
+        )
     with transaction(gateway.session_factory) as session:
         accepted = accept_notification(
             session,
@@ -53,21 +60,27 @@ def send_notification(
             publish_grace=timedelta(seconds=gateway.settings.publish_grace_seconds),
         )
     notification = accepted.notification
+    # Serialised here rather than by FastAPI, which would validate the model a second time.
+    body = NotificationDetail.model_validate(notification).model_dump_json()
     if accepted.outbox_id is None:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
-        return NotificationDetail.model_validate(notification)
+        return Response(body, status.HTTP_200_OK, {"Idempotent-Replayed": "true"}, "application/json")
     gateway.publisher.publish(
         outbox_id=accepted.outbox_id,
         notification_id=notification.id,
-        routing_key=f"{notification.channel}.{notification.priority}",
+        routing_key=routing_key(request.channel, request.priority),
     )
-    NOTIFICATIONS_ACCEPTED.labels(notification.channel, notification.priority).inc()
-    return NotificationDetail.model_validate(notification)
+    NOTIFICATIONS_ACCEPTED.labels(request.channel, request.priority).inc()
+    return Response(body, status.HTTP_202_ACCEPTED, media_type="application/json")
 
 
-@router.get("/{notification_id}", response_model=NotificationDetail, responses={**_ERRORS, 404: {"description": "No such notification for this tenant"}})
-def read_notification(notification_id: uuid.UUID, principal: ReaderDep, session: SessionDep) -> NotificationDetail:
+@router.get(
+    "/{notification_id}",
+    response_model=NotificationDetail,
+    responses={**_ERRORS, 404: {"description": "No such notification for this tenant"}},
+)
+def read_notification(
+    notification_id: uuid.UUID, principal: ReaderDep, session: SessionDep
+) -> NotificationDetail:
     """One notification with its delivery attempts."""
     return NotificationDetail.model_validate(
         get_notification(session, tenant_id=principal.tenant_id, id=notification_id)
@@ -99,4 +112,6 @@ def search_notifications(
     rows, next_cursor = list_notifications(
         session, tenant_id=principal.tenant_id, filters=filters, limit=limit, cursor=cursor
     )
-    return NotificationPage(items=[NotificationOut.model_validate(row) for row in rows], next_cursor=next_cursor)
+    return NotificationPage(
+        items=[NotificationOut.model_validate(row) for row in rows], next_cursor=next_cursor
+    )

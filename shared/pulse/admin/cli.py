@@ -27,7 +27,9 @@ def _wait_for(what: str, check: Callable[[], None], seconds: float) -> None:
         stop=stop_after_delay(seconds),
         wait=wait_fixed(1),
         reraise=True,
-        before_sleep=lambda state: log.info("waiting for %s: %s", what, state.outcome and state.outcome.exception()),
+        before_sleep=lambda state: log.info(
+            "waiting for %s: %s", what, state.outcome and state.outcome.exception()
+        ),
     )
     waiting(check)()
 
@@ -38,7 +40,9 @@ def ensure_database(database_url: str) -> None:
     server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with server.connect() as connection:
-            exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database})
+            exists = connection.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
+            )
             if not exists:
                 connection.execute(text(f'CREATE DATABASE "{url.database}"'))
                 log.info("created database %s", url.database)
@@ -53,7 +57,9 @@ def init(settings: AdminSettings) -> None:
     log.info("database schema is up to date")
 
     def declare() -> None:
-        with Connection(settings.broker.url, connect_timeout=settings.broker.connect_timeout_seconds) as connection:
+        with Connection(
+            settings.broker.url, connect_timeout=settings.broker.connect_timeout_seconds
+        ) as connection:
             declare_topology(connection)
 
     _wait_for("RabbitMQ", declare, settings.wait_seconds)
@@ -86,11 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "init":
             init(settings)
         elif args.command == "create-tenant":
-            tenant_id = _with_session(settings, lambda session: str(create_tenant(session, name=args.name).id))
+            tenant_id = _with_session(
+                settings, lambda session: str(create_tenant(session, name=args.name).id)
+            )
             print(f"tenant {args.name} ({tenant_id})")
         elif args.command == "create-api-key":
             scopes = parse_scopes(args.scopes)
-            print(_with_session(settings, lambda s: create_api_key(s, tenant_name=args.tenant, scopes=scopes)))
+            print(
+                _with_session(settings, lambda s: create_api_key(s, tenant_name=args.tenant, scopes=scopes))
+            )
     except PulseError as error:
         print(f"pulse-admin: {error}", file=sys.stderr)
         return 2

@@ -244,7 +244,10 @@ def recover_expired_claims(session: Session, *, batch_size: int) -> int:
     session.execute(
         insert(OutboxMessage),
         [
-            {"notification_id": row.id, "routing_key": routing_key(Channel(row.channel), Priority(row.priority))}
+            {
+                "notification_id": row.id,
+                "routing_key": routing_key(Channel(row.channel), Priority(row.priority)),
+            }
             for row in expired
         ],
     )

@@ -10,9 +10,13 @@ from pulse.messaging.topology import NOTIFICATIONS_EXCHANGE, channel_of, task_na
 
 def publish_notification(app: Celery, notification_id: uuid.UUID, routing_key: str) -> None:
     """Hand the notification to RabbitMQ; returns once the broker confirmed it, raises otherwise."""
+    args = [str(notification_id)]
     app.send_task(
         task_name(channel_of(routing_key)),
-        args=[str(notification_id)],
+        args=args,
+        # Given, so Celery skips its (costly) safe repr of the arguments.
+        argsrepr=repr(args),
+        kwargsrepr="{}",
         exchange=NOTIFICATIONS_EXCHANGE.name,
         routing_key=routing_key,
         # `pulse-admin init` declared the topology; without this Celery would declare its default queue.

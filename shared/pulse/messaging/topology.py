@@ -1,9 +1,9 @@
 """The broker topology, declared once here and imported by the gateway, every worker and `pulse-admin init`.
 
     pulse.notifications (topic) --<channel>.<priority>--> pulse.<channel>.<priority> (quorum)
-        | unroutable                                        | rejected / dead
-        v                                                   v
-    pulse.unroutable (fanout) -> pulse.unroutable       pulse.dlx (topic) --#.<channel>.*--> pulse.<channel>.dead
+      | unroutable                                          | rejected
+      v                                                     v
+    pulse.unroutable (fanout) -> pulse.unroutable   pulse.dlx (topic) --#.<channel>.*--> pulse.<channel>.dead
 
 Dead-letter bindings start with `#.` because Celery's native delayed delivery prefixes the routing key of a
 delayed message with 28 binary digits; `#.email.*` matches `email.high` and `0.1.….email.high` alike.
@@ -28,9 +28,7 @@ DEAD_LETTER_EXCHANGE = Exchange("pulse.dlx", type="topic", durable=True)
 
 _QUORUM = {"x-queue-type": "quorum"}
 
-UNROUTABLE_QUEUE = Queue(
-    "pulse.unroutable", UNROUTABLE_EXCHANGE, durable=True, queue_arguments=_QUORUM
-)
+UNROUTABLE_QUEUE = Queue("pulse.unroutable", UNROUTABLE_EXCHANGE, durable=True, queue_arguments=_QUORUM)
 
 
 def routing_key(channel: Channel, priority: Priority) -> str:

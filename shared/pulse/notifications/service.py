@@ -71,7 +71,9 @@ def accept_notification(
             notification_id=notification_id,
         )
         if original is not None:
-            return Accepted(notification=get_notification(session, tenant_id=tenant_id, id=original), outbox_id=None)
+            return Accepted(
+                notification=get_notification(session, tenant_id=tenant_id, id=original), outbox_id=None
+            )
 
     now = datetime.now(UTC)
     values: dict[str, Any] = {
@@ -124,7 +126,9 @@ def _claim_idempotency_key(
     reserved = session.scalar(
         statement.on_conflict_do_update(
             index_elements=[IdempotencyRecord.tenant_id, IdempotencyRecord.key],
-            set_={name: statement.excluded[name] for name in ("request_hash", "notification_id", "expires_at")},
+            set_={
+                name: statement.excluded[name] for name in ("request_hash", "notification_id", "expires_at")
+            },
             where=IdempotencyRecord.expires_at <= now,
         ).returning(IdempotencyRecord.key)
     )
@@ -136,7 +140,7 @@ def _claim_idempotency_key(
     return record.notification_id
 
 
-def get_notification(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> Notification:  # noqa: A002
+def get_notification(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> Notification:
     notification = session.scalars(
         select(Notification)
         .options(selectinload(Notification.attempts))
@@ -173,7 +177,9 @@ def list_notifications(
             )
         )
     rows = list(
-        session.scalars(query.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit + 1))
+        session.scalars(
+            query.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit + 1)
+        )
     )
     if len(rows) <= limit:
         return rows, None

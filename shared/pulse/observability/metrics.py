@@ -14,7 +14,9 @@ NOTIFICATIONS_DELIVERED = Counter(
 NOTIFICATIONS_FAILED = Counter(
     "pulse_notifications_failed", "Notifications that ended failed.", ["channel", "reason"]
 )
-DELIVERY_ATTEMPTS = Counter("pulse_delivery_attempts", "Delivery attempts by outcome.", ["channel", "outcome"])
+DELIVERY_ATTEMPTS = Counter(
+    "pulse_delivery_attempts", "Delivery attempts by outcome.", ["channel", "outcome"]
+)
 DELIVERY_LATENCY = Histogram(
     "pulse_delivery_latency_seconds",
     "From acceptance to delivery.",

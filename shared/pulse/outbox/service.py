@@ -55,7 +55,9 @@ class AfterCommitPublisher:
             publish_notification(self._app, notification_id, routing_key)
         except Exception as error:  # noqa: BLE001 - whatever broke, the sweep repairs it.
             self._standing_back_until = time.monotonic() + self._backoff_seconds
-            log.warning("publish left to the outbox sweep: %s", error, extra={"notification_id": str(notification_id)})
+            log.warning(
+                "publish left to the outbox sweep: %s", error, extra={"notification_id": str(notification_id)}
+            )
             return False
         self._published.put(outbox_id)
         return True
@@ -79,7 +81,7 @@ class AfterCommitPublisher:
         try:
             with transaction(self._session_factory) as session:
                 session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(ids)))
-        except Exception:  # noqa: BLE001 - the sweep will publish these once more; harmless.
+        except Exception:
             log.exception("could not delete %d published outbox rows", len(ids))
 
 
