@@ -21,6 +21,7 @@ from pulse.messaging.celery_app import make_celery
 from pulse.settings import BrokerSettings
 from pulse.tenants.service import Scope, create_api_key, create_tenant
 
+
 @pytest.fixture(scope="session")
 def infrastructure() -> Iterator[Infrastructure]:
     with isolated_infrastructure() as infrastructure:

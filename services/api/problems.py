@@ -32,7 +32,6 @@ def problem(
 _DOMAIN_STATUS: dict[type[Exception], int] = {
     NotFound: 404,
     Conflict: 409,
-    InvalidInput: 422,
     Unauthorized: 401,
     Forbidden: 403,
 }
@@ -55,6 +54,12 @@ def install_problem_handlers(app: FastAPI) -> None:
             return problem(status, str(error), headers=headers)
 
         app.add_exception_handler(error_type, domain_error)
+
+    @app.exception_handler(InvalidInput)
+    async def invalid_input(_: Request, error: InvalidInput) -> JSONResponse:
+        # The same shape as a schema violation, so clients handle every 422 alike.
+        location = list(error.location) if error.location else ["body"]
+        return problem(422, str(error), errors=[{"loc": location, "msg": str(error), "type": "value_error"}])
 
     async def database_unavailable(_: Request, error: Exception) -> JSONResponse:
         log.error("database unavailable: %s", error)

@@ -15,7 +15,11 @@ class Conflict(PulseError):
 
 
 class InvalidInput(PulseError):
-    pass
+    """Input that passed the schema but not a rule of the domain; `location` names the field."""
+
+    def __init__(self, message: str, *, location: tuple[str | int, ...] | None = None) -> None:
+        super().__init__(message)
+        self.location = location
 
 
 class Unauthorized(PulseError):

@@ -12,12 +12,12 @@ from kombu import Connection
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from devtools.stack import Stack, metric_value
 from pulse.db import transaction
 from pulse.db.models import Notification
 from pulse.messaging.publisher import publish_notification
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
-from devtools.stack import Stack, metric_value
 from tests.conftest import Tenant, wait_until
 
 
@@ -45,14 +45,20 @@ def _wait_for_status(client: httpx.Client, notification_id: str, status: str) ->
 
 
 def _messages_to(sandbox: httpx.Client, recipient: str) -> list[dict[str, object]]:
-    items: list[dict[str, object]] = sandbox.get("/api/messages", params={"recipient": recipient}).json()["items"]
+    items: list[dict[str, object]] = sandbox.get("/api/messages", params={"recipient": recipient}).json()[
+        "items"
+    ]
     return items
 
 
-def test_an_accepted_email_arrives_and_is_marked_delivered(stack: Stack, tenant: Tenant, sandbox: httpx.Client) -> None:
+def test_an_accepted_email_arrives_and_is_marked_delivered(
+    stack: Stack, tenant: Tenant, sandbox: httpx.Client
+) -> None:
     recipient = f"ada-{uuid.uuid4().hex[:8]}@example.com"
     with stack.client(tenant.api_key) as client:
-        response = client.post("/v1/notifications", json=_email(recipient, html="<p>Thanks for your order.</p>"))
+        response = client.post(
+            "/v1/notifications", json=_email(recipient, html="<p>Thanks for your order.</p>")
+        )
         assert response.status_code == 202, response.text
         notification_id = response.json()["id"]
 
@@ -102,20 +108,28 @@ def _dead_lettered_ids(broker_url: str, queue: str) -> list[str]:
     return ids
 
 
+def _accept_without_publishing(
+    session: Session, tenant: Tenant, recipient: str, *, sweep_after: timedelta
+) -> uuid.UUID:
+    """What the gateway commits before publishing; the sweep takes the outbox row after `sweep_after`."""
+    accepted = accept_notification(
+        session,
+        tenant_id=tenant.id,
+        request=NotificationRequest.model_validate(_email(recipient)),
+        publish_grace=sweep_after,
+    )
+    return accepted.notification.id
+
+
 def test_a_notification_whose_publish_never_happened_is_published_by_the_outbox_sweep(
     stack: Stack, tenant: Tenant, session_factory: sessionmaker[Session], sandbox: httpx.Client
 ) -> None:
     """Simulates a gateway killed between commit and publish: only the outbox row exists."""
     recipient = f"sweep-{uuid.uuid4().hex[:8]}@example.com"
     with transaction(session_factory) as session:
-        accepted = accept_notification(
-            session,
-            tenant_id=tenant.id,
-            request=NotificationRequest.model_validate(_email(recipient)),
-            publish_grace=timedelta(0),
-        )
+        notification_id = _accept_without_publishing(session, tenant, recipient, sweep_after=timedelta(0))
     with stack.client(tenant.api_key) as client:
-        _wait_for_status(client, str(accepted.notification.id), "delivered")
+        _wait_for_status(client, str(notification_id), "delivered")
     assert len(_messages_to(sandbox, recipient)) == 1
 
 
@@ -125,19 +139,17 @@ def test_a_claim_left_by_a_killed_worker_expires_and_the_notification_is_deliver
     """Simulates a worker killed mid-send: the row is `sending` with a lease that has run out."""
     recipient = f"lease-{uuid.uuid4().hex[:8]}@example.com"
     with transaction(session_factory) as session:
-        accepted = accept_notification(
-            session,
-            tenant_id=tenant.id,
-            request=NotificationRequest.model_validate(_email(recipient)),
-            publish_grace=timedelta(hours=1),  # No publish: the dead worker had already taken it.
+        # No sweep: the dead worker had already received the message.
+        notification_id = _accept_without_publishing(
+            session, tenant, recipient, sweep_after=timedelta(hours=1)
         )
         session.execute(
             update(Notification)
-            .where(Notification.id == accepted.notification.id)
+            .where(Notification.id == notification_id)
             .values(status="sending", attempt_count=1, claimed_until=datetime.now(UTC) - timedelta(seconds=1))
         )
     with stack.client(tenant.api_key) as client:
-        delivered = _wait_for_status(client, str(accepted.notification.id), "delivered")
+        delivered = _wait_for_status(client, str(notification_id), "delivered")
 
     lost, succeeded = delivered["attempts"]  # type: ignore[misc]
     assert (lost["outcome"], succeeded["outcome"]) == ("failed", "delivered")

@@ -49,7 +49,8 @@ def send_notification(
     if request.channel not in gateway.settings.enabled_channels:
         enabled = ", ".join(gateway.settings.enabled_channels)
         raise InvalidInput(
-            f"channel {request.channel!r} is not enabled on this deployment (enabled: {enabled})"
+            f"channel '{request.channel}' is not enabled on this deployment (enabled: {enabled})",
+            location=("body", "channel"),
         )
     with transaction(gateway.session_factory) as session:
         accepted = accept_notification(

@@ -34,7 +34,7 @@ def make_channel_worker(
     session_factory: sessionmaker[Session],
     claim_lease: timedelta,
 ) -> Celery:
-    app = make_celery(name, broker, queues=work_queues(*channels), confirm_publish=False)
+    app = make_celery(name, broker, queues=work_queues(*channels))
 
     for channel in channels:
 

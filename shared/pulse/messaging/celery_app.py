@@ -6,17 +6,25 @@ from kombu import Queue
 from pulse.settings import BrokerSettings
 
 
-def make_celery(
-    name: str, broker: BrokerSettings, *, queues: list[Queue] | None = None, confirm_publish: bool = True
-) -> Celery:
-    """A Celery app for a publisher (confirmed publishes) or, with `queues`, for a worker.
-
-    Workers must pass `confirm_publish=False`: Celery registers the worker's event connection with its
-    event loop (to read heartbeats), so the loop swallows the confirms that a pool thread publishing a
-    task event waits for, and that thread hangs forever. A worker only publishes events and retries;
-    the notification itself is safe in PostgreSQL either way.
-    """
+def make_celery(name: str, broker: BrokerSettings, *, queues: list[Queue] | None = None) -> Celery:
+    """A Celery app for a publisher (gateway, scheduler) or, given the `queues` it consumes, a worker."""
     app = Celery(name, broker=broker.url, set_as_current=False)
+    if queues:
+        # No publisher confirms in workers: Celery reads the worker's event connection in its event
+        # loop (for heartbeats), which swallows the confirm a pool thread publishing a task event
+        # waits for, and that thread hangs forever. Workers publish only events and retries.
+        transport_options: dict[str, object] = {}
+    else:
+        transport_options = {
+            # A confirmed publish returns once RabbitMQ stored the message: "sent" means "safe".
+            "confirm_publish": True,
+            # One quick connection attempt: a publisher that cannot reach the broker leaves the
+            # message to the outbox instead of making its caller wait.
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.1,
+            "interval_max": 0.1,
+        }
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -27,8 +35,7 @@ def make_celery(
         task_reject_on_worker_lost=True,
         # Failures are decided by the task itself (reject to the dead-letter queue or retry later).
         task_acks_on_failure_or_timeout=True,
-        # A confirmed publish returns once RabbitMQ stored the message, so "sent" means "safe".
-        broker_transport_options={"confirm_publish": confirm_publish},
+        broker_transport_options=transport_options,
         broker_connection_timeout=broker.connect_timeout_seconds,
         broker_connection_retry_on_startup=True,
         task_queues=queues or [],

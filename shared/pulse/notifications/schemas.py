@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pulse.vocabulary import Channel, Priority, Status
 
@@ -43,16 +43,24 @@ class NotificationRequest(BaseModel):
     priority: Priority = Priority.NORMAL
     metadata: Annotated[dict[str, Any], Field(description="Stored and returned as given.")] = {}
 
-    @model_validator(mode="after")
-    def _check_channel_fields(self) -> "NotificationRequest":
-        if self.channel is Channel.EMAIL:
+    # Field validators (not one model validator) so that errors point at the offending field;
+    # `channel` is declared first, hence already validated and present in `info.data`.
+    @field_validator("recipient")
+    @classmethod
+    def _recipient_fits_channel(cls, recipient: str, info: ValidationInfo) -> str:
+        if info.data.get("channel") is Channel.EMAIL:
             try:
-                self.recipient = validate_email(self.recipient, check_deliverability=False).normalized
+                return validate_email(recipient, check_deliverability=False).normalized
             except EmailNotValidError as error:
-                raise ValueError(f"recipient is not a valid email address: {error}") from error
-            if not self.content.subject:
-                raise ValueError("content.subject is required for email")
-        return self
+                raise ValueError(f"not a valid email address: {error}") from error
+        return recipient
+
+    @field_validator("content")
+    @classmethod
+    def _content_fits_channel(cls, content: Content, info: ValidationInfo) -> Content:
+        if info.data.get("channel") is Channel.EMAIL and not content.subject:
+            raise ValueError("subject is required for email")
+        return content
 
 
 class DeliveryAttemptOut(BaseModel):

@@ -196,4 +196,4 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at, last_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
         return datetime.fromisoformat(created_at), uuid.UUID(last_id)
     except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidInput("cursor is not one this API returned") from error
+        raise InvalidInput("cursor is not one this API returned", location=("query", "cursor")) from error

@@ -1,0 +1,116 @@
+"""`pulse-admin` run in-process against the test database and vhost, configured by environment."""
+
+import secrets
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from devtools.stack import Infrastructure
+from pulse.admin.cli import main
+from pulse.db.models import ApiKey, Tenant
+from pulse.tenants.service import Scope, find_principal
+
+
+@pytest.fixture(autouse=True)
+def _environment(infrastructure: Infrastructure, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULSE_DATABASE_URL", infrastructure.database_url)
+    monkeypatch.setenv("PULSE_BROKER_URL", infrastructure.broker_url)
+
+
+def _name() -> str:
+    return f"cli-{secrets.token_hex(4)}"
+
+
+def test_init_can_run_again_on_a_prepared_database_and_broker(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init"]) == 0
+    assert main(["init"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_create_tenant_is_idempotent(
+    capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    name = _name()
+    assert main(["create-tenant", name]) == 0
+    first = capsys.readouterr().out
+    assert main(["create-tenant", name]) == 0
+    second = capsys.readouterr().out
+
+    assert name in first
+    assert first == second  # Same tenant, same id.
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Tenant).where(Tenant.name == name)) == 1
+
+
+def test_create_api_key_prints_a_working_key_as_the_last_line(
+    capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    name = _name()
+    assert main(["create-tenant", name]) == 0
+    capsys.readouterr()
+
+    assert main(["create-api-key", "--tenant", name, "--scopes", "send,read"]) == 0
+    key = capsys.readouterr().out.splitlines()[-1]
+
+    with session_factory() as session:
+        principal = find_principal(session, key=key)
+        stored_hashes = session.scalars(select(ApiKey.key_hash)).all()
+    assert principal is not None
+    assert principal.tenant_name == name
+    assert principal.scopes == {Scope.SEND, Scope.READ}
+    assert key not in stored_hashes  # Only the hash is kept.
+
+
+def test_each_create_api_key_issues_a_new_key(
+    capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    name = _name()
+    main(["create-tenant", name])
+    keys = []
+    for scopes in ("admin", "send"):
+        assert main(["create-api-key", "--tenant", name, "--scopes", scopes]) == 0
+        keys.append(capsys.readouterr().out.splitlines()[-1])
+
+    assert keys[0] != keys[1]
+    with session_factory() as session:
+        assert [find_principal(session, key=key).scopes for key in keys] == [  # type: ignore[union-attr]
+            {Scope.ADMIN},
+            {Scope.SEND},
+        ]
+
+
+def test_create_api_key_for_an_unknown_tenant_exits_2_with_a_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    name = _name()
+    assert main(["create-api-key", "--tenant", name]) == 2
+    output = capsys.readouterr()
+    assert output.out == ""
+    assert name in output.err
+    assert "does not exist" in output.err
+
+
+def test_create_api_key_with_an_unknown_scope_exits_2_and_issues_nothing(
+    capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    name = _name()
+    main(["create-tenant", name])
+    capsys.readouterr()
+
+    assert main(["create-api-key", "--tenant", name, "--scopes", "send,root"]) == 2
+    output = capsys.readouterr()
+    assert output.out == ""
+    assert "unknown scope" in output.err
+    with session_factory() as session:
+        issued = session.scalar(
+            select(func.count()).select_from(ApiKey).join(Tenant).where(Tenant.name == name)
+        )
+    assert issued == 0
+
+
+def test_a_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "usage" in capsys.readouterr().err

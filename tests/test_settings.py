@@ -1,0 +1,154 @@
+"""Every service reads its settings from `PULSE_*` environment variables (CONTRACT.md)."""
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from pulse.admin.settings import AdminSettings
+from pulse.settings import BrokerSettings, DatabaseSettings, SmtpSettings
+from pulse.vocabulary import Channel
+from services.api.settings import ApiSettings
+from services.email_worker.settings import EmailWorkerSettings
+from services.scheduler.settings import SchedulerSettings
+
+DATABASE_URL = "postgresql+psycopg://pulse:secret@db.internal:6543/pulse_prod"
+BROKER_URL = "amqp://pulse:secret@mq.internal:5673/pulse"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No PULSE_* variable from the caller's shell, and no `.env` in the working directory."""
+    for name in list(os.environ):
+        if name.startswith("PULSE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def smtp_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "PULSE_SMTP_HOST": "smtp.example.net",
+        "PULSE_SMTP_PORT": "587",
+        "PULSE_SMTP_USERNAME": "mailer",
+        "PULSE_SMTP_PASSWORD": "hunter2-very-secret",
+        "PULSE_SMTP_STARTTLS": "true",
+        "PULSE_SMTP_FROM": "Acme <alerts@acme.example>",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_the_defaults_point_at_localhost() -> None:
+    settings = ApiSettings()
+    assert settings.database.url == "postgresql+psycopg://postgres@localhost:5432/pulse"
+    assert settings.broker.url == "amqp://guest:guest@localhost:5672//"
+    assert settings.api_port == 8000
+    assert settings.enable_docs is True
+    assert settings.enabled_channels == [Channel.EMAIL]
+    assert settings.max_body_bytes == 256 * 1024
+
+
+def test_the_api_reads_database_broker_port_docs_and_channels_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PULSE_DATABASE_URL", DATABASE_URL)
+    monkeypatch.setenv("PULSE_BROKER_URL", BROKER_URL)
+    monkeypatch.setenv("PULSE_API_PORT", "18000")
+    monkeypatch.setenv("PULSE_ENABLE_DOCS", "false")
+    monkeypatch.setenv("PULSE_ENABLED_CHANNELS", "email, sms")
+
+    settings = ApiSettings()
+
+    assert settings.database.url == DATABASE_URL
+    assert settings.broker.url == BROKER_URL
+    assert settings.api_port == 18000
+    assert settings.enable_docs is False
+    assert settings.enabled_channels == [Channel.EMAIL, Channel.SMS]
+
+
+@pytest.mark.parametrize("channels", ["email,fax", "carrier-pigeon"])
+def test_an_unknown_channel_name_is_a_validation_error(
+    monkeypatch: pytest.MonkeyPatch, channels: str
+) -> None:
+    monkeypatch.setenv("PULSE_ENABLED_CHANNELS", channels)
+    with pytest.raises(ValidationError, match="enabled_channels"):
+        ApiSettings()
+
+
+def test_a_non_numeric_port_is_a_validation_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULSE_API_PORT", "eighty")
+    with pytest.raises(ValidationError, match="api_port"):
+        ApiSettings()
+
+
+def test_the_smtp_block_reads_every_smtp_variable(smtp_environment: None) -> None:
+    smtp = SmtpSettings()
+    assert smtp.host == "smtp.example.net"
+    assert smtp.port == 587
+    assert smtp.username == "mailer"
+    assert isinstance(smtp.password, SecretStr)
+    assert smtp.password.get_secret_value() == "hunter2-very-secret"
+    assert smtp.starttls is True
+    assert smtp.from_address == "Acme <alerts@acme.example>"
+
+
+def test_the_email_worker_combines_shared_blocks_with_its_own_prefix(
+    monkeypatch: pytest.MonkeyPatch, smtp_environment: None
+) -> None:
+    monkeypatch.setenv("PULSE_DATABASE_URL", DATABASE_URL)
+    monkeypatch.setenv("PULSE_BROKER_URL", BROKER_URL)
+    monkeypatch.setenv("PULSE_EMAIL_WORKER_CONCURRENCY", "3")
+    monkeypatch.setenv("PULSE_EMAIL_WORKER_CLAIM_LEASE_SECONDS", "7")
+    monkeypatch.setenv("PULSE_EMAIL_WORKER_METRICS_PORT", "19101")
+
+    settings = EmailWorkerSettings()
+
+    assert settings.database.url == DATABASE_URL
+    assert settings.broker.url == BROKER_URL
+    assert (settings.smtp.host, settings.smtp.port, settings.smtp.starttls) == ("smtp.example.net", 587, True)
+    assert settings.smtp.from_address == "Acme <alerts@acme.example>"
+    assert (settings.concurrency, settings.claim_lease_seconds, settings.metrics_port) == (3, 7, 19101)
+
+
+def test_the_smtp_password_never_appears_in_a_repr(smtp_environment: None) -> None:
+    for shown in (repr(SmtpSettings()), str(SmtpSettings()), repr(EmailWorkerSettings())):
+        assert "hunter2-very-secret" not in shown
+        assert "**********" in shown
+
+
+def test_the_scheduler_and_admin_read_the_shared_database_and_broker_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PULSE_DATABASE_URL", DATABASE_URL)
+    monkeypatch.setenv("PULSE_BROKER_URL", BROKER_URL)
+    monkeypatch.setenv("PULSE_SCHEDULER_TICK_SECONDS", "0.25")
+    monkeypatch.setenv("PULSE_SCHEDULER_METRICS_PORT", "19105")
+
+    scheduler = SchedulerSettings()
+    admin = AdminSettings()
+
+    assert (scheduler.database.url, scheduler.broker.url) == (DATABASE_URL, BROKER_URL)
+    assert (scheduler.tick_seconds, scheduler.metrics_port) == (0.25, 19105)
+    assert (admin.database.url, admin.broker.url) == (DATABASE_URL, BROKER_URL)
+
+
+def test_the_shared_blocks_read_their_tuning_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULSE_DATABASE_POOL_SIZE", "7")
+    monkeypatch.setenv("PULSE_DATABASE_CONNECT_TIMEOUT_SECONDS", "1.5")
+    monkeypatch.setenv("PULSE_BROKER_CONNECT_TIMEOUT_SECONDS", "4")
+    assert (DatabaseSettings().pool_size, DatabaseSettings().connect_timeout_seconds) == (7, 1.5)
+    assert BrokerSettings().connect_timeout_seconds == 4
+
+
+def test_settings_are_read_from_a_dotenv_file_in_the_working_directory(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(f"PULSE_DATABASE_URL={DATABASE_URL}\nPULSE_API_PORT=18001\n")
+    settings = ApiSettings()
+    assert settings.database.url == DATABASE_URL
+    assert settings.api_port == 18001
+
+
+def test_the_environment_wins_over_the_dotenv_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("PULSE_API_PORT=18001\n")
+    monkeypatch.setenv("PULSE_API_PORT", "18002")
+    assert ApiSettings().api_port == 18002
