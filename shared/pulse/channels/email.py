@@ -71,6 +71,9 @@ class SmtpProvider:
         except smtplib.SMTPRecipientsRefused as error:
             code, reply = next(iter(error.recipients.values()))
             raise _classify(code, reply) from error
+        except smtplib.SMTPNotSupportedError as error:
+            # E.g. an internationalised address and a relay without SMTPUTF8: retrying cannot help.
+            raise PermanentProviderError(f"SMTP relay cannot send this message: {error}") from error
         except smtplib.SMTPResponseException as error:
             self._reset_after_error()
             raise _classify(error.smtp_code, error.smtp_error) from error

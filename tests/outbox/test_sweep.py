@@ -1,0 +1,144 @@
+"""The outbox sweep and the recovery of expired claims, in a private database and vhost (no other
+scheduler or worker touches them, so every published message can be counted)."""
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from celery import Celery
+from kombu import Connection
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from devtools.stack import Infrastructure, isolated_infrastructure
+from pulse.db import make_engine, make_session_factory, transaction
+from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage
+from pulse.delivery.service import recover_expired_claims
+from pulse.messaging.celery_app import make_celery
+from pulse.notifications.schemas import NotificationRequest
+from pulse.notifications.service import accept_notification
+from pulse.outbox.service import sweep_outbox
+from pulse.settings import BrokerSettings, DatabaseSettings
+from pulse.tenants.service import create_tenant
+
+
+@pytest.fixture(scope="module")
+def private() -> Iterator[Infrastructure]:
+    with isolated_infrastructure("pulse_test_outbox") as infrastructure:
+        yield infrastructure
+
+
+@pytest.fixture(scope="module")
+def factory(private: Infrastructure) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(DatabaseSettings(url=private.database_url))
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def publisher(private: Infrastructure) -> Iterator[Celery]:
+    app = make_celery("pulse-tests-outbox", BrokerSettings(url=private.broker_url))
+    yield app
+    app.close()
+
+
+def _accept(factory: sessionmaker[Session], count: int, *, due_in: timedelta) -> list[uuid.UUID]:
+    with transaction(factory) as session:
+        tenant = create_tenant(session, name="outbox")
+        request = NotificationRequest.model_validate(
+            {"channel": "email", "recipient": "ada@example.com", "content": {"subject": "s", "body": "b"}}
+        )
+        return [
+            accept_notification(
+                session, tenant_id=tenant.id, request=request, publish_grace=due_in
+            ).notification.id
+            for _ in range(count)
+        ]
+
+
+def _drain(broker_url: str, queue: str) -> list[str]:
+    """Notification ids of every message in the queue, consuming them."""
+    ids = []
+    with Connection(broker_url) as connection:
+        channel = connection.channel()
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            ids.extend(json.loads(message.body)[0])
+        channel.close()
+    return ids
+
+
+def _outbox_rows(factory: sessionmaker[Session]) -> int:
+    with factory() as session:
+        return session.scalar(select(func.count()).select_from(OutboxMessage)) or 0
+
+
+def test_two_concurrent_sweeps_publish_every_due_row_exactly_once(
+    factory: sessionmaker[Session], publisher: Celery, private: Infrastructure
+) -> None:
+    ids = _accept(factory, 8, due_in=timedelta(0))
+    with factory() as first, first.begin():
+        # The first sweeper holds its batch locked (not committed yet) while the second one runs.
+        taken_first = sweep_outbox(first, publisher, batch_size=5)
+        with factory() as second, second.begin():
+            taken_second = sweep_outbox(second, publisher, batch_size=5)
+
+    assert (taken_first, taken_second) == (5, 3)
+    assert sorted(_drain(private.broker_url, "pulse.email.normal")) == sorted(map(str, ids))
+    assert _outbox_rows(factory) == 0
+
+
+def test_a_row_still_in_the_gateways_grace_period_is_left_alone(
+    factory: sessionmaker[Session], publisher: Celery, private: Infrastructure
+) -> None:
+    [notification_id] = _accept(factory, 1, due_in=timedelta(minutes=5))
+    with transaction(factory) as session:
+        assert sweep_outbox(session, publisher, batch_size=100) == 0
+    assert _outbox_rows(factory) == 1
+    assert _drain(private.broker_url, "pulse.email.normal") == []
+
+    with transaction(factory) as session:
+        session.execute(update(OutboxMessage).values(available_at=datetime.now(UTC)))
+    with transaction(factory) as session:
+        assert sweep_outbox(session, publisher, batch_size=100) == 1
+    assert _drain(private.broker_url, "pulse.email.normal") == [str(notification_id)]
+
+
+def test_an_expired_claim_is_requeued_with_the_lost_attempt_recorded_and_a_live_one_is_kept(
+    factory: sessionmaker[Session],
+) -> None:
+    expired, live = _accept(factory, 2, due_in=timedelta(hours=1))
+    now = datetime.now(UTC)
+    with transaction(factory) as session:
+        for notification_id, lease_end in (
+            (expired, now - timedelta(seconds=1)),
+            (live, now + timedelta(minutes=1)),
+        ):
+            session.execute(
+                update(Notification)
+                .where(Notification.id == notification_id)
+                .values(status="sending", attempt_count=1, claimed_until=lease_end)
+            )
+
+    with transaction(factory) as session:
+        assert recover_expired_claims(session, batch_size=100) == 1
+
+    with factory() as session:
+        statuses = dict(
+            session.execute(
+                select(Notification.id, Notification.status).where(Notification.id.in_([expired, live]))
+            ).all()
+        )
+        lost = session.scalars(
+            select(DeliveryAttempt).where(DeliveryAttempt.notification_id == expired)
+        ).one()
+        owed = session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(OutboxMessage.notification_id == expired, OutboxMessage.available_at <= func.now())
+        )
+    assert statuses == {expired: "queued", live: "sending"}
+    assert (lost.number, lost.outcome) == (1, "failed")
+    assert "claim expired" in (lost.error or "")
+    assert owed == 1
