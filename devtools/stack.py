@@ -5,6 +5,7 @@ Used by the test suite and by `make bench`, so both measure the real system, not
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -54,8 +55,33 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+MANAGEMENT_API = os.environ.get("PULSE_TEST_RABBITMQ_API", "http://guest:guest@127.0.0.1:15672/api")
+
+
+def _create_vhost(name: str) -> None:
+    """With rabbitmqctl where it can run (the broker's own machine), else the management API
+    (RabbitMQ in a container)."""
+    if shutil.which("rabbitmqctl"):
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return
+    httpx.put(f"{MANAGEMENT_API}/vhosts/{name}", timeout=30).raise_for_status()
+    permissions = {"configure": ".*", "write": ".*", "read": ".*"}
+    httpx.put(f"{MANAGEMENT_API}/permissions/{name}/guest", json=permissions, timeout=30).raise_for_status()
+
+
+def _delete_vhost(name: str) -> None:
+    if shutil.which("rabbitmqctl"):
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_vhost", name], check=True, capture_output=True, timeout=60
+        )
+    else:
+        httpx.delete(f"{MANAGEMENT_API}/vhosts/{name}", timeout=30).raise_for_status()
 
 
 @dataclass(frozen=True)
@@ -72,9 +98,8 @@ def isolated_infrastructure(prefix: str = "pulse_test") -> Iterator[Infrastructu
     """A new database and vhost, migrated and declared; both dropped on exit."""
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
     database_url = make_url(SERVER_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
-    _rabbitmqctl("add_vhost", name)
+    _create_vhost(name)
     try:
-        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
         infrastructure = Infrastructure(database_url=database_url, broker_url=f"{BROKER_SERVER_URL}/{name}")
         ensure_database(database_url)
         init(
@@ -89,7 +114,7 @@ def isolated_infrastructure(prefix: str = "pulse_test") -> Iterator[Infrastructu
         with server.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         server.dispose()
-        _rabbitmqctl("delete_vhost", name)
+        _delete_vhost(name)
 
 
 def metric_value(url: str, sample: str) -> float:
