@@ -150,6 +150,13 @@ class Stack:
         return httpx.Client(base_url=self.sandbox_url, timeout=10)
 
 
+def _started(process: subprocess.Popen[bytes], log: Path) -> bool:
+    """True while the process runs; a process that exited during start-up fails at once, with its log."""
+    if process.poll() is None:
+        return True
+    raise RuntimeError(f"exited with {process.returncode} while starting:\n{log.read_text()[-3000:]}")
+
+
 def _responds(url: str) -> bool:
     try:
         return httpx.get(url, timeout=1).status_code == 200
@@ -196,10 +203,16 @@ def running_stack(
         for name, url in [
             ("sandbox", f"{stack.sandbox_url}/healthz"),
             ("api", f"{stack.api_url}/readyz"),
-            ("email worker", stack.metrics_url("email_worker")),
+            ("email_worker", stack.metrics_url("email_worker")),
             ("scheduler", stack.metrics_url("scheduler")),
         ]:
-            wait_until(lambda url=url: _responds(url), timeout=60, what=f"{name} at {url} (logs: {log_dir})")
+            wait_until(
+                lambda name=name, url=url: (
+                    _started(processes[name], log_dir / f"{name}.log") and _responds(url)
+                ),
+                timeout=60,
+                what=f"{name} at {url} (logs: {log_dir})",
+            )
         yield stack
     finally:
         for process in processes.values():

@@ -20,6 +20,7 @@ from pulse.db import make_session_factory, transaction
 from pulse.messaging.celery_app import make_celery
 from pulse.settings import BrokerSettings
 from pulse.tenants.service import Scope, create_api_key, create_tenant
+from pulse.vocabulary import Priority
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +96,9 @@ def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFacto
         "PULSE_EMAIL_WORKER_CLAIM_LEASE_SECONDS": "2",
         "PULSE_SCHEDULER_TICK_SECONDS": "0.2",
         "PULSE_PUBLISH_GRACE_SECONDS": "1",
+        # Retries a second apart, so that retry tests take seconds.
+        **{f"PULSE_RETRY_{priority.upper()}_BASE_SECONDS": "1" for priority in Priority},
+        **{f"PULSE_RETRY_{priority.upper()}_CAP_SECONDS": "1" for priority in Priority},
     }
     with running_stack(infrastructure, tmp_path_factory.mktemp("service-logs"), quick) as stack:
         yield stack

@@ -105,3 +105,4 @@ def require_scope(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
 
 SenderDep = Annotated[Principal, Depends(require_scope(Scope.SEND))]
 ReaderDep = Annotated[Principal, Depends(require_scope(Scope.READ))]
+AdminDep = Annotated[Principal, Depends(require_scope(Scope.ADMIN))]

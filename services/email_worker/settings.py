@@ -1,6 +1,7 @@
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pulse.delivery.retry import RetrySettings
 from pulse.settings import BrokerSettings, DatabaseSettings, SmtpSettings
 
 
@@ -10,6 +11,7 @@ class EmailWorkerSettings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="PostgreSQL.")
     broker: BrokerSettings = Field(default_factory=BrokerSettings, description="RabbitMQ.")
     smtp: SmtpSettings = Field(default_factory=SmtpSettings, description="The SMTP relay.")
+    retries: RetrySettings = Field(default_factory=RetrySettings, description="Retry plans per priority.")
     concurrency: int = Field(16, description="Threads sending in parallel (one SMTP connection each).")
     prefetch_multiplier: int = Field(4, description="Messages reserved per thread ahead of time.")
     claim_lease_seconds: int = Field(

@@ -20,4 +20,5 @@ def create_worker(settings: EmailWorkerSettings) -> Celery:
         broker=settings.broker,
         session_factory=make_session_factory(make_engine(database)),
         claim_lease=timedelta(seconds=settings.claim_lease_seconds),
+        retries=settings.retries,
     )

@@ -1,17 +1,22 @@
-"""The scheduler's loop: a few idempotent jobs, each in its own transaction, run every tick.
+"""The scheduler's loop: a few idempotent jobs, each in its own transaction, each on its own period.
 
-Several replicas may run side by side: every job locks the rows it takes with SKIP LOCKED.
+Several replicas may run side by side: every job locks the rows it takes with SKIP LOCKED (the
+dead-letter reconciliation holds the messages it inspects unacknowledged, which has the same effect).
 """
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.db import transaction
-from pulse.delivery.service import recover_expired_claims
+from pulse.dead_letters.queue import reconcile_dead_letter_queues
+from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries
 from pulse.observability.metrics import OUTBOX_LAG
 from pulse.outbox.service import oldest_pending_age_seconds, sweep_outbox
 from services.scheduler.settings import SchedulerSettings
@@ -19,35 +24,56 @@ from services.scheduler.settings import SchedulerSettings
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Job:
+    name: str
+    every_seconds: float
+    run: Callable[[Session], object]
+    due_at: float = 0.0
+
+
 class Scheduler:
     def __init__(
         self, settings: SchedulerSettings, session_factory: sessionmaker[Session], celery: Celery
     ) -> None:
-        self._settings = settings
         self._session_factory = session_factory
         self._celery = celery
+        self._tick = settings.tick_seconds
         self._stopping = threading.Event()
-
-    def jobs(self) -> list[tuple[str, Callable[[Session], object]]]:
-        batch = self._settings.batch_size
-        return [
-            ("recover expired claims", lambda session: recover_expired_claims(session, batch_size=batch)),
-            ("sweep outbox", lambda session: sweep_outbox(session, self._celery, batch_size=batch)),
-            ("measure outbox lag", lambda session: OUTBOX_LAG.set(oldest_pending_age_seconds(session))),
+        batch = settings.batch_size
+        overdue = timedelta(seconds=settings.retry_overdue_seconds)
+        self.jobs = [
+            Job("recover expired claims", self._tick, lambda s: recover_expired_claims(s, batch_size=batch)),
+            Job(
+                "recover overdue retries",
+                self._tick,
+                lambda s: recover_overdue_retries(s, overdue_after=overdue, batch_size=batch),
+            ),
+            Job("sweep outbox", self._tick, lambda s: sweep_outbox(s, celery, batch_size=batch)),
+            Job("measure outbox lag", self._tick, lambda s: OUTBOX_LAG.set(oldest_pending_age_seconds(s))),
+            Job("reconcile dead-letter queues", settings.dead_letter_reconcile_seconds, self._reconcile),
         ]
 
+    def _reconcile(self, session: Session) -> int:
+        with self._celery.connection_for_write() as connection:
+            return reconcile_dead_letter_queues(session, connection)
+
     def run_once(self) -> None:
-        for name, job in self.jobs():
+        for job in self.jobs:
+            now = time.monotonic()
+            if now < job.due_at:
+                continue
+            job.due_at = now + job.every_seconds
             try:
                 with transaction(self._session_factory) as session:
-                    job(session)
+                    job.run(session)
             except Exception:
-                log.exception("job %r failed; retrying next tick", name)
+                log.exception("job %r failed; retrying next time", job.name)
 
     def run_forever(self) -> None:
         while not self._stopping.is_set():
             self.run_once()
-            self._stopping.wait(self._settings.tick_seconds)
+            self._stopping.wait(self._tick)
 
     def stop(self) -> None:
         self._stopping.set()

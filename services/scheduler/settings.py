@@ -11,5 +11,11 @@ class SchedulerSettings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings, description="RabbitMQ.")
     tick_seconds: float = Field(0.5, description="Pause between two rounds of the scheduler's jobs.")
     batch_size: int = Field(500, description="Rows one job handles per transaction.")
+    retry_overdue_seconds: float = Field(
+        60.0, description="A retry this late is published again (its delayed message was lost)."
+    )
+    dead_letter_reconcile_seconds: float = Field(
+        10.0, description="How often dead-letter queues are checked against PostgreSQL (after replays)."
+    )
     metrics_host: str = Field("0.0.0.0", description="Interface of the /metrics endpoint.")
     metrics_port: int = Field(9105, description="Port of the /metrics endpoint.")

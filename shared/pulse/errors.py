@@ -37,6 +37,11 @@ class ProviderError(PulseError):
 class TransientProviderError(ProviderError):
     """Worth trying again later: timeouts, 4xx SMTP replies, 5xx HTTP answers."""
 
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        # Seconds the provider asked us to wait (HTTP Retry-After), if it said.
+        self.retry_after = retry_after
+
 
 class PermanentProviderError(ProviderError):
     """Trying again cannot help: bad address, rejected content, revoked token."""

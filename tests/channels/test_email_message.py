@@ -19,6 +19,7 @@ def _parsed(content: dict[str, str]) -> tuple[uuid.UUID, email.message.EmailMess
         recipient="zoë@example.com",
         content=content,
         attempt_number=1,
+        attempts_left=3,
         created_at=datetime.now(UTC),
     )
     raw = build_message(claim, sender="Pulse Café <no-reply@pulse.localhost>", message_id_domain="mail.test")

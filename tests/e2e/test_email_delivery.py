@@ -108,6 +108,44 @@ def _dead_lettered_ids(broker_url: str, queue: str) -> list[str]:
     return ids
 
 
+def test_a_transient_smtp_failure_is_retried_after_a_backoff_and_then_delivered(
+    stack: Stack, tenant: Tenant, sandbox: httpx.Client
+) -> None:
+    recipient = f"greylisted-{uuid.uuid4().hex[:8]}@example.com"
+    sandbox.post("/api/faults", json={"endpoint": "smtp", "status": 451, "fail_next": 1}).raise_for_status()
+    with stack.client(tenant.api_key) as client:
+        notification_id = client.post("/v1/notifications", json=_email(recipient)).json()["id"]
+        retrying = _wait_for_status(client, notification_id, "retrying")
+        delivered = _wait_for_status(client, notification_id, "delivered")
+
+    assert retrying["next_attempt_at"] is not None
+    assert "451" in str(retrying["last_error"])
+    first, second = delivered["attempts"]  # type: ignore[misc]
+    assert (first["outcome"], second["outcome"]) == ("failed", "delivered")
+    assert delivered["last_error"] is None and delivered["next_attempt_at"] is None
+    assert len(_messages_to(sandbox, recipient)) == 1
+
+
+def test_a_notification_that_keeps_failing_is_dead_lettered_after_its_priority_s_attempts(
+    stack: Stack, tenant: Tenant, sandbox: httpx.Client
+) -> None:
+    recipient = f"down-{uuid.uuid4().hex[:8]}@example.com"
+    sandbox.post("/api/faults", json={"endpoint": "smtp", "status": 421, "rate": 1.0}).raise_for_status()
+    with stack.client(tenant.api_key) as client:
+        notification_id = client.post(
+            "/v1/notifications", json={**_email(recipient), "priority": "low"}
+        ).json()["id"]
+        failed = _wait_for_status(client, notification_id, "failed")
+
+    assert [attempt["outcome"] for attempt in failed["attempts"]] == ["failed"] * 3  # type: ignore[union-attr]
+    assert failed["failed_at"] is not None
+    wait_until(
+        lambda: notification_id in _dead_lettered_ids(stack.infrastructure.broker_url, "pulse.email.dead"),
+        timeout=10,
+        what="the message in pulse.email.dead",
+    )
+
+
 def _accept_without_publishing(
     session: Session, tenant: Tenant, recipient: str, *, sweep_after: timedelta
 ) -> uuid.UUID:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from devtools.stack import Infrastructure, isolated_infrastructure
 from pulse.db import make_engine, make_session_factory, transaction
 from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage
-from pulse.delivery.service import recover_expired_claims
+from pulse.delivery.recovery import recover_expired_claims
 from pulse.messaging.celery_app import make_celery
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification

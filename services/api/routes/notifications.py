@@ -20,7 +20,7 @@ from services.api.deps import GatewayDep, ReaderDep, SenderDep, SessionDep
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid API key"},
     403: {"description": "The key lacks the needed scope"},
     422: {"description": "Invalid input (problem+json with field-level `errors`)"},
@@ -32,7 +32,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_202_ACCEPTED,
     response_model=NotificationDetail,
     responses={
-        **_ERRORS,
+        **ERROR_RESPONSES,
         200: {"description": "Idempotent replay: the original notification (`Idempotent-Replayed: true`)"},
         409: {"description": "Idempotency-Key reused with a different body"},
         413: {"description": "Body over the size limit"},
@@ -77,7 +77,7 @@ def send_notification(
 @router.get(
     "/{notification_id}",
     response_model=NotificationDetail,
-    responses={**_ERRORS, 404: {"description": "No such notification for this tenant"}},
+    responses={**ERROR_RESPONSES, 404: {"description": "No such notification for this tenant"}},
 )
 def read_notification(
     notification_id: uuid.UUID, principal: ReaderDep, session: SessionDep
@@ -88,7 +88,7 @@ def read_notification(
     )
 
 
-@router.get("", response_model=NotificationPage, responses=_ERRORS)
+@router.get("", response_model=NotificationPage, responses=ERROR_RESPONSES)
 def search_notifications(
     principal: ReaderDep,
     session: SessionDep,

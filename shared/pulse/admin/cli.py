@@ -3,20 +3,26 @@
 import argparse
 import logging
 import sys
+import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from kombu import Connection
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from pulse.admin.settings import AdminSettings
 from pulse.db import make_engine, make_session_factory, transaction
 from pulse.db.migrate import upgrade_to_head
-from pulse.errors import PulseError
+from pulse.db.models import Tenant
+from pulse.dead_letters.service import ReplaySelection, list_dead_letters, replay, replay_one
+from pulse.errors import InvalidInput, NotFound, PulseError
 from pulse.messaging.topology import declare_topology
 from pulse.tenants.service import create_api_key, create_tenant, parse_scopes
+from pulse.vocabulary import Channel
 
 log = logging.getLogger("pulse.admin")
 
@@ -75,6 +81,55 @@ def _with_session(settings: AdminSettings, work: Callable[..., str]) -> str:
         engine.dispose()
 
 
+def _tenant_id(session: Session, name: str | None) -> uuid.UUID | None:
+    if name is None:
+        return None
+    tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == name))
+    if tenant_id is None:
+        raise NotFound(f"tenant {name!r} does not exist")
+    return tenant_id
+
+
+def dlq_list(session: Session, args: argparse.Namespace) -> str:
+    rows = list_dead_letters(
+        session,
+        tenant_id=_tenant_id(session, args.tenant),
+        channel=args.channel and Channel(args.channel),
+        limit=args.limit,
+    )
+    lines = [f"{'id':36}  {'channel':8}  {'failed at':25}  {'attempts':>8}  last error"]
+    for row in rows:
+        failed_at = row.failed_at.isoformat(timespec="seconds") if row.failed_at else ""
+        lines.append(
+            f"{row.id}  {row.channel:8}  {failed_at:25}  {row.attempt_count:>8}  {row.last_error or ''}"
+        )
+    return "\n".join(lines)
+
+
+def dlq_replay(session: Session, args: argparse.Namespace) -> str:
+    tenant_id = _tenant_id(session, args.tenant)
+    if args.id:
+        replay_one(session, tenant_id=tenant_id, notification_id=uuid.UUID(args.id))
+        return f"replayed 1 ({args.id})"
+    if not args.channel:
+        raise InvalidInput("give --id, or --channel (with --since/--until to narrow it)")
+    ids = replay(
+        session,
+        ReplaySelection(
+            tenant_id=tenant_id,
+            channel=Channel(args.channel),
+            failed_since=args.since,
+            failed_before=args.until,
+        ),
+    )
+    return f"replayed {len(ids)}"
+
+
+def _utc_datetime(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     parser = argparse.ArgumentParser(prog="pulse-admin", description=__doc__)
@@ -85,22 +140,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = commands.add_parser("create-api-key", help="issue an API key; printed once, as the last line")
     key.add_argument("--tenant", required=True)
     key.add_argument("--scopes", default="send,read", help="comma-separated: send,read,admin")
+    dlq = commands.add_parser("dlq", help="dead letters: failed notifications").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    listing = dlq.add_parser("list", help="failed notifications, most recent failure first")
+    replaying = dlq.add_parser("replay", help="re-queue failed notifications with a fresh attempt budget")
+    for sub in (listing, replaying):
+        sub.add_argument("--channel", choices=list(Channel))
+        sub.add_argument("--tenant", help="tenant name (default: every tenant)")
+    listing.add_argument("--limit", type=int, default=50)
+    replaying.add_argument("--id", help="one notification")
+    replaying.add_argument("--since", type=_utc_datetime, help="failed at or after (ISO 8601, naive = UTC)")
+    replaying.add_argument("--until", type=_utc_datetime, help="failed before (ISO 8601, naive = UTC)")
     args = parser.parse_args(argv)
 
     settings = AdminSettings()
+    commands_by_name: dict[str, Callable[[], str | None]] = {
+        "init": lambda: init(settings),
+        "create-tenant": lambda: _with_session(
+            settings, lambda session: f"tenant {args.name} ({create_tenant(session, name=args.name).id})"
+        ),
+        "create-api-key": lambda: _with_session(
+            settings,
+            lambda session: create_api_key(
+                session, tenant_name=args.tenant, scopes=parse_scopes(args.scopes)
+            ),
+        ),
+        "dlq": lambda: _with_session(
+            settings, lambda session: (dlq_list if args.dlq_command == "list" else dlq_replay)(session, args)
+        ),
+    }
     try:
-        if args.command == "init":
-            init(settings)
-        elif args.command == "create-tenant":
-            tenant_id = _with_session(
-                settings, lambda session: str(create_tenant(session, name=args.name).id)
-            )
-            print(f"tenant {args.name} ({tenant_id})")
-        elif args.command == "create-api-key":
-            scopes = parse_scopes(args.scopes)
-            print(
-                _with_session(settings, lambda s: create_api_key(s, tenant_name=args.tenant, scopes=scopes))
-            )
+        output = commands_by_name[args.command]()
+        if output is not None:
+            print(output)
     except PulseError as error:
         print(f"pulse-admin: {error}", file=sys.stderr)
         return 2

@@ -72,6 +72,11 @@ class Notification(Base):
     delivered_at: Mapped[datetime | None]
     read_at: Mapped[datetime | None]
     attempt_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Attempts made before the last dead-letter replay: a replay grants a fresh budget, keeps history.
+    attempts_before_replay: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    replay_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
     # A worker owns a `sending` row until this instant; after it, the row may be claimed again.
     claimed_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -95,6 +100,18 @@ class Notification(Base):
             "ix_notifications_due",
             "scheduled_for",
             postgresql_where=text("status = 'scheduled'"),
+        ),
+        Index(
+            "ix_notifications_retry_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'retrying'"),
+        ),
+        Index(
+            "ix_notifications_failed",
+            "tenant_id",
+            "channel",
+            text("failed_at DESC"),
+            postgresql_where=text("status = 'failed'"),
         ),
         Index(
             "ix_notifications_claim_expiry",

@@ -1,9 +1,9 @@
 """Claiming a notification for delivery and recording the outcome of each attempt.
 
 A claim is a lease: the row is `sending` until `claimed_until`. A second copy of the message (broker
-redelivery, outbox re-publish) finds the row claimed or finished and does nothing, so a notification is
-sent at most once per successful attempt. A worker killed mid-send leaves a lease that expires; the
-scheduler then re-queues the row (see `recover_expired_claims`).
+redelivery, outbox re-publish) finds the row claimed or finished and does nothing, so a successful
+attempt is never repeated. A worker killed mid-send leaves a lease that expires; the scheduler then
+re-queues the row (pulse.delivery.recovery).
 """
 
 import logging
@@ -15,15 +15,17 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from pulse.db import transaction
-from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage, delivery_attempts_table
+from pulse.db.models import delivery_attempts_table
 from pulse.db.models import notifications_table as _notification
-from pulse.errors import PermanentProviderError, ProviderError
-from pulse.messaging.topology import routing_key
+from pulse.delivery.retry import RetrySettings
+from pulse.errors import PermanentProviderError, ProviderError, TransientProviderError
 from pulse.observability import metrics
 from pulse.vocabulary import Channel, Priority, Status
 
@@ -38,6 +40,8 @@ class Claim:
     recipient: str
     content: dict[str, Any]
     attempt_number: int
+    # Attempts left in this notification's budget after this one.
+    attempts_left: int
     created_at: datetime
 
 
@@ -51,18 +55,20 @@ class Provider(Protocol):
 
 class Outcome(StrEnum):
     DELIVERED = "delivered"
+    RETRYING = "retrying"
     FAILED = "failed"
-    SKIPPED = "skipped"  # Already delivered, claimed by another worker, or not due yet.
+    SKIPPED = "skipped"  # Already finished or claimed by another worker.
 
 
 @dataclass(frozen=True)
 class DeliveryResult:
     outcome: Outcome
     error: str | None = None
+    retry_in_seconds: int | None = None
 
 
-# The two statements every delivery runs, built once: values arrive as bound parameters, so
-# SQLAlchemy reuses one compiled form instead of building a cache key per call.
+# The statements every delivery runs, built once: values arrive as bound parameters, so SQLAlchemy
+# reuses one compiled form instead of building a cache key per call.
 _CLAIM = (
     update(_notification)
     .where(
@@ -74,6 +80,7 @@ _CLAIM = (
         status=Status.SENDING,
         attempt_count=_notification.c.attempt_count + 1,
         claimed_until=bindparam("lease_ends"),
+        next_attempt_at=None,
         updated_at=bindparam("now"),
     )
     .returning(
@@ -82,6 +89,7 @@ _CLAIM = (
         _notification.c.recipient,
         _notification.c.content,
         _notification.c.attempt_count,
+        _notification.c.attempts_before_replay,
         _notification.c.created_at,
     )
 )
@@ -94,8 +102,10 @@ _FINISH = (
         _notification.c.attempt_count == bindparam("attempt_number"),
     )
     .values(
-        status=bindparam("final_status"),
+        status=bindparam("new_status"),
         delivered_at=bindparam("delivered"),
+        failed_at=bindparam("failed"),
+        next_attempt_at=bindparam("next_attempt"),
         last_error=bindparam("error"),
         claimed_until=None,
         updated_at=bindparam("finished"),
@@ -105,20 +115,25 @@ _FINISH = (
 _INSERT_ATTEMPT = pg_insert(delivery_attempts_table).on_conflict_do_nothing()
 
 
-def claim_for_delivery(session: Session, *, notification_id: uuid.UUID, lease: timedelta) -> Claim | None:
+def claim_for_delivery(
+    session: Session, *, notification_id: uuid.UUID, lease: timedelta, retries: RetrySettings
+) -> Claim | None:
     now = datetime.now(UTC)
     row = session.execute(
         _CLAIM, {"notification_id": notification_id, "now": now, "lease_ends": now + lease}
     ).one_or_none()
     if row is None:
         return None
+    priority = Priority(row.priority)
+    attempts_used = row.attempt_count - row.attempts_before_replay
     return Claim(
         notification_id=notification_id,
         channel=Channel(row.channel),
-        priority=Priority(row.priority),
+        priority=priority,
         recipient=row.recipient,
         content=row.content,
         attempt_number=row.attempt_count,
+        attempts_left=retries.plan_for(priority).attempts - attempts_used,
         created_at=row.created_at,
     )
 
@@ -130,9 +145,19 @@ def record_attempt(
     provider: str,
     started_at: datetime,
     error: str | None,
+    retry_in_seconds: int | None = None,
 ) -> datetime:
-    """Store the attempt and move the notification to its outcome; returns when it finished."""
+    """Store the attempt and move the notification on: delivered, retrying (when `retry_in_seconds`
+    is given) or failed. Returns when the attempt finished."""
     finished_at = datetime.now(UTC)
+    next_attempt_at = None
+    if error is None:
+        new_status = Status.DELIVERED
+    elif retry_in_seconds is None:
+        new_status = Status.FAILED
+    else:
+        new_status = Status.RETRYING
+        next_attempt_at = finished_at + timedelta(seconds=retry_in_seconds)
     session.execute(
         _INSERT_ATTEMPT,
         {
@@ -141,7 +166,7 @@ def record_attempt(
             "started_at": started_at,
             "finished_at": finished_at,
             "provider": provider,
-            "outcome": Outcome.FAILED if error else Outcome.DELIVERED,
+            "outcome": Outcome.DELIVERED if error is None else Outcome.FAILED,
             "error": error,
         },
     )
@@ -150,13 +175,25 @@ def record_attempt(
         {
             "notification_id": claim.notification_id,
             "attempt_number": claim.attempt_number,
-            "final_status": Status.FAILED if error else Status.DELIVERED,
-            "delivered": None if error else finished_at,
+            "new_status": new_status,
+            "delivered": finished_at if new_status is Status.DELIVERED else None,
+            "failed": finished_at if new_status is Status.FAILED else None,
+            "next_attempt": next_attempt_at,
             "error": error,
             "finished": finished_at,
         },
     )
     return finished_at
+
+
+# Once the provider accepted a message, its record must land, or the claim would expire and the
+# message be sent again: a database blip is waited out (well within the claim's lease).
+_until_recorded = retry(
+    retry=retry_if_exception_type(DBAPIError),
+    wait=wait_exponential(multiplier=0.2, max=5),
+    stop=stop_after_delay(30),
+    reraise=True,
+)
 
 
 def deliver(
@@ -166,11 +203,12 @@ def deliver(
     channel: Channel,
     provider: Provider,
     lease: timedelta,
+    retries: RetrySettings,
     clock: Callable[[], float] = time.perf_counter,
 ) -> DeliveryResult:
     """One delivery attempt of one notification, end to end."""
     with transaction(session_factory) as session:
-        claim = claim_for_delivery(session, notification_id=notification_id, lease=lease)
+        claim = claim_for_delivery(session, notification_id=notification_id, lease=lease, retries=retries)
     if claim is None:
         log.info("skipped: not claimable", extra={"notification_id": str(notification_id)})
         metrics.DELIVERIES_SKIPPED.labels(channel).inc()
@@ -182,17 +220,26 @@ def deliver(
         provider.send(claim)
     except ProviderError as raised:
         error = raised
-    metrics.PROVIDER_REQUEST.labels(claim.channel, provider.name).observe(clock() - started)
+    metrics.PROVIDER_REQUEST.labels(channel, provider.name).observe(clock() - started)
 
-    with transaction(session_factory) as session:
-        finished_at = record_attempt(
-            session,
-            claim=claim,
-            provider=provider.name,
-            started_at=started_at,
-            error=None if error is None else str(error),
-        )
+    retry_in = None
+    if isinstance(error, TransientProviderError) and claim.attempts_left > 0:
+        plan = retries.plan_for(claim.priority)
+        retry_in = plan.delay_seconds(plan.attempts - claim.attempts_left, retry_after=error.retry_after)
 
+    @_until_recorded
+    def record() -> datetime:
+        with transaction(session_factory) as session:
+            return record_attempt(
+                session,
+                claim=claim,
+                provider=provider.name,
+                started_at=started_at,
+                error=None if error is None else str(error),
+                retry_in_seconds=retry_in,
+            )
+
+    finished_at = record()
     if error is None:
         metrics.DELIVERY_ATTEMPTS.labels(channel, Outcome.DELIVERED).inc()
         metrics.NOTIFICATIONS_DELIVERED.labels(channel, provider.name).inc()
@@ -200,56 +247,16 @@ def deliver(
             (finished_at - claim.created_at).total_seconds()
         )
         return DeliveryResult(Outcome.DELIVERED)
-    reason = "permanent" if isinstance(error, PermanentProviderError) else "transient"
     metrics.DELIVERY_ATTEMPTS.labels(channel, Outcome.FAILED).inc()
+    if retry_in is not None:
+        log.info(
+            "attempt failed, retrying in %ss: %s",
+            retry_in,
+            error,
+            extra={"notification_id": str(notification_id)},
+        )
+        return DeliveryResult(Outcome.RETRYING, error=str(error), retry_in_seconds=retry_in)
+    reason = "permanent" if isinstance(error, PermanentProviderError) else "retries_exhausted"
     metrics.NOTIFICATIONS_FAILED.labels(channel, reason).inc()
     log.warning("delivery failed: %s", error, extra={"notification_id": str(notification_id)})
     return DeliveryResult(Outcome.FAILED, error=str(error))
-
-
-def recover_expired_claims(session: Session, *, batch_size: int) -> int:
-    """Re-queue notifications whose worker died mid-send (lease expired) and owe them a new publish.
-
-    The lost attempt is recorded as failed, so the history shows why a notification was tried again.
-    """
-    now = datetime.now(UTC)
-    expired = session.execute(
-        select(Notification.id, Notification.channel, Notification.priority, Notification.attempt_count)
-        .where(Notification.status == Status.SENDING, Notification.claimed_until < now)
-        .limit(batch_size)
-        .with_for_update(skip_locked=True)
-    ).all()
-    if not expired:
-        return 0
-    session.execute(
-        update(Notification)
-        .where(Notification.id.in_([row.id for row in expired]))
-        .values(status=Status.QUEUED, claimed_until=None, updated_at=now)
-    )
-    session.execute(
-        pg_insert(DeliveryAttempt).on_conflict_do_nothing(),
-        [
-            {
-                "notification_id": row.id,
-                "number": row.attempt_count,
-                "started_at": now,
-                "finished_at": now,
-                "provider": "unknown",
-                "outcome": Outcome.FAILED,
-                "error": "the worker stopped before finishing this attempt (claim expired)",
-            }
-            for row in expired
-        ],
-    )
-    session.execute(
-        insert(OutboxMessage),
-        [
-            {
-                "notification_id": row.id,
-                "routing_key": routing_key(Channel(row.channel), Priority(row.priority)),
-            }
-            for row in expired
-        ],
-    )
-    metrics.CLAIMS_RECOVERED.inc(len(expired))
-    return len(expired)

@@ -1,28 +1,34 @@
 """The Celery side of a channel worker service: one `pulse.<channel>.send` task per channel.
 
-Every channel worker has the same shape (claim, send, record, ack or dead-letter); only the provider
-differs, so the service modules just pick channels and a provider and call `make_channel_worker`.
+Every channel worker has the same shape (claim, send, record; then ack, retry later or dead-letter);
+only the provider differs, so the service modules just pick channels and a provider and call
+`make_channel_worker`.
 """
 
 import logging
 import uuid
 from datetime import timedelta
+from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 from celery.exceptions import Reject
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pulse.delivery.retry import RetrySettings
 from pulse.delivery.service import Outcome, Provider, deliver
 from pulse.messaging.celery_app import make_celery
-from pulse.messaging.topology import task_name, work_queues
+from pulse.messaging.topology import task_name, work_queue, work_queues
 from pulse.settings import BrokerSettings
-from pulse.vocabulary import Channel
+from pulse.vocabulary import Channel, Priority
 
-# While the database is unreachable, tasks come back later through RabbitMQ (delayed delivery)
-# rather than failing: the notification is safe in PostgreSQL, only this attempt is postponed.
-_DATABASE_UNAVAILABLE = (DBAPIError, PoolTimeoutError)
+log = logging.getLogger(__name__)
+
+# While PostgreSQL is unreachable a message comes back after this long (then twice as long, up
+# to the cap): the notification is safe in the database, only its attempt waits.
+DATABASE_BACKOFF_SECONDS = 2
+DATABASE_BACKOFF_CAP_SECONDS = 60
 
 
 def make_channel_worker(
@@ -33,28 +39,34 @@ def make_channel_worker(
     broker: BrokerSettings,
     session_factory: sessionmaker[Session],
     claim_lease: timedelta,
+    retries: RetrySettings,
 ) -> Celery:
     app = make_celery(name, broker, queues=work_queues(*channels))
 
     for channel in channels:
 
-        @app.task(
-            name=task_name(channel),
-            bind=True,
-            autoretry_for=_DATABASE_UNAVAILABLE,
-            retry_backoff=2,
-            retry_backoff_max=60,
-            max_retries=None,
-        )
-        def send(self: object, notification_id: str, channel: Channel = channel) -> str:
-            result = deliver(
-                session_factory,
-                notification_id=uuid.UUID(notification_id),
-                channel=channel,
-                provider=provider,
-                lease=claim_lease,
-            )
-            if result.outcome is Outcome.FAILED:
+        @app.task(name=task_name(channel), bind=True)
+        def send(self: Task, notification_id: str, channel: Channel = channel) -> str:
+            try:
+                result = deliver(
+                    session_factory,
+                    notification_id=uuid.UUID(notification_id),
+                    channel=channel,
+                    provider=provider,
+                    lease=claim_lease,
+                    retries=retries,
+                )
+            except (DBAPIError, PoolTimeoutError) as error:
+                backoff = min(
+                    DATABASE_BACKOFF_CAP_SECONDS, DATABASE_BACKOFF_SECONDS * 2**self.request.retries
+                )
+                log.warning("database unavailable, trying again in %ss: %s", backoff, error)
+                _send_later(self, notification_id, channel, backoff, retries=self.request.retries + 1)
+                return "postponed"
+            if result.outcome is Outcome.RETRYING:
+                assert result.retry_in_seconds is not None
+                _send_later(self, notification_id, channel, result.retry_in_seconds)
+            elif result.outcome is Outcome.FAILED:
                 # Rejected without requeue: RabbitMQ moves the message to pulse.<channel>.dead.
                 raise Reject(result.error, requeue=False)
             return result.outcome
@@ -62,10 +74,39 @@ def make_channel_worker(
     return app
 
 
+def _send_later(
+    task: Task,
+    notification_id: str,
+    channel: Channel,
+    delay_seconds: int,
+    *,
+    retries: int = 0,
+) -> None:
+    """Publish this notification's task again through RabbitMQ's delayed delivery (nothing waits in
+    worker memory); the current message is then acknowledged. Should this publish be lost, the
+    scheduler re-publishes the overdue retry (pulse.delivery.recovery)."""
+    task.app.send_task(
+        task.name,
+        args=[notification_id],
+        countdown=delay_seconds,
+        queue=work_queue(channel, _priority_of(task.request.delivery_info)),
+        retries=retries,
+    )
+
+
+def _priority_of(delivery_info: dict[str, Any] | None) -> Priority:
+    # The routing key ends in <channel>.<priority>, after any delayed-delivery prefix.
+    routing_key = (delivery_info or {}).get("routing_key") or ""
+    try:
+        return Priority(routing_key.rsplit(".", 1)[-1])
+    except ValueError:
+        return Priority.NORMAL
+
+
 def run_worker(app: Celery, *, hostname: str, concurrency: int, prefetch_multiplier: int) -> None:
     """Run a channel worker in this process until SIGTERM/SIGINT (warm shutdown: in-flight tasks finish)."""
     # One line per received and per finished task is too much at hundreds of tasks per second;
-    # Pulse logs what matters (failures, skips) itself.
+    # Pulse logs what matters (failures, retries, skips) itself.
     for noisy in ("celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     app.worker_main(

@@ -92,7 +92,9 @@ class NotificationOut(BaseModel):
     local_scheduled_time: datetime | None = None
     deferred_reason: str | None
     attempt_count: int
+    next_attempt_at: datetime | None = Field(description="When a `retrying` notification is tried again.")
     delivered_at: datetime | None
+    failed_at: datetime | None
     read_at: datetime | None
     last_error: str | None
 

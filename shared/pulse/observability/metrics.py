@@ -42,6 +42,9 @@ OUTBOX_PUBLISHED = Counter("pulse_outbox_published", "Publishes made by the outb
 CLAIMS_RECOVERED = Counter(
     "pulse_claims_recovered", "Notifications re-queued after their worker's claim expired."
 )
+RETRIES_RECOVERED = Counter(
+    "pulse_retries_recovered", "Retries published again because their delayed message was overdue."
+)
 
 
 def serve_metrics(port: int, host: str = "0.0.0.0") -> None:

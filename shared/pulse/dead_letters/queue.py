@@ -1,0 +1,95 @@
+"""Keeping the broker's dead-letter queues in step with PostgreSQL.
+
+`pulse.<channel>.dead` holds one message per failed notification. After a replay (or when failed
+notifications are deleted) the queue holds copies that no longer stand for a failure; the prune
+removes them and keeps one message per notification that is still failed.
+"""
+
+import json
+import uuid
+from collections.abc import Callable, Collection
+
+from kombu import Connection
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pulse.db.models import Notification
+from pulse.messaging.topology import dead_letter_queue
+from pulse.vocabulary import Channel, Status
+
+
+def dead_letter_depth(connection: Connection, channel: Channel) -> int:
+    amqp_channel = connection.channel()
+    try:
+        _name, depth, _consumers = amqp_channel.queue_declare(dead_letter_queue(channel).name, passive=True)
+        return int(depth)
+    finally:
+        amqp_channel.close()
+
+
+def prune_dead_letters(
+    connection: Connection,
+    channel: Channel,
+    still_failed: Callable[[Collection[uuid.UUID]], set[uuid.UUID]],
+) -> int:
+    """One pass over the queue: acknowledge (drop) every message whose notification is no longer
+    failed, or that repeats one already kept; the rest return to the queue. Returns how many were
+    dropped."""
+    queue = dead_letter_queue(channel).name
+    amqp_channel = connection.channel()
+    try:
+        _name, depth, _consumers = amqp_channel.queue_declare(queue, passive=True)
+        # Held unacknowledged until the channel closes, so one pass sees every message once.
+        held = []
+        for _ in range(depth):
+            message = amqp_channel.basic_get(queue, no_ack=False)
+            if message is None:
+                break
+            held.append((message.delivery_tag, _notification_id(message.body)))
+        failed = still_failed({notification_id for _, notification_id in held if notification_id})
+        kept: set[uuid.UUID] = set()
+        dropped = 0
+        for delivery_tag, notification_id in held:
+            if notification_id is None:
+                continue  # Not a Pulse message: not ours to judge.
+            if notification_id in failed and notification_id not in kept:
+                kept.add(notification_id)
+                continue
+            amqp_channel.basic_ack(delivery_tag)
+            dropped += 1
+        return dropped
+    finally:
+        amqp_channel.close()  # Unacknowledged messages go back to the queue.
+
+
+def reconcile_dead_letter_queues(session: Session, connection: Connection) -> int:
+    """Prune every channel's queue that holds more messages than it has failed notifications."""
+    failed_counts = dict(
+        session.execute(
+            select(Notification.channel, func.count())
+            .where(Notification.status == Status.FAILED)
+            .group_by(Notification.channel)
+        ).all()
+    )
+
+    def still_failed(ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+        return set(
+            session.scalars(
+                select(Notification.id).where(Notification.id.in_(ids), Notification.status == Status.FAILED)
+            )
+        )
+
+    return sum(
+        prune_dead_letters(connection, channel, still_failed)
+        for channel in Channel
+        if dead_letter_depth(connection, channel) > failed_counts.get(channel, 0)
+    )
+
+
+def _notification_id(body: bytes | str) -> uuid.UUID | None:
+    """The task argument of a Pulse message; None for anything else that was dead-lettered."""
+    try:
+        args, _kwargs, _embed = json.loads(body)
+        return uuid.UUID(args[0])
+    except (ValueError, TypeError, IndexError, KeyError):
+        return None
