@@ -38,7 +38,10 @@ format: install ## Apply ruff's fixes and formatting
 bench: install infra ## Throughput and latency through the whole system; saves bench/results/
 	$(PYTHON) -m bench.email_throughput $(BENCH_ARGS)
 
+chaos: install infra ## Kill and restart every part under load; report loss and duplicates (needs root)
+	$(PYTHON) -m bench.chaos $(CHAOS_ARGS)
+
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install infra run test lint format bench clean
+.PHONY: help install infra run test lint format bench chaos clean

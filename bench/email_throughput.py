@@ -105,7 +105,7 @@ def main() -> None:
     (RESULTS / "email_throughput-latest.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
-def measure(database_url: str, run_id: str, count: int) -> dict[str, float]:
+def measure(database_url: str, run_id: str, count: int) -> dict[str, object]:
     engine = create_engine(database_url)
     run = {"run": run_id}
     with engine.connect() as connection:

@@ -126,11 +126,21 @@ def metric_value(url: str, sample: str) -> float:
     return 0.0
 
 
+SERVICES = {
+    "sandbox": "services.sandbox",
+    "api": "services.api",
+    "email_worker": "services.email_worker",
+    "scheduler": "services.scheduler",
+}
+
+
 @dataclass
 class Stack:
     infrastructure: Infrastructure
     log_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
@@ -149,6 +159,48 @@ class Stack:
     def sandbox(self) -> httpx.Client:
         return httpx.Client(base_url=self.sandbox_url, timeout=10)
 
+    def start(self, *names: str) -> None:
+        """Start services (side by side) and wait until each answers."""
+        for name in names:
+            log = (self.log_dir / f"{name}.log").open("ab")
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", SERVICES[name]],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        for name in names:
+            process, url = self.processes[name], self._health_url(name)
+
+            def ready(process: subprocess.Popen[bytes] = process, name: str = name, url: str = url) -> bool:
+                return _started(process, self.log_dir / f"{name}.log") and _responds(url)
+
+            wait_until(ready, timeout=60, what=f"{name} at {url} (logs: {self.log_dir})")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the process gets no chance to finish anything."""
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait()
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for name, process in self.processes.items():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                print(f"{name} did not stop on SIGTERM; killed (logs: {self.log_dir})")
+        self.processes.clear()
+
+    def _health_url(self, name: str) -> str:
+        return {
+            "sandbox": f"{self.sandbox_url}/healthz",
+            "api": f"{self.api_url}/readyz",
+        }.get(name) or self.metrics_url(name)
+
 
 def _started(process: subprocess.Popen[bytes], log: Path) -> bool:
     """True while the process runs; a process that exited during start-up fails at once, with its log."""
@@ -164,14 +216,6 @@ def _responds(url: str) -> bool:
         return False
 
 
-SERVICES = {
-    "sandbox": "services.sandbox",
-    "api": "services.api",
-    "email_worker": "services.email_worker",
-    "scheduler": "services.scheduler",
-}
-
-
 @contextmanager
 def running_stack(
     infrastructure: Infrastructure, log_dir: Path, extra_env: dict[str, str] | None = None
@@ -180,7 +224,7 @@ def running_stack(
     stack = Stack(infrastructure, log_dir)
     for port in ("api", "sandbox_http", "sandbox_smtp", "email_worker_metrics", "scheduler_metrics"):
         stack.ports[port] = free_port()
-    env = {
+    stack.env = {
         **os.environ,
         **infrastructure.env(),
         "PULSE_API_PORT": str(stack.ports["api"]),
@@ -193,33 +237,8 @@ def running_stack(
         **(extra_env or {}),
     }
     log_dir.mkdir(parents=True, exist_ok=True)
-    processes = {}
     try:
-        for name, module in SERVICES.items():
-            log = (log_dir / f"{name}.log").open("wb")
-            processes[name] = subprocess.Popen(
-                [sys.executable, "-m", module], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        for name, url in [
-            ("sandbox", f"{stack.sandbox_url}/healthz"),
-            ("api", f"{stack.api_url}/readyz"),
-            ("email_worker", stack.metrics_url("email_worker")),
-            ("scheduler", stack.metrics_url("scheduler")),
-        ]:
-            wait_until(
-                lambda name=name, url=url: (
-                    _started(processes[name], log_dir / f"{name}.log") and _responds(url)
-                ),
-                timeout=60,
-                what=f"{name} at {url} (logs: {log_dir})",
-            )
+        stack.start(*SERVICES)
         yield stack
     finally:
-        for process in processes.values():
-            process.terminate()
-        for name, process in processes.items():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                print(f"{name} did not stop on SIGTERM; killed (logs: {log_dir})")
+        stack.stop_all()

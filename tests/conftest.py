@@ -23,6 +23,11 @@ from pulse.tenants.service import Scope, create_api_key, create_tenant
 from pulse.vocabulary import Priority
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Chaos tests restart RabbitMQ and PostgreSQL under everyone's feet: they run last."""
+    items.sort(key=lambda item: item.get_closest_marker("chaos") is not None)
+
+
 @pytest.fixture(scope="session")
 def infrastructure() -> Iterator[Infrastructure]:
     with isolated_infrastructure() as infrastructure:
@@ -39,7 +44,8 @@ def wait_until(condition: Callable[[], Any], *, timeout: float = 30.0, what: str
 
 @pytest.fixture(scope="session")
 def engine(infrastructure: Infrastructure) -> Iterator[Engine]:
-    engine = create_engine(infrastructure.database_url)
+    # Pre-ping: the chaos test restarts PostgreSQL, and teardown still needs a working connection.
+    engine = create_engine(infrastructure.database_url, pool_pre_ping=True)
     yield engine
     engine.dispose()
 
@@ -95,6 +101,8 @@ def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFacto
         "PULSE_EMAIL_WORKER_CONCURRENCY": "4",
         "PULSE_EMAIL_WORKER_CLAIM_LEASE_SECONDS": "2",
         "PULSE_SCHEDULER_TICK_SECONDS": "0.2",
+        "PULSE_SCHEDULER_DEAD_LETTER_RECONCILE_SECONDS": "0.5",
+        "PULSE_SCHEDULER_RETRY_OVERDUE_SECONDS": "3",
         "PULSE_PUBLISH_GRACE_SECONDS": "1",
         # Retries a second apart, so that retry tests take seconds.
         **{f"PULSE_RETRY_{priority.upper()}_BASE_SECONDS": "1" for priority in Priority},

@@ -66,7 +66,7 @@ def create_app(store: MessageStore, faults: FaultInjector, lifespan: Lifespan | 
 
     @app.get("/api/stats")
     async def stats() -> dict[str, Any]:
-        return {"total": store.count(), "by_channel": store.by_channel()}
+        return {"total": store.count(), "by_channel": store.by_channel(), "repeats": store.repeats}
 
     @app.post("/api/faults")
     async def set_fault(fault: Fault) -> Fault:

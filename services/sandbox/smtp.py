@@ -40,6 +40,7 @@ class SandboxSmtpHandler:
             headers.setdefault(name, str(value))  # repeated headers (e.g. Received) keep their first value
         subject = str(mail.get("Subject", ""))
         body, html = _text_part(mail, "plain"), _text_part(mail, "html")
+        message_id = headers.get("Message-ID")
         for recipient in envelope.rcpt_tos:
             self._store.add(
                 new_message(
@@ -50,7 +51,8 @@ class SandboxSmtpHandler:
                     body=body or "",
                     html=html,
                     headers=headers,
-                )
+                ),
+                identity=f"smtp:{recipient}:{message_id}" if message_id else None,
             )
         return "250 OK"
 

@@ -18,6 +18,8 @@ class Message(TypedDict):
     headers: dict[str, str]
     received_at: str
     provider: str
+    # Later sends of the same message (same idempotency identity) that were absorbed into this one.
+    repeats: int
 
 
 def new_message(
@@ -40,11 +42,16 @@ def new_message(
         headers=headers if headers is not None else {},
         received_at=datetime.now(UTC).isoformat(),
         provider=provider,
+        repeats=0,
     )
 
 
 class MessageStore:
     """Keeps the newest ``max_messages`` messages, oldest evicted first.
+
+    Like the real receivers it stands in for (mailbox providers collapse a repeated Message-ID,
+    webhook consumers a repeated webhook-id), it keeps one copy per idempotency identity and counts
+    the repeats, on the message and in total.
 
     Counts per channel and recipient are maintained incrementally so that the count
     endpoint benchmarks poll stays O(1) however full the store is.
@@ -55,16 +62,29 @@ class MessageStore:
         self._messages: OrderedDict[str, Message] = OrderedDict()
         # channel -> recipient -> count; None as either key means "any".
         self._counts: defaultdict[str | None, Counter[str | None]] = defaultdict(Counter)
+        self._by_identity: dict[str, Message] = {}
+        self._identity_of: dict[str, str] = {}  # message id -> identity, to forget evicted ones
+        self.repeats = 0
         self._lock = threading.Lock()
 
-    def add(self, message: Message) -> None:
+    def add(self, message: Message, *, identity: str | None = None) -> None:
+        """Store the message, unless one with the same `identity` is stored: then count a repeat."""
         with self._lock:
+            if identity is not None:
+                if (original := self._by_identity.get(identity)) is not None:
+                    original["repeats"] += 1
+                    self.repeats += 1
+                    return
+                self._by_identity[identity] = message
+                self._identity_of[message["id"]] = identity
             self._messages[message["id"]] = message
             for channel in (None, message["channel"]):
                 self._counts[channel].update((None, message["recipient"]))
             if len(self._messages) > self._max_messages:
                 _, evicted = self._messages.popitem(last=False)
                 self._forget_counts(evicted)
+                if (evicted_identity := self._identity_of.pop(evicted["id"], None)) is not None:
+                    del self._by_identity[evicted_identity]
 
     def _forget_counts(self, message: Message) -> None:
         for channel in (None, message["channel"]):
@@ -122,4 +142,7 @@ class MessageStore:
             deleted = len(self._messages)
             self._messages.clear()
             self._counts.clear()
+            self._by_identity.clear()
+            self._identity_of.clear()
+            self.repeats = 0
             return deleted

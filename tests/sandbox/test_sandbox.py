@@ -104,6 +104,23 @@ def messages(sandbox: Sandbox, **params: str | int) -> dict:
     return response.json()
 
 
+def test_a_mail_sent_again_with_the_same_message_id_is_kept_once_and_counted_as_a_repeat(
+    sandbox: Sandbox,
+) -> None:
+    mail = make_mail("Receipt", "Order 1001", to="ada@example.com")
+    other = make_mail("Receipt", "Order 1001", to="ada@example.com")  # same content, new Message-ID
+    with sandbox.smtp() as smtp:
+        for sent in (mail, mail, mail, other):
+            smtp.send_message(sent)
+
+    listing = messages(sandbox)
+    assert listing["total"] == 2
+    by_message_id = {item["headers"]["Message-ID"]: item for item in listing["items"]}
+    assert by_message_id[mail["Message-ID"]]["repeats"] == 2
+    assert by_message_id[other["Message-ID"]]["repeats"] == 0
+    assert sandbox.http.get("/api/stats").json()["repeats"] == 2
+
+
 def test_multipart_mail_is_stored_once_per_recipient(sandbox: Sandbox) -> None:
     recipients = ["alice@example.com", "bob@example.com"]
     mail = make_mail(
@@ -164,7 +181,7 @@ def test_one_connection_carries_many_mails_and_filters_apply(sandbox: Sandbox) -
         "/api/messages/count", params={"channel": "email", "recipient": "bob@example.com"}
     )
     assert count.json() == {"count": 20}
-    assert sandbox.http.get("/api/stats").json() == {"total": 31, "by_channel": {"email": 31}}
+    assert sandbox.http.get("/api/stats").json() == {"total": 31, "by_channel": {"email": 31}, "repeats": 0}
 
 
 def test_delete_clears_messages(sandbox: Sandbox) -> None:
