@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,6 +40,9 @@ class Scheduler:
         self._celery = celery
         self._tick = settings.tick_seconds
         self._stopping = threading.Event()
+        # Replays before this scheduler started were handled by its predecessor, or are found by depth.
+        self._dead_letters_checked_at = datetime.now(UTC)
+        self._reconcile_period = timedelta(seconds=settings.dead_letter_reconcile_seconds)
         batch = settings.batch_size
         overdue = timedelta(seconds=settings.retry_overdue_seconds)
         self.jobs = [
@@ -55,8 +58,14 @@ class Scheduler:
         ]
 
     def _reconcile(self, session: Session) -> int:
+        # Overlapping windows: a replay committed during a pass is seen by the next one.
+        started = datetime.now(UTC)
         with self._celery.connection_for_write() as connection:
-            return reconcile_dead_letter_queues(session, connection)
+            pruned = reconcile_dead_letter_queues(
+                session, connection, replayed_since=self._dead_letters_checked_at - self._reconcile_period
+            )
+        self._dead_letters_checked_at = started
+        return pruned
 
     def run_once(self) -> None:
         for job in self.jobs:

@@ -221,8 +221,19 @@ def test_dlq_replay_without_id_or_channel_exits_2(capsys: pytest.CaptureFixture[
     assert "--id" in output.err and "--channel" in output.err
 
 
-def test_dlq_replay_with_a_bad_timestamp_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["dlq", "replay", "--channel", "email", "--since", "yesterday"], "--since"),
+        (["dlq", "replay", "--id", "not-a-uuid"], "--id"),
+        (["dlq", "list", "--limit", "-1"], "--limit"),
+        (["dlq", "list", "--limit", "0"], "--limit"),
+    ],
+)
+def test_a_malformed_option_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], argv: list[str], option: str
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["dlq", "replay", "--channel", "email", "--since", "yesterday"])
+        main(argv)
     assert exit_info.value.code == 2
-    assert "--since" in capsys.readouterr().err
+    assert option in capsys.readouterr().err

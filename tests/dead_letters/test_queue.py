@@ -5,7 +5,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Collection, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import amqp
 import pytest
@@ -18,6 +18,7 @@ from devtools.stack import Infrastructure, isolated_infrastructure
 from pulse.db import make_engine, make_session_factory, transaction
 from pulse.db.models import Notification, OutboxMessage, Tenant
 from pulse.dead_letters.queue import dead_letter_depth, prune_dead_letters, reconcile_dead_letter_queues
+from pulse.dead_letters.service import ReplaySelection, replay
 from pulse.messaging.celery_app import make_celery
 from pulse.messaging.publisher import publish_notification
 from pulse.messaging.topology import DEAD_LETTER_EXCHANGE
@@ -194,6 +195,30 @@ def test_a_prune_of_an_empty_queue_asks_nothing_and_drops_nothing(connection: Co
     assert prune_dead_letters(connection, Channel.EMAIL, still_failed) == 0
 
 
+# For the tests of the depth rule: a window in which no replay can have happened.
+NO_REPLAYS = datetime.now(UTC) + timedelta(days=1)
+
+
+def test_reconciliation_prunes_after_a_replay_even_when_the_queue_is_not_deeper_than_the_failures(
+    publisher: Celery, connection: Connection, factory: sessionmaker[Session]
+) -> None:
+    """One failed notification lost its broker copy; another was replayed. Counting alone would
+    balance out (2 messages, 2 failed); the replay is what tells the reconciliation to look."""
+    copyless, kept, replayed = _failed_notifications(factory, 3)
+    _dead_letter(publisher, connection, kept, replayed, depth=2)
+    before_replay = datetime.now(UTC)
+    with transaction(factory) as session:
+        replay(session, ReplaySelection(notification_id=replayed))
+
+    with transaction(factory) as session:
+        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS) == 0
+    with transaction(factory) as session:
+        assert reconcile_dead_letter_queues(session, connection, replayed_since=before_replay) == 1
+    assert _contents(connection, depth=1) == [str(kept)]
+    with factory() as session:
+        assert session.get_one(Notification, copyless).status == "failed"
+
+
 def test_reconciliation_leaves_queues_holding_no_more_messages_than_failed_notifications(
     publisher: Celery, connection: Connection, factory: sessionmaker[Session]
 ) -> None:
@@ -201,7 +226,7 @@ def test_reconciliation_leaves_queues_holding_no_more_messages_than_failed_notif
     _dead_letter(publisher, connection, first, second, depth=2)
 
     with transaction(factory) as session:
-        assert reconcile_dead_letter_queues(session, connection) == 0
+        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS) == 0
     assert Counter(_contents(connection, depth=2)) == Counter([str(first), str(second)])
 
 
@@ -213,7 +238,7 @@ def test_reconciliation_prunes_a_queue_holding_more_messages_than_failed_notific
     _set_status(factory, replayed, "queued")  # A replay: 3 messages for 2 failed notifications.
 
     with transaction(factory) as session:
-        assert reconcile_dead_letter_queues(session, connection) == 1
+        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS) == 1
     assert Counter(_contents(connection, depth=2)) == Counter([str(failed), str(also_failed)])
 
     # Replayed and failed again: a second copy of the same notification.
@@ -222,7 +247,7 @@ def test_reconciliation_prunes_a_queue_holding_more_messages_than_failed_notific
     _dead_letter(publisher, connection, replayed, depth=3)
     _dead_letter(publisher, connection, failed, depth=4)  # A duplicate: 4 messages, 3 failed notifications.
     with transaction(factory) as session:
-        assert reconcile_dead_letter_queues(session, connection) == 1
+        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS) == 1
     assert Counter(_contents(connection, depth=3)) == Counter([str(failed), str(replayed), str(also_failed)])
 
 
@@ -238,5 +263,5 @@ def test_reconciliation_counts_failed_notifications_per_channel(
     _set_status(factory, stale, "delivered")
 
     with transaction(factory) as session:
-        assert reconcile_dead_letter_queues(session, connection) == 1
+        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS) == 1
     assert _contents(connection, depth=1) == [str(email)]

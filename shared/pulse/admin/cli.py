@@ -109,7 +109,7 @@ def dlq_list(session: Session, args: argparse.Namespace) -> str:
 def dlq_replay(session: Session, args: argparse.Namespace) -> str:
     tenant_id = _tenant_id(session, args.tenant)
     if args.id:
-        replay_one(session, tenant_id=tenant_id, notification_id=uuid.UUID(args.id))
+        replay_one(session, tenant_id=tenant_id, notification_id=args.id)
         return f"replayed 1 ({args.id})"
     if not args.channel:
         raise InvalidInput("give --id, or --channel (with --since/--until to narrow it)")
@@ -123,6 +123,13 @@ def dlq_replay(session: Session, args: argparse.Namespace) -> str:
         ),
     )
     return f"replayed {len(ids)}"
+
+
+def _positive_int(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise ValueError(text)
+    return number
 
 
 def _utc_datetime(text: str) -> datetime:
@@ -148,8 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sub in (listing, replaying):
         sub.add_argument("--channel", choices=list(Channel))
         sub.add_argument("--tenant", help="tenant name (default: every tenant)")
-    listing.add_argument("--limit", type=int, default=50)
-    replaying.add_argument("--id", help="one notification")
+    listing.add_argument("--limit", type=_positive_int, default=50)
+    replaying.add_argument("--id", type=uuid.UUID, help="one notification")
     replaying.add_argument("--since", type=_utc_datetime, help="failed at or after (ISO 8601, naive = UTC)")
     replaying.add_argument("--until", type=_utc_datetime, help="failed before (ISO 8601, naive = UTC)")
     args = parser.parse_args(argv)

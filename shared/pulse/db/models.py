@@ -75,6 +75,7 @@ class Notification(Base):
     # Attempts made before the last dead-letter replay: a replay grants a fresh budget, keeps history.
     attempts_before_replay: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     replay_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    replayed_at: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
     failed_at: Mapped[datetime | None]
     # A worker owns a `sending` row until this instant; after it, the row may be claimed again.
@@ -112,6 +113,12 @@ class Notification(Base):
             "channel",
             text("failed_at DESC"),
             postgresql_where=text("status = 'failed'"),
+        ),
+        Index(
+            "ix_notifications_replayed",
+            "channel",
+            "replayed_at",
+            postgresql_where=text("replayed_at IS NOT NULL"),
         ),
         Index(
             "ix_notifications_claim_expiry",

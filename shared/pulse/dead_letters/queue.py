@@ -8,6 +8,7 @@ removes them and keeps one message per notification that is still failed.
 import json
 import uuid
 from collections.abc import Callable, Collection
+from datetime import datetime
 
 from kombu import Connection
 from sqlalchemy import func, select
@@ -62,14 +63,23 @@ def prune_dead_letters(
         amqp_channel.close()  # Unacknowledged messages go back to the queue.
 
 
-def reconcile_dead_letter_queues(session: Session, connection: Connection) -> int:
-    """Prune every channel's queue that holds more messages than it has failed notifications."""
+def reconcile_dead_letter_queues(
+    session: Session, connection: Connection, *, replayed_since: datetime
+) -> int:
+    """Prune the queue of every channel with a replay since `replayed_since`, or with more messages
+    than failed notifications (e.g. some were deleted). Other queues are left alone: a pass returns
+    every message it keeps to the queue, which is not free."""
     failed_counts = dict(
         session.execute(
             select(Notification.channel, func.count())
             .where(Notification.status == Status.FAILED)
             .group_by(Notification.channel)
         ).all()
+    )
+    replayed = set(
+        session.scalars(
+            select(Notification.channel).distinct().where(Notification.replayed_at >= replayed_since)
+        )
     )
 
     def still_failed(ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
@@ -82,7 +92,7 @@ def reconcile_dead_letter_queues(session: Session, connection: Connection) -> in
     return sum(
         prune_dead_letters(connection, channel, still_failed)
         for channel in Channel
-        if dead_letter_depth(connection, channel) > failed_counts.get(channel, 0)
+        if channel in replayed or dead_letter_depth(connection, channel) > failed_counts.get(channel, 0)
     )
 
 

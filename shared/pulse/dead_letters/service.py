@@ -53,6 +53,7 @@ def replay(session: Session, selection: ReplaySelection) -> list[uuid.UUID]:
             status=Status.QUEUED,
             attempts_before_replay=Notification.attempt_count,
             replay_count=Notification.replay_count + 1,
+            replayed_at=now,
             failed_at=None,
             updated_at=now,
         )
