@@ -1,4 +1,4 @@
-"""when a notification was last replayed
+"""when a notification was last replayed; failed_at for notifications failed before 0002
 
 Revision ID: 0003
 Revises: 0002
@@ -21,6 +21,10 @@ def upgrade() -> None:
         "notifications",
         ["channel", "replayed_at"],
         postgresql_where=sa.text("replayed_at IS NOT NULL"),
+    )
+    # Failed before failed_at existed: their last update was the failure.
+    op.execute(
+        "UPDATE notifications SET failed_at = updated_at WHERE status = 'failed' AND failed_at IS NULL"
     )
 
 
