@@ -37,9 +37,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from devtools.stack import Stack, isolated_infrastructure, running_stack, wait_until
-from pulse.db import make_engine, make_session_factory, transaction
-from pulse.settings import DatabaseSettings
-from pulse.tenants.service import Scope, create_api_key, create_tenant
+from pulse.tenants.service import Scope
 from pulse.vocabulary import Priority
 
 RESULTS = Path(__file__).with_name("results")
@@ -158,11 +156,7 @@ def run(
 ) -> dict[str, Any]:
     events: list[str] = []
     with isolated_infrastructure("pulse_chaos") as infrastructure:
-        engine = make_engine(DatabaseSettings(url=infrastructure.database_url))
-        with transaction(make_session_factory(engine)) as session:
-            create_tenant(session, name="chaos")
-            api_key = create_api_key(session, tenant_name="chaos", scopes=[Scope.SEND, Scope.READ])
-        engine.dispose()
+        api_key = infrastructure.create_tenant_with_key("chaos", Scope.SEND, Scope.READ)
         log_dir = Path(tempfile.mkdtemp(prefix="pulse-chaos-"))
         with running_stack(infrastructure, log_dir, CHAOS_ENV) as stack:
             with stack.sandbox() as sandbox:

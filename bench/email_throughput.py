@@ -23,9 +23,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from devtools.stack import isolated_infrastructure, running_stack, wait_until
-from pulse.db import make_engine, make_session_factory, transaction
-from pulse.settings import DatabaseSettings
-from pulse.tenants.service import Scope, create_api_key, create_tenant
+from pulse.tenants.service import Scope
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -76,11 +74,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with isolated_infrastructure("pulse_bench") as infrastructure:
-        engine = make_engine(DatabaseSettings(url=infrastructure.database_url))
-        with transaction(make_session_factory(engine)) as session:
-            create_tenant(session, name="bench")
-            api_key = create_api_key(session, tenant_name="bench", scopes=[Scope.SEND, Scope.READ])
-        engine.dispose()
+        api_key = infrastructure.create_tenant_with_key("bench", Scope.SEND, Scope.READ)
         log_dir = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
         env = {"PULSE_EMAIL_WORKER_CONCURRENCY": str(args.worker_concurrency)}
         with running_stack(infrastructure, log_dir, env) as stack:

@@ -22,7 +22,9 @@ from sqlalchemy.engine import make_url
 
 from pulse.admin.cli import ensure_database, init
 from pulse.admin.settings import AdminSettings
+from pulse.db import make_engine, make_session_factory, transaction
 from pulse.settings import BrokerSettings, DatabaseSettings
+from pulse.tenants.service import Scope, create_api_key, create_tenant
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_DATABASE_URL = os.environ.get(
@@ -91,6 +93,16 @@ class Infrastructure:
 
     def env(self) -> dict[str, str]:
         return {"PULSE_DATABASE_URL": self.database_url, "PULSE_BROKER_URL": self.broker_url}
+
+    def create_tenant_with_key(self, name: str, *scopes: Scope) -> str:
+        """A tenant and an API key for it (returned)."""
+        engine = make_engine(DatabaseSettings(url=self.database_url))
+        try:
+            with transaction(make_session_factory(engine)) as session:
+                create_tenant(session, name=name)
+                return create_api_key(session, tenant_name=name, scopes=list(scopes))
+        finally:
+            engine.dispose()
 
 
 @contextmanager

@@ -42,6 +42,31 @@ def wait_until(condition: Callable[[], Any], *, timeout: float = 30.0, what: str
         pytest.fail(str(timeout_error))
 
 
+# --- a private database and vhost per test module --------------------------------------------------
+# For tests that count every row or message: the session's `stack` (its scheduler and worker) shares
+# the session infrastructure and would take part.
+
+
+@pytest.fixture(scope="module")
+def private() -> Iterator[Infrastructure]:
+    with isolated_infrastructure("pulse_test_private") as infrastructure:
+        yield infrastructure
+
+
+@pytest.fixture(scope="module")
+def factory(private: Infrastructure) -> Iterator[sessionmaker[Session]]:
+    engine = create_engine(private.database_url, pool_pre_ping=True)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def publisher(private: Infrastructure) -> Iterator[Celery]:
+    app = make_celery("pulse-tests-private", BrokerSettings(url=private.broker_url))
+    yield app
+    app.close()
+
+
 @pytest.fixture(scope="session")
 def engine(infrastructure: Infrastructure) -> Iterator[Engine]:
     # Pre-ping: the chaos test restarts PostgreSQL, and teardown still needs a working connection.

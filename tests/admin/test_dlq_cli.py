@@ -3,34 +3,19 @@ worker of the `stack` publishes or delivers what the commands re-queue)."""
 
 import secrets
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from devtools.stack import Infrastructure, isolated_infrastructure
+from devtools.stack import Infrastructure
 from pulse.admin.cli import main
-from pulse.db import make_engine, make_session_factory, transaction
+from pulse.db import transaction
 from pulse.db.models import Notification, OutboxMessage
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
-from pulse.settings import DatabaseSettings
 from pulse.tenants.service import create_tenant
-
-
-@pytest.fixture(scope="module")
-def private() -> Iterator[Infrastructure]:
-    with isolated_infrastructure("pulse_test_dlq_cli") as infrastructure:
-        yield infrastructure
-
-
-@pytest.fixture(scope="module")
-def factory(private: Infrastructure) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(DatabaseSettings(url=private.database_url))
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture(autouse=True)

@@ -14,17 +14,15 @@ from kombu import Connection
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from devtools.stack import Infrastructure, isolated_infrastructure
-from pulse.db import make_engine, make_session_factory, transaction
+from devtools.stack import Infrastructure
+from pulse.db import transaction
 from pulse.db.models import Notification, OutboxMessage, Tenant
 from pulse.dead_letters.queue import dead_letter_depth, prune_dead_letters, reconcile_dead_letter_queues
 from pulse.dead_letters.service import ReplaySelection, replay
-from pulse.messaging.celery_app import make_celery
 from pulse.messaging.publisher import publish_notification
 from pulse.messaging.topology import DEAD_LETTER_EXCHANGE
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
-from pulse.settings import BrokerSettings, DatabaseSettings
 from pulse.tenants.service import create_tenant
 from pulse.vocabulary import Channel
 from tests.conftest import wait_until
@@ -32,26 +30,6 @@ from tests.conftest import wait_until
 WORK_QUEUE = "pulse.email.normal"
 DEAD_QUEUE = "pulse.email.dead"
 FOREIGN = b"not json"
-
-
-@pytest.fixture(scope="module")
-def private() -> Iterator[Infrastructure]:
-    with isolated_infrastructure("pulse_test_dlq") as infrastructure:
-        yield infrastructure
-
-
-@pytest.fixture(scope="module")
-def factory(private: Infrastructure) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(DatabaseSettings(url=private.database_url))
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def publisher(private: Infrastructure) -> Iterator[Celery]:
-    app = make_celery("pulse-tests-dlq", BrokerSettings(url=private.broker_url))
-    yield app
-    app.close()
 
 
 @pytest.fixture

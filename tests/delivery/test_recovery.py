@@ -2,36 +2,19 @@
 (no scheduler or worker of the `stack` touches it)."""
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from devtools.stack import Infrastructure, isolated_infrastructure
-from pulse.db import make_engine, make_session_factory, transaction
+from pulse.db import transaction
 from pulse.db.models import Notification, OutboxMessage
 from pulse.delivery.recovery import recover_overdue_retries
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
-from pulse.settings import DatabaseSettings
 from pulse.tenants.service import create_tenant
 
 OVERDUE_AFTER = timedelta(seconds=30)
-
-
-@pytest.fixture(scope="module")
-def private() -> Iterator[Infrastructure]:
-    with isolated_infrastructure("pulse_test_recovery") as infrastructure:
-        yield infrastructure
-
-
-@pytest.fixture(scope="module")
-def factory(private: Infrastructure) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(DatabaseSettings(url=private.database_url))
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _retrying(factory: sessionmaker[Session], *next_attempts: datetime) -> list[uuid.UUID]:

@@ -3,45 +3,21 @@ scheduler or worker touches them, so every published message can be counted)."""
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from celery import Celery
 from kombu import Connection
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from devtools.stack import Infrastructure, isolated_infrastructure
-from pulse.db import make_engine, make_session_factory, transaction
+from devtools.stack import Infrastructure
+from pulse.db import transaction
 from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage
 from pulse.delivery.recovery import recover_expired_claims
-from pulse.messaging.celery_app import make_celery
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
 from pulse.outbox.service import sweep_outbox
-from pulse.settings import BrokerSettings, DatabaseSettings
 from pulse.tenants.service import create_tenant
-
-
-@pytest.fixture(scope="module")
-def private() -> Iterator[Infrastructure]:
-    with isolated_infrastructure("pulse_test_outbox") as infrastructure:
-        yield infrastructure
-
-
-@pytest.fixture(scope="module")
-def factory(private: Infrastructure) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(DatabaseSettings(url=private.database_url))
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def publisher(private: Infrastructure) -> Iterator[Celery]:
-    app = make_celery("pulse-tests-outbox", BrokerSettings(url=private.broker_url))
-    yield app
-    app.close()
 
 
 def _accept(factory: sessionmaker[Session], count: int, *, due_in: timedelta) -> list[uuid.UUID]:
