@@ -246,6 +246,8 @@ def running_stack(
         "PULSE_SANDBOX_HTTP_PORT": str(stack.ports["sandbox_http"]),
         "PULSE_EMAIL_WORKER_METRICS_PORT": str(stack.ports["email_worker_metrics"]),
         "PULSE_SCHEDULER_METRICS_PORT": str(stack.ports["scheduler_metrics"]),
+        # Measurements and tests send around the clock; quiet hours would park them at night.
+        "PULSE_QUIET_HOURS": "off",
         **(extra_env or {}),
     }
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 `stack` starts the real services (sandbox, api, email worker, scheduler) as processes against them.
 """
 
+import os
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +22,11 @@ from pulse.messaging.celery_app import make_celery
 from pulse.settings import BrokerSettings
 from pulse.tenants.service import Scope, create_api_key, create_tenant
 from pulse.vocabulary import Priority
+
+
+# The deployment default (22:00-08:00 UTC) would defer every test notification sent at night;
+# quiet-hours tests give their tenant a window of their own.
+os.environ.setdefault("PULSE_QUIET_HOURS", "off")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.errors import Forbidden, Unauthorized
 from pulse.outbox.service import AfterCommitPublisher
+from pulse.scheduling.quiet_hours import QuietHours
+from pulse.scheduling.service import TenantPolicy
 from pulse.tenants.service import Principal, Scope, find_principal, hash_api_key
 from services.api.settings import ApiSettings
 
@@ -45,6 +47,11 @@ class Gateway:
     celery: Celery
     publisher: AfterCommitPublisher
     api_keys: ApiKeyCache
+
+    def policy_for(self, principal: Principal) -> TenantPolicy:
+        """The tenant's time zone and quiet hours (its own, else the deployment's)."""
+        quiet_hours = principal.quiet_hours or self.settings.quiet_hours
+        return TenantPolicy(timezone=principal.timezone, quiet_hours=QuietHours.parse(quiet_hours))
 
 
 # Dependencies that do not block are `async def`: FastAPI runs sync ones in the threadpool, a

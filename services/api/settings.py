@@ -3,6 +3,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pulse.scheduling.quiet_hours import QuietHours
 from pulse.settings import BrokerSettings, DatabaseSettings
 from pulse.vocabulary import Channel
 
@@ -24,9 +25,19 @@ class ApiSettings(BaseSettings):
     auth_cache_seconds: float = Field(
         30.0, description="How long a verified API key is remembered (revocation takes up to this long)."
     )
+    quiet_hours: str = Field(
+        "22:00-08:00",
+        description="Quiet hours in recipients' local time (`HH:MM-HH:MM` or `off`); tenants may override.",
+    )
     publish_grace_seconds: float = Field(
         5.0, description="How long the outbox sweep leaves a new notification to the gateway's own publish."
     )
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _valid_quiet_hours(cls, value: str) -> str:
+        QuietHours.parse(value)
+        return value
 
     @field_validator("enabled_channels", mode="before")
     @classmethod

@@ -19,6 +19,8 @@ from pulse.dead_letters.queue import reconcile_dead_letter_queues
 from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries
 from pulse.observability.metrics import OUTBOX_LAG
 from pulse.outbox.service import oldest_pending_age_seconds, sweep_outbox
+from pulse.scheduling.release import release_due_notifications
+from pulse.scheduling.retention import delete_expired
 from services.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,11 @@ class Scheduler:
         batch = settings.batch_size
         overdue = timedelta(seconds=settings.retry_overdue_seconds)
         self.jobs = [
+            Job(
+                "release due notifications",
+                self._tick,
+                lambda s: release_due_notifications(s, batch_size=batch),
+            ),
             Job("recover expired claims", self._tick, lambda s: recover_expired_claims(s, batch_size=batch)),
             Job(
                 "recover overdue retries",
@@ -55,6 +62,13 @@ class Scheduler:
             Job("sweep outbox", self._tick, lambda s: sweep_outbox(s, celery, batch_size=batch)),
             Job("measure outbox lag", self._tick, lambda s: OUTBOX_LAG.set(oldest_pending_age_seconds(s))),
             Job("reconcile dead-letter queues", settings.dead_letter_reconcile_seconds, self._reconcile),
+            Job(
+                "delete expired notifications",
+                settings.retention_every_seconds,
+                lambda s: delete_expired(
+                    s, keep_for=timedelta(days=settings.retention_days), batch_size=batch
+                ),
+            ),
         ]
 
     def _reconcile(self, session: Session) -> int:

@@ -17,5 +17,7 @@ class SchedulerSettings(BaseSettings):
     dead_letter_reconcile_seconds: float = Field(
         10.0, description="How often dead-letter queues are checked against PostgreSQL (after replays)."
     )
+    retention_days: float = Field(30, description="Finished notifications older than this are deleted.")
+    retention_every_seconds: float = Field(60, description="How often the retention job runs.")
     metrics_host: str = Field("0.0.0.0", description="Interface of the /metrics endpoint.")
     metrics_port: int = Field(9105, description="Port of the /metrics endpoint.")

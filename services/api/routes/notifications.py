@@ -58,18 +58,20 @@ def send_notification(
             tenant_id=principal.tenant_id,
             request=request,
             idempotency_key=idempotency_key,
+            policy=gateway.policy_for(principal),
             publish_grace=timedelta(seconds=gateway.settings.publish_grace_seconds),
         )
     notification = accepted.notification
     # Serialised here rather than by FastAPI, which would validate the model a second time.
     body = NotificationDetail.model_validate(notification).model_dump_json()
-    if accepted.outbox_id is None:
+    if accepted.replayed:
         return Response(body, status.HTTP_200_OK, {"Idempotent-Replayed": "true"}, "application/json")
-    gateway.publisher.publish(
-        outbox_id=accepted.outbox_id,
-        notification_id=notification.id,
-        routing_key=routing_key(request.channel, request.priority),
-    )
+    if accepted.outbox_id is not None:
+        gateway.publisher.publish(
+            outbox_id=accepted.outbox_id,
+            notification_id=notification.id,
+            routing_key=routing_key(request.channel, request.priority),
+        )
     NOTIFICATIONS_ACCEPTED.labels(request.channel, request.priority).inc()
     return Response(body, status.HTTP_202_ACCEPTED, media_type="application/json")
 

@@ -35,6 +35,9 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Defaults for this tenant's recipients; NULL quiet hours means the deployment's PULSE_QUIET_HOURS.
+    timezone: Mapped[str] = mapped_column(String(64), server_default=text("'UTC'"))
+    quiet_hours: Mapped[str | None] = mapped_column(String(32))
 
 
 class ApiKey(Base):
@@ -64,6 +67,10 @@ class Notification(Base):
     # "metadata" is reserved on declarative classes, hence the attribute name.
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=text("'{}'::jsonb"))
     callback_url: Mapped[str | None] = mapped_column(Text)
+    respect_quiet_hours: Mapped[bool] = mapped_column(server_default=text("true"))
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("schedules.id", ondelete="SET NULL"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     scheduled_for: Mapped[datetime | None]
@@ -121,11 +128,37 @@ class Notification(Base):
             postgresql_where=text("replayed_at IS NOT NULL"),
         ),
         Index(
+            "ix_notifications_finished_updated",
+            "updated_at",
+            postgresql_where=text("status IN ('delivered', 'failed', 'cancelled', 'read')"),
+        ),
+        Index(
             "ix_notifications_claim_expiry",
             "claimed_until",
             postgresql_where=text("status = 'sending'"),
         ),
     )
+
+
+class Schedule(Base):
+    """A recurring send: every time `cron` fires (in `timezone`), `notification` is sent."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    cron: Mapped[str] = mapped_column(String(120))
+    timezone: Mapped[str] = mapped_column(String(64))
+    # The body of POST /v1/notifications, as accepted.
+    notification: Mapped[dict[str, Any]]
+    paused: Mapped[bool] = mapped_column(server_default=text("false"))
+    next_run_at: Mapped[datetime]
+    last_run_at: Mapped[datetime | None]
+    run_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (Index("ix_schedules_due", "next_run_at", postgresql_where=text("NOT paused")),)
 
 
 class DeliveryAttempt(Base):

@@ -3,9 +3,10 @@
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pulse.vocabulary import Channel, Priority, Status
 
@@ -41,6 +42,19 @@ class NotificationRequest(BaseModel):
     user_id: Annotated[str | None, Field(max_length=255, description="Your id of the end user.")] = None
     content: Content
     priority: Priority = Priority.NORMAL
+    send_at: Annotated[
+        datetime | None,
+        Field(
+            description="When to send (ISO 8601); naive values are read in `timezone`; past ones mean now."
+        ),
+    ] = None
+    timezone: Annotated[
+        str | None,
+        Field(description="The recipient's IANA time zone (default: the tenant's, else UTC).", max_length=64),
+    ] = None
+    respect_quiet_hours: Annotated[
+        bool, Field(description="Wait for the recipient's quiet hours to end (`critical` never waits).")
+    ] = True
     metadata: Annotated[dict[str, Any], Field(description="Stored and returned as given.")] = {}
 
     # Field validators (not one model validator) so that errors point at the offending field;
@@ -54,6 +68,18 @@ class NotificationRequest(BaseModel):
             except EmailNotValidError as error:
                 raise ValueError(f"not a valid email address: {error}") from error
         return recipient
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str | None) -> str | None:
+        if name is not None:
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError) as error:
+                raise ValueError(
+                    f"unknown time zone {name!r} (use an IANA name like Europe/Paris)"
+                ) from error
+        return name
 
     @field_validator("content")
     @classmethod
@@ -89,14 +115,22 @@ class NotificationOut(BaseModel):
     metadata: dict[str, Any] = Field(validation_alias="meta")
     created_at: datetime
     scheduled_for: datetime | None
-    local_scheduled_time: datetime | None = None
+    timezone: str | None
+    local_scheduled_time: datetime | None = Field(None, description="`scheduled_for` in `timezone`.")
     deferred_reason: str | None
+    schedule_id: uuid.UUID | None = Field(None, description="The recurring schedule that sent it, if any.")
     attempt_count: int
     next_attempt_at: datetime | None = Field(description="When a `retrying` notification is tried again.")
     delivered_at: datetime | None
     failed_at: datetime | None
     read_at: datetime | None
     last_error: str | None
+
+    @model_validator(mode="after")
+    def _local_time(self) -> "NotificationOut":
+        if self.scheduled_for is not None and self.timezone:
+            self.local_scheduled_time = self.scheduled_for.astimezone(ZoneInfo(self.timezone))
+        return self
 
 
 class NotificationDetail(NotificationOut):

@@ -16,6 +16,7 @@ from pulse.db.models import IdempotencyRecord, Notification, notifications_table
 from pulse.errors import Conflict, InvalidInput, NotFound
 from pulse.messaging.topology import routing_key
 from pulse.notifications.schemas import NotificationRequest
+from pulse.scheduling.service import NO_QUIET_HOURS_UTC, TenantPolicy, plan_send_time
 from pulse.vocabulary import Channel, Priority, Status
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -29,12 +30,10 @@ _INSERT_OUTBOX = insert(outbox_table).returning(outbox_table.c.id)
 @dataclass(frozen=True)
 class Accepted:
     notification: Notification
-    # The outbox row to publish after commit; None when an idempotent replay returned an old notification.
-    outbox_id: int | None
-
-    @property
-    def replayed(self) -> bool:
-        return self.outbox_id is None
+    # The outbox row to publish after commit; None when the notification waits for the scheduler.
+    outbox_id: int | None = None
+    # True when an idempotent repeat returned the original notification.
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,9 +57,12 @@ def accept_notification(
     tenant_id: uuid.UUID,
     request: NotificationRequest,
     idempotency_key: str | None = None,
+    policy: TenantPolicy = NO_QUIET_HOURS_UTC,
+    schedule_id: uuid.UUID | None = None,
     publish_grace: timedelta = timedelta(seconds=5),
 ) -> Accepted:
-    """Store the notification and the publish it owes, in the caller's transaction."""
+    """Store the notification, in the caller's transaction, with the publish it owes when it is due
+    now; a later one (`send_at`, quiet hours) is `scheduled` and released by the scheduler."""
     notification_id = uuid.uuid4()
     if idempotency_key is not None:
         original = _claim_idempotency_key(
@@ -72,10 +74,11 @@ def accept_notification(
         )
         if original is not None:
             return Accepted(
-                notification=get_notification(session, tenant_id=tenant_id, id=original), outbox_id=None
+                notification=get_notification(session, tenant_id=tenant_id, id=original), replayed=True
             )
 
     now = datetime.now(UTC)
+    timing = plan_send_time(request, policy=policy, now=now)
     values: dict[str, Any] = {
         "id": notification_id,
         "tenant_id": tenant_id,
@@ -83,14 +86,24 @@ def accept_notification(
         "priority": request.priority,
         "recipient": request.recipient,
         "user_id": request.user_id,
-        "status": Status.QUEUED,
+        "status": Status.QUEUED if timing.scheduled_for is None else Status.SCHEDULED,
         "content": request.content.model_dump(exclude_none=True),
         "metadata": request.metadata,
         "created_at": now,
         "updated_at": now,
         "attempt_count": 0,
+        "scheduled_for": timing.scheduled_for,
+        "timezone": timing.timezone,
+        "deferred_reason": timing.deferred_reason,
+        "respect_quiet_hours": request.respect_quiet_hours,
+        "schedule_id": schedule_id,
     }
     session.execute(_INSERT_NOTIFICATION, values)
+    # The row as inserted, for the response; "metadata" is `meta` on the mapped class.
+    attributes = {name: value for name, value in values.items() if name != "metadata"}
+    notification = Notification(**attributes, meta=request.metadata, attempts=[])
+    if timing.scheduled_for is not None:
+        return Accepted(notification=notification)
     outbox_id = session.scalar(
         _INSERT_OUTBOX,
         {
@@ -100,9 +113,6 @@ def accept_notification(
         },
     )
     assert outbox_id is not None
-    # The row as inserted, for the response; "metadata" is `meta` on the mapped class.
-    attributes = {name: value for name, value in values.items() if name != "metadata"}
-    notification = Notification(**attributes, meta=request.metadata, attempts=[])
     return Accepted(notification=notification, outbox_id=outbox_id)
 
 

@@ -5,6 +5,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -12,8 +13,10 @@ from sqlalchemy.orm import Session
 
 from pulse.db.models import ApiKey, Tenant
 from pulse.errors import InvalidInput, NotFound
+from pulse.scheduling.quiet_hours import QuietHours
 
 API_KEY_PREFIX = "pk_"
+DEFAULT_QUIET_HOURS = "default"
 
 
 class Scope(StrEnum):
@@ -29,6 +32,9 @@ class Principal:
     tenant_id: uuid.UUID
     tenant_name: str
     scopes: frozenset[Scope]
+    # The tenant's defaults for its recipients (quiet hours None: the deployment's default).
+    timezone: str = "UTC"
+    quiet_hours: str | None = None
 
 
 def hash_api_key(key: str) -> str:
@@ -46,6 +52,31 @@ def create_tenant(session: Session, *, name: str) -> Tenant:
     """Create the tenant, or return the existing one of that name."""
     session.execute(pg_insert(Tenant).values(id=uuid.uuid4(), name=name).on_conflict_do_nothing())
     return session.scalars(select(Tenant).where(Tenant.name == name)).one()
+
+
+def configure_tenant(
+    session: Session, *, name: str, timezone: str | None = None, quiet_hours: str | None = None
+) -> Tenant:
+    """Set a tenant's default time zone and quiet hours (`default` = the deployment's PULSE_QUIET_HOURS)."""
+    tenant = session.scalars(select(Tenant).where(Tenant.name == name)).one_or_none()
+    if tenant is None:
+        raise NotFound(f"tenant {name!r} does not exist")
+    if timezone is not None:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise InvalidInput(f"unknown time zone {timezone!r}") from error
+        tenant.timezone = timezone
+    if quiet_hours is not None:
+        if quiet_hours == DEFAULT_QUIET_HOURS:
+            tenant.quiet_hours = None
+        else:
+            try:
+                QuietHours.parse(quiet_hours)
+            except ValueError as error:
+                raise InvalidInput(str(error)) from error
+            tenant.quiet_hours = quiet_hours
+    return tenant
 
 
 def create_api_key(session: Session, *, tenant_name: str, scopes: list[Scope]) -> str:
@@ -70,10 +101,16 @@ def create_api_key(session: Session, *, tenant_name: str, scopes: list[Scope]) -
 
 def find_principal(session: Session, *, key: str) -> Principal | None:
     row = session.execute(
-        select(ApiKey.tenant_id, Tenant.name, ApiKey.scopes)
+        select(ApiKey.tenant_id, Tenant.name, ApiKey.scopes, Tenant.timezone, Tenant.quiet_hours)
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
         .where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None))
     ).one_or_none()
     if row is None:
         return None
-    return Principal(tenant_id=row.tenant_id, tenant_name=row.name, scopes=frozenset(map(Scope, row.scopes)))
+    return Principal(
+        tenant_id=row.tenant_id,
+        tenant_name=row.name,
+        scopes=frozenset(map(Scope, row.scopes)),
+        timezone=row.timezone,
+        quiet_hours=row.quiet_hours,
+    )

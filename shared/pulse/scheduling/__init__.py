@@ -1,0 +1,1 @@
+"""Time: scheduled sends, quiet hours, recurring schedules."""
