@@ -23,7 +23,6 @@ from pulse.settings import BrokerSettings
 from pulse.tenants.service import Scope, create_api_key, create_tenant
 from pulse.vocabulary import Priority
 
-
 # The deployment default (22:00-08:00 UTC) would defer every test notification sent at night;
 # quiet-hours tests give their tenant a window of their own.
 os.environ.setdefault("PULSE_QUIET_HOURS", "off")

@@ -13,7 +13,14 @@ from pulse.notifications.schemas import (
     NotificationPage,
     NotificationRequest,
 )
-from pulse.notifications.service import ListFilters, accept_notification, get_notification, list_notifications
+from pulse.notifications.service import (
+    ListFilters,
+    accept_notification,
+    cancel_notification,
+    force_notification,
+    get_notification,
+    list_notifications,
+)
 from pulse.observability.metrics import NOTIFICATIONS_ACCEPTED
 from pulse.vocabulary import Channel, Priority, Status
 from services.api.deps import GatewayDep, ReaderDep, SenderDep, SessionDep
@@ -74,6 +81,52 @@ def send_notification(
         )
     NOTIFICATIONS_ACCEPTED.labels(request.channel, request.priority).inc()
     return Response(body, status.HTTP_202_ACCEPTED, media_type="application/json")
+
+
+@router.post(
+    "/{notification_id}/cancel",
+    response_model=NotificationDetail,
+    responses={
+        **ERROR_RESPONSES,
+        404: {"description": "No such notification"},
+        409: {"description": "Too late"},
+    },
+)
+def cancel(notification_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep) -> NotificationDetail:
+    """Cancel a notification that is `scheduled`, or `queued` and not yet taken by a worker."""
+    with transaction(gateway.session_factory) as session:
+        return NotificationDetail.model_validate(
+            cancel_notification(session, tenant_id=principal.tenant_id, id=notification_id)
+        )
+
+
+@router.post(
+    "/{notification_id}/force",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=NotificationDetail,
+    responses={
+        **ERROR_RESPONSES,
+        404: {"description": "No such notification"},
+        409: {"description": "Not waiting"},
+    },
+)
+def force(notification_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep) -> NotificationDetail:
+    """Send now, ignoring `send_at`, quiet hours or a retry's backoff."""
+    with transaction(gateway.session_factory) as session:
+        accepted = force_notification(
+            session,
+            tenant_id=principal.tenant_id,
+            id=notification_id,
+            publish_grace=timedelta(seconds=gateway.settings.publish_grace_seconds),
+        )
+    notification = accepted.notification
+    assert accepted.outbox_id is not None
+    gateway.publisher.publish(
+        outbox_id=accepted.outbox_id,
+        notification_id=notification.id,
+        routing_key=routing_key(Channel(notification.channel), Priority(notification.priority)),
+    )
+    return NotificationDetail.model_validate(notification)
 
 
 @router.get(

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from kombu import Connection
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
@@ -21,7 +21,7 @@ from pulse.db.models import Tenant
 from pulse.dead_letters.service import ReplaySelection, list_dead_letters, replay, replay_one
 from pulse.errors import InvalidInput, NotFound, PulseError
 from pulse.messaging.topology import declare_topology
-from pulse.tenants.service import create_api_key, create_tenant, parse_scopes
+from pulse.tenants.service import configure_tenant, create_api_key, create_tenant, parse_scopes
 from pulse.vocabulary import Channel
 
 log = logging.getLogger("pulse.admin")
@@ -90,6 +90,11 @@ def _tenant_id(session: Session, name: str | None) -> uuid.UUID | None:
     return tenant_id
 
 
+def _describe(tenant: Tenant) -> str:
+    quiet_hours = tenant.quiet_hours or "default (PULSE_QUIET_HOURS)"
+    return f"tenant {tenant.name}: timezone {tenant.timezone}, quiet hours {quiet_hours}"
+
+
 def dlq_list(session: Session, args: argparse.Namespace) -> str:
     rows = list_dead_letters(
         session,
@@ -144,6 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("init", help="wait for PostgreSQL and RabbitMQ, migrate, declare the topology")
     tenant = commands.add_parser("create-tenant", help="create a tenant (no-op if it exists)")
     tenant.add_argument("name")
+    configure = commands.add_parser("configure-tenant", help="set a tenant's time zone and quiet hours")
+    configure.add_argument("name")
+    configure.add_argument("--timezone", help="IANA name, e.g. Europe/Paris: the default for its recipients")
+    configure.add_argument(
+        "--quiet-hours", help="HH:MM-HH:MM in recipients' local time, 'off', or 'default' (PULSE_QUIET_HOURS)"
+    )
     key = commands.add_parser("create-api-key", help="issue an API key; printed once, as the last line")
     key.add_argument("--tenant", required=True)
     key.add_argument("--scopes", default="send,read", help="comma-separated: send,read,admin")
@@ -167,6 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "create-tenant": lambda: _with_session(
             settings, lambda session: f"tenant {args.name} ({create_tenant(session, name=args.name).id})"
         ),
+        "configure-tenant": lambda: _with_session(
+            settings,
+            lambda session: _describe(
+                configure_tenant(
+                    session, name=args.name, timezone=args.timezone, quiet_hours=args.quiet_hours
+                )
+            ),
+        ),
         "create-api-key": lambda: _with_session(
             settings,
             lambda session: create_api_key(
@@ -186,6 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OperationalError as error:
         print(f"pulse-admin: database unavailable: {error.orig}", file=sys.stderr)
+        return 1
+    except ProgrammingError as error:
+        print(
+            f"pulse-admin: {error.orig} (is the schema up to date? run `pulse-admin init`)", file=sys.stderr
+        )
         return 1
     return 0
 

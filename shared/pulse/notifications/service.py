@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, selectinload
 
@@ -207,3 +207,63 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(created_at), uuid.UUID(last_id)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidInput("cursor is not one this API returned", location=("query", "cursor")) from error
+
+
+def cancel_notification(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> Notification:
+    """Cancel a notification not yet handed to a provider (`scheduled`, or `queued` and unclaimed).
+    A worker that receives its message later finds it cancelled and drops it."""
+    cancelled = session.execute(
+        update(Notification)
+        .where(
+            Notification.id == id,
+            Notification.tenant_id == tenant_id,
+            Notification.status.in_([Status.SCHEDULED, Status.QUEUED]),
+        )
+        .values(status=Status.CANCELLED, updated_at=datetime.now(UTC))
+        .returning(Notification.id)
+    ).one_or_none()
+    notification = get_notification(session, tenant_id=tenant_id, id=id)
+    if cancelled is None:
+        raise Conflict(
+            f"notification {id} is {notification.status}; only scheduled or queued ones can be cancelled"
+        )
+    return notification
+
+
+def force_notification(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    id: uuid.UUID,
+    publish_grace: timedelta = timedelta(seconds=5),
+) -> Accepted:
+    """Send now a notification that waits (`scheduled` for send_at or quiet hours, or `retrying`)."""
+    now = datetime.now(UTC)
+    forced = session.execute(
+        update(Notification)
+        .where(
+            Notification.id == id,
+            Notification.tenant_id == tenant_id,
+            Notification.status.in_([Status.SCHEDULED, Status.RETRYING]),
+        )
+        .values(
+            status=Status.QUEUED,
+            scheduled_for=None,
+            deferred_reason=None,
+            next_attempt_at=None,
+            updated_at=now,
+        )
+        .returning(Notification.channel, Notification.priority)
+    ).one_or_none()
+    if forced is None:
+        status = get_notification(session, tenant_id=tenant_id, id=id).status
+        raise Conflict(f"notification {id} is {status}; only scheduled or retrying ones can be forced")
+    outbox_id = session.scalar(
+        _INSERT_OUTBOX,
+        {
+            "notification_id": id,
+            "routing_key": routing_key(Channel(forced.channel), Priority(forced.priority)),
+            "available_at": now + publish_grace,
+        },
+    )
+    return Accepted(notification=get_notification(session, tenant_id=tenant_id, id=id), outbox_id=outbox_id)
