@@ -1,0 +1,76 @@
+"""Retention deletes what is old and finished, and nothing else (private database)."""
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from pulse.db import transaction
+from pulse.db.models import DeliveryAttempt, IdempotencyRecord, Notification
+from pulse.notifications.schemas import NotificationRequest
+from pulse.notifications.service import accept_notification
+from pulse.scheduling.retention import delete_expired
+from pulse.tenants.service import create_tenant
+
+REQUEST = NotificationRequest.model_validate(
+    {"channel": "email", "recipient": "ada@example.com", "content": {"subject": "s", "body": "b"}}
+)
+
+
+def test_finished_notifications_older_than_the_retention_go_with_their_attempts(
+    factory: sessionmaker[Session],
+) -> None:
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    with transaction(factory) as session:
+        tenant = create_tenant(session, name="retention")
+        ids = {
+            label: accept_notification(
+                session,
+                tenant_id=tenant.id,
+                request=REQUEST,
+                idempotency_key=label,
+                publish_grace=timedelta(hours=1),
+            ).notification.id
+            for label in ("old delivered", "old failed", "old but retrying", "recent delivered")
+        }
+        for label, status in [
+            ("old delivered", "delivered"),
+            ("old failed", "failed"),
+            ("old but retrying", "retrying"),
+            ("recent delivered", "delivered"),
+        ]:
+            updated_at = datetime.now(UTC) if label.startswith("recent") else long_ago
+            session.execute(
+                update(Notification)
+                .where(Notification.id == ids[label])
+                .values(status=status, updated_at=updated_at)
+            )
+        session.add(
+            DeliveryAttempt(
+                notification_id=ids["old delivered"],
+                number=1,
+                started_at=long_ago,
+                finished_at=long_ago,
+                provider="smtp",
+                outcome="delivered",
+            )
+        )
+        # An expired idempotency record goes even though its notification stays.
+        session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.key == "recent delivered")
+            .values(expires_at=long_ago)
+        )
+
+    with transaction(factory) as session:
+        assert delete_expired(session, keep_for=timedelta(days=30), batch_size=100) == 2
+
+    with factory() as session:
+        left = set(session.scalars(select(Notification.id).where(Notification.tenant_id == tenant.id)))
+        attempts = session.scalar(select(func.count()).select_from(DeliveryAttempt))
+        keys = set(
+            session.scalars(select(IdempotencyRecord.key).where(IdempotencyRecord.tenant_id == tenant.id))
+        )
+    assert left == {ids["old but retrying"], ids["recent delivered"]}
+    assert attempts == 0
+    assert keys == {"old but retrying"}
