@@ -50,8 +50,8 @@ class Gateway:
 
     def policy_for(self, principal: Principal) -> TenantPolicy:
         """The tenant's time zone and quiet hours (its own, else the deployment's)."""
-        quiet_hours = principal.quiet_hours or self.settings.quiet_hours
-        return TenantPolicy(timezone=principal.timezone, quiet_hours=QuietHours.parse(quiet_hours))
+        default = QuietHours.parse(self.settings.quiet_hours)
+        return TenantPolicy.of(principal.timezone, principal.quiet_hours, default=default)
 
 
 # Dependencies that do not block are `async def`: FastAPI runs sync ones in the threadpool, a

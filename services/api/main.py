@@ -11,7 +11,7 @@ from pulse.outbox.service import AfterCommitPublisher
 from services.api.deps import ApiKeyCache, Gateway
 from services.api.middleware import BodySizeLimit, RequestTiming
 from services.api.problems import install_problem_handlers
-from services.api.routes import dead_letters, health, notifications
+from services.api.routes import dead_letters, health, notifications, schedules
 from services.api.settings import ApiSettings
 
 DESCRIPTION = """
@@ -56,6 +56,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(notifications.router)
     app.include_router(dead_letters.router)
+    app.include_router(schedules.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestTiming)

@@ -21,6 +21,7 @@ from pulse.observability.metrics import OUTBOX_LAG
 from pulse.outbox.service import oldest_pending_age_seconds, sweep_outbox
 from pulse.scheduling.release import release_due_notifications
 from pulse.scheduling.retention import delete_expired
+from pulse.scheduling.schedules import run_due_schedules
 from services.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,13 @@ class Scheduler:
                 "release due notifications",
                 self._tick,
                 lambda s: release_due_notifications(s, batch_size=batch),
+            ),
+            Job(
+                "run due schedules",
+                self._tick,
+                lambda s: run_due_schedules(
+                    s, default_quiet_hours=settings.default_quiet_hours, batch_size=batch
+                ),
             ),
             Job("recover expired claims", self._tick, lambda s: recover_expired_claims(s, batch_size=batch)),
             Job(

@@ -5,13 +5,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, insert, select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from pulse.db.models import Notification, OutboxMessage
+from pulse.db.models import Notification
 from pulse.errors import Conflict, NotFound
-from pulse.messaging.topology import routing_key
-from pulse.vocabulary import Channel, Priority, Status
+from pulse.outbox.service import owe_publish
+from pulse.vocabulary import Channel, Status
 
 # One bulk replay re-queues at most this many; call again for the rest.
 MAX_BULK_REPLAY = 10_000
@@ -59,17 +59,7 @@ def replay(session: Session, selection: ReplaySelection) -> list[uuid.UUID]:
         )
         .returning(Notification.id, Notification.channel, Notification.priority)
     ).all()
-    if rows:
-        session.execute(
-            insert(OutboxMessage),
-            [
-                {
-                    "notification_id": row.id,
-                    "routing_key": routing_key(Channel(row.channel), Priority(row.priority)),
-                }
-                for row in rows
-            ],
-        )
+    owe_publish(session, rows)
     return [row.id for row in rows]
 
 

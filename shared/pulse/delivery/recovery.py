@@ -8,18 +8,17 @@
 Both re-publish through the outbox; the worker's claim makes any extra copy harmless.
 """
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage
+from pulse.db.models import DeliveryAttempt, Notification
 from pulse.delivery.service import Outcome
-from pulse.messaging.topology import routing_key
 from pulse.observability import metrics
-from pulse.vocabulary import Channel, Priority, Status
+from pulse.outbox.service import owe_publish
+from pulse.vocabulary import Status
 
 LOST_ATTEMPT_ERROR = "the worker stopped before finishing this attempt (claim expired)"
 
@@ -54,7 +53,7 @@ def recover_expired_claims(session: Session, *, batch_size: int) -> int:
             for row in expired
         ],
     )
-    _owe_publish(session, expired)
+    owe_publish(session, expired)
     metrics.CLAIMS_RECOVERED.inc(len(expired))
     return len(expired)
 
@@ -75,19 +74,6 @@ def recover_overdue_retries(session: Session, *, overdue_after: timedelta, batch
         .where(Notification.id.in_([row.id for row in overdue]))
         .values(next_attempt_at=now)
     )
-    _owe_publish(session, overdue)
+    owe_publish(session, overdue)
     metrics.RETRIES_RECOVERED.inc(len(overdue))
     return len(overdue)
-
-
-def _owe_publish(session: Session, rows: Sequence[Row]) -> None:
-    session.execute(
-        insert(OutboxMessage),
-        [
-            {
-                "notification_id": row.id,
-                "routing_key": routing_key(Channel(row.channel), Priority(row.priority)),
-            }
-            for row in rows
-        ],
-    )

@@ -1,6 +1,5 @@
 """Accepting, reading and listing notifications. Callers own the transaction (commit at the edge)."""
 
-import base64
 import hashlib
 import json
 import uuid
@@ -8,14 +7,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, selectinload
 
 from pulse.db.models import IdempotencyRecord, Notification, notifications_table, outbox_table
-from pulse.errors import Conflict, InvalidInput, NotFound
+from pulse.errors import Conflict, NotFound
 from pulse.messaging.topology import routing_key
 from pulse.notifications.schemas import NotificationRequest
+from pulse.pagination import after_cursor, encode_cursor
 from pulse.scheduling.service import NO_QUIET_HOURS_UTC, TenantPolicy, plan_send_time
 from pulse.vocabulary import Channel, Priority, Status
 
@@ -179,13 +179,7 @@ def list_notifications(
     if filters.created_before is not None:
         query = query.where(Notification.created_at < filters.created_before)
     if cursor is not None:
-        created_at, last_id = _decode_cursor(cursor)
-        query = query.where(
-            or_(
-                Notification.created_at < created_at,
-                and_(Notification.created_at == created_at, Notification.id < last_id),
-            )
-        )
+        query = query.where(after_cursor(cursor, Notification.created_at, Notification.id))
     rows = list(
         session.scalars(
             query.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit + 1)
@@ -194,19 +188,7 @@ def list_notifications(
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]
-    return rows, _encode_cursor(rows[-1])
-
-
-def _encode_cursor(last: Notification) -> str:
-    return base64.urlsafe_b64encode(f"{last.created_at.isoformat()}|{last.id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created_at, last_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(last_id)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidInput("cursor is not one this API returned", location=("query", "cursor")) from error
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
 
 
 def cancel_notification(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> Notification:

@@ -5,16 +5,20 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from celery import Celery
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.db import transaction
 from pulse.db.models import OutboxMessage
 from pulse.messaging.publisher import publish_notification
+from pulse.messaging.topology import routing_key
 from pulse.observability import metrics
+from pulse.vocabulary import Channel, Priority
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,22 @@ class AfterCommitPublisher:
                 session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(ids)))
         except Exception:
             log.exception("could not delete %d published outbox rows", len(ids))
+
+
+def owe_publish(session: Session, notifications: Sequence[Any]) -> None:
+    """Record, in the caller's transaction, that these notifications (rows with `id`, `channel` and
+    `priority`) are to be published now; the sweep sends them."""
+    if notifications:
+        session.execute(
+            insert(OutboxMessage),
+            [
+                {
+                    "notification_id": row.id,
+                    "routing_key": routing_key(Channel(row.channel), Priority(row.priority)),
+                }
+                for row in notifications
+            ],
+        )
 
 
 def sweep_outbox(session: Session, app: Celery, *, batch_size: int) -> int:

@@ -2,13 +2,13 @@
 
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from pulse.db.models import Notification, OutboxMessage
-from pulse.messaging.topology import routing_key
+from pulse.db.models import Notification
 from pulse.observability import metrics
-from pulse.vocabulary import Channel, Priority, Status
+from pulse.outbox.service import owe_publish
+from pulse.vocabulary import Status
 
 
 def release_due_notifications(session: Session, *, batch_size: int) -> int:
@@ -28,16 +28,7 @@ def release_due_notifications(session: Session, *, batch_size: int) -> int:
         .values(status=Status.QUEUED, updated_at=now)
         .returning(Notification.id, Notification.channel, Notification.priority)
     ).all()
+    owe_publish(session, released)
     if released:
-        session.execute(
-            insert(OutboxMessage),
-            [
-                {
-                    "notification_id": row.id,
-                    "routing_key": routing_key(Channel(row.channel), Priority(row.priority)),
-                }
-                for row in released
-            ],
-        )
         metrics.SCHEDULED_RELEASED.inc(len(released))
     return len(released)

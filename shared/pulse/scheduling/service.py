@@ -19,6 +19,11 @@ class TenantPolicy:
     timezone: str = "UTC"
     quiet_hours: QuietHours | None = None
 
+    @classmethod
+    def of(cls, timezone: str, quiet_hours: str | None, *, default: QuietHours | None) -> "TenantPolicy":
+        """From a tenant's stored settings; no quiet hours of its own means the deployment's `default`."""
+        return cls(timezone=timezone, quiet_hours=QuietHours.parse(quiet_hours) if quiet_hours else default)
+
 
 NO_QUIET_HOURS_UTC = TenantPolicy()
 

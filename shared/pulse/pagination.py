@@ -1,0 +1,24 @@
+"""Keyset pagination on (created_at, id), newest first: pages stay stable while rows arrive."""
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_
+
+from pulse.errors import InvalidInput
+
+
+def encode_cursor(created_at: datetime, id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{id}".encode()).decode()
+
+
+def after_cursor(cursor: str, created_at: Any, id: Any) -> ColumnElement[bool]:
+    """The condition selecting the rows after `cursor` in (created_at DESC, id DESC) order."""
+    try:
+        text_created_at, text_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        last_created_at, last_id = datetime.fromisoformat(text_created_at), uuid.UUID(text_id)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidInput("cursor is not one this API returned", location=("query", "cursor")) from error
+    return or_(created_at < last_created_at, and_(created_at == last_created_at, id < last_id))
