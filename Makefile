@@ -20,10 +20,13 @@ install: $(INSTALLED) ## Create .venv and install Pulse with its dev tools
 infra: ## Check PostgreSQL and RabbitMQ (install/start them on Debian as root)
 	@scripts/ensure-infra.sh
 
+test-tools: ## Chromium, ChromeDriver and promtool for the browser and metrics tests (apt-get on Debian as root)
+	@scripts/ensure-test-tools.sh
+
 run: install infra ## Set up and start every service in the foreground (Ctrl-C stops them)
 	@scripts/run.sh
 
-test: install infra ## Run the test suite against the real PostgreSQL and RabbitMQ
+test: install infra test-tools ## Run the test suite against the real PostgreSQL and RabbitMQ
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check) and mypy
@@ -44,4 +47,4 @@ chaos: install infra ## Kill and restart every part under load; report loss and 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install infra run test lint format bench chaos clean
+.PHONY: help install infra test-tools run test lint format bench chaos clean

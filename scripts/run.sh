@@ -15,6 +15,7 @@ cat <<TXT
   Pulse is starting. Ctrl-C stops every service.
 
   API               http://localhost:$PULSE_API_PORT          (docs: /docs, /redoc; health: /healthz, /readyz)
+  Dashboard         http://localhost:$PULSE_API_PORT/dashboard  (paste the key below)
   Metrics           http://localhost:$PULSE_API_PORT/metrics  email worker :9101, scheduler :9105
   Sandbox inbox     http://localhost:${PULSE_SANDBOX_HTTP_PORT:-8025}          (SMTP on :${PULSE_SANDBOX_SMTP_PORT:-1025})
   Flower            http://localhost:5555

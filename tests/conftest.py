@@ -100,7 +100,7 @@ class Tenant:
     api_key: str
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_tenant(session_factory: sessionmaker[Session]) -> Callable[..., Tenant]:
     def make(scopes: str = "send,read,admin") -> Tenant:
         name = f"tenant-{secrets.token_hex(4)}"

@@ -1,9 +1,11 @@
 import uvicorn
 
+from pulse.observability.logging import configure_logging
 from services.api.settings import ApiSettings
 
 
 def main() -> None:
+    configure_logging("api")
     settings = ApiSettings()
     uvicorn.run(
         "services.api.main:create_app",
@@ -12,6 +14,7 @@ def main() -> None:
         port=settings.api_port,
         workers=settings.api_workers,
         access_log=False,
+        log_config=None,  # Keep the JSON logging configured above.
         log_level="info",
     )
 

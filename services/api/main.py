@@ -9,9 +9,9 @@ from pulse.db import make_engine, make_session_factory
 from pulse.messaging.celery_app import make_celery
 from pulse.outbox.service import AfterCommitPublisher
 from services.api.deps import ApiKeyCache, Gateway
-from services.api.middleware import BodySizeLimit, RequestTiming
+from services.api.middleware import BodySizeLimit, RequestId, RequestTiming
 from services.api.problems import install_problem_handlers
-from services.api.routes import dead_letters, health, notifications, schedules
+from services.api.routes import analytics, dashboard, dead_letters, health, notifications, schedules
 from services.api.settings import ApiSettings
 
 DESCRIPTION = """
@@ -57,7 +57,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(notifications.router)
     app.include_router(dead_letters.router)
     app.include_router(schedules.router)
+    app.include_router(analytics.router)
     app.include_router(health.router)
+    app.include_router(dashboard.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestTiming)
+    app.add_middleware(RequestId)
     return app

@@ -6,6 +6,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pulse.observability.logging import REQUEST_ID_HEADER, new_request_id, request_id
 from pulse.observability.metrics import HTTP_REQUEST_DURATION
 
 
@@ -95,3 +96,37 @@ class RequestTiming:
             HTTP_REQUEST_DURATION.labels(template, scope["method"], str(status)).observe(
                 time.perf_counter() - started
             )
+
+
+class RequestId:
+    """Gives every request an id (the caller's X-Request-ID, else a new one), echoes it back, and sets
+    it for the request's log lines and the messages it publishes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
+        current = given if _acceptable(given) else new_request_id()
+        token = request_id.set(current)
+
+        async def echoing_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", current.encode("latin-1")),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, echoing_send)
+        finally:
+            request_id.reset(token)
+
+
+def _acceptable(given: str) -> bool:
+    # Echoed into headers and logs: short and printable only.
+    return 0 < len(given) <= 128 and given.isprintable() and given.isascii()

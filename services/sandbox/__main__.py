@@ -9,6 +9,7 @@ import uvicorn
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 
+from pulse.observability.logging import configure_logging
 from services.sandbox.app import Lifespan, create_app
 from services.sandbox.faults import FaultInjector
 from services.sandbox.settings import SandboxSettings
@@ -42,7 +43,7 @@ def smtp_lifespan(smtp: Controller, settings: SandboxSettings) -> Lifespan:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("sandbox")
     # aiosmtpd logs every connection and command at INFO: far too much at benchmark rates.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
 
@@ -50,7 +51,14 @@ def main() -> None:
     store, faults = MessageStore(settings.max_messages), FaultInjector()
     smtp = create_smtp_controller(store, faults, settings.host, settings.smtp_port)
     app = create_app(store, faults, lifespan=smtp_lifespan(smtp, settings))
-    uvicorn.run(app, host=settings.host, port=settings.http_port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.http_port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+    )
 
 
 if __name__ == "__main__":

@@ -3,13 +3,14 @@ import signal
 
 from pulse.db import make_engine, make_session_factory
 from pulse.messaging.celery_app import make_celery
+from pulse.observability.logging import configure_logging
 from pulse.observability.metrics import serve_metrics
 from services.scheduler.loop import Scheduler
 from services.scheduler.settings import SchedulerSettings
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("scheduler")
     settings = SchedulerSettings()
     serve_metrics(settings.metrics_port, settings.metrics_host)
     scheduler = Scheduler(

@@ -17,11 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from pulse.db import transaction
 from pulse.dead_letters.queue import reconcile_dead_letter_queues
 from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries
-from pulse.observability.metrics import OUTBOX_LAG
+from pulse.messaging.depths import queue_depths
+from pulse.messaging.topology import dead_letter_queue
+from pulse.observability.metrics import DEAD_LETTERS, OUTBOX_LAG, QUEUE_LENGTH
 from pulse.outbox.service import oldest_pending_age_seconds, sweep_outbox
 from pulse.scheduling.release import release_due_notifications
 from pulse.scheduling.retention import delete_expired
 from pulse.scheduling.schedules import run_due_schedules
+from pulse.vocabulary import Channel
 from services.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ class Scheduler:
             ),
             Job("sweep outbox", self._tick, lambda s: sweep_outbox(s, celery, batch_size=batch)),
             Job("measure outbox lag", self._tick, lambda s: OUTBOX_LAG.set(oldest_pending_age_seconds(s))),
+            Job("measure queues", settings.queue_metrics_seconds, self._measure_queues),
             Job("reconcile dead-letter queues", settings.dead_letter_reconcile_seconds, self._reconcile),
             Job(
                 "delete expired notifications",
@@ -78,6 +82,14 @@ class Scheduler:
                 ),
             ),
         ]
+
+    def _measure_queues(self, _: Session) -> None:
+        with self._celery.connection_for_write() as connection:
+            depths = queue_depths(connection)
+        for queue, depth in depths.items():
+            QUEUE_LENGTH.labels(queue).set(depth)
+        for channel in Channel:
+            DEAD_LETTERS.labels(channel).set(depths[dead_letter_queue(channel).name])
 
     def _reconcile(self, session: Session) -> int:
         # Overlapping windows: a replay committed during a pass is seen by the next one.

@@ -26,6 +26,9 @@ class SchedulerSettings(BaseSettings):
         validation_alias="PULSE_QUIET_HOURS",
         description="Deployment default quiet hours (`HH:MM-HH:MM` or `off`) for schedules' notifications.",
     )
+    queue_metrics_seconds: float = Field(
+        5.0, description="How often queue depths are read from RabbitMQ for pulse_queue_length."
+    )
     metrics_host: str = Field("0.0.0.0", description="Interface of the /metrics endpoint.")
     metrics_port: int = Field(9105, description="Port of the /metrics endpoint.")
 

@@ -14,6 +14,7 @@ def _parsed(content: dict[str, str]) -> tuple[uuid.UUID, email.message.EmailMess
     notification_id = uuid.uuid4()
     claim = Claim(
         notification_id=notification_id,
+        tenant_id=uuid.uuid4(),
         channel=Channel.EMAIL,
         priority=Priority.NORMAL,
         recipient="zoë@example.com",

@@ -28,8 +28,9 @@ def readyz(gateway: GatewayDep) -> JSONResponse:
         checks["database"] = f"unavailable: {type(error).__name__}"
     try:
         with gateway.celery.connection_for_write() as connection:
+            # One attempt, no back-off pause: a probe must answer quickly either way.
             connection.ensure_connection(
-                max_retries=1, timeout=gateway.settings.broker.connect_timeout_seconds
+                max_retries=1, interval_start=0, timeout=gateway.settings.broker.connect_timeout_seconds
             )
         checks["broker"] = "ok"
     except Exception as error:  # noqa: BLE001

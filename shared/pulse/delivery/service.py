@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Claim:
     notification_id: uuid.UUID
+    tenant_id: uuid.UUID
     channel: Channel
     priority: Priority
     recipient: str
@@ -84,6 +85,7 @@ _CLAIM = (
         updated_at=bindparam("now"),
     )
     .returning(
+        _notification.c.tenant_id,
         _notification.c.channel,
         _notification.c.priority,
         _notification.c.recipient,
@@ -128,6 +130,7 @@ def claim_for_delivery(
     attempts_used = row.attempt_count - row.attempts_before_replay
     return Claim(
         notification_id=notification_id,
+        tenant_id=row.tenant_id,
         channel=Channel(row.channel),
         priority=priority,
         recipient=row.recipient,
@@ -210,7 +213,9 @@ def deliver(
     with transaction(session_factory) as session:
         claim = claim_for_delivery(session, notification_id=notification_id, lease=lease, retries=retries)
     if claim is None:
-        log.info("skipped: not claimable", extra={"notification_id": str(notification_id)})
+        log.info(
+            "skipped: not claimable", extra={"notification_id": str(notification_id), "channel": channel}
+        )
         metrics.DELIVERIES_SKIPPED.labels(channel).inc()
         return DeliveryResult(Outcome.SKIPPED)
 
@@ -240,7 +245,9 @@ def deliver(
             )
 
     finished_at = record()
+    context = {"notification_id": str(notification_id), "channel": channel, "tenant": str(claim.tenant_id)}
     if error is None:
+        log.info("delivered", extra={**context, "provider": provider.name, "attempt": claim.attempt_number})
         metrics.DELIVERY_ATTEMPTS.labels(channel, Outcome.DELIVERED).inc()
         metrics.NOTIFICATIONS_DELIVERED.labels(channel, provider.name).inc()
         metrics.DELIVERY_LATENCY.labels(channel, claim.priority).observe(
@@ -258,5 +265,5 @@ def deliver(
         return DeliveryResult(Outcome.RETRYING, error=str(error), retry_in_seconds=retry_in)
     reason = "permanent" if isinstance(error, PermanentProviderError) else "retries_exhausted"
     metrics.NOTIFICATIONS_FAILED.labels(channel, reason).inc()
-    log.warning("delivery failed: %s", error, extra={"notification_id": str(notification_id)})
+    log.warning("delivery failed: %s", error, extra=context)
     return DeliveryResult(Outcome.FAILED, error=str(error))

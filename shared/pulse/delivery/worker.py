@@ -7,6 +7,7 @@ only the provider differs, so the service modules just pick channels and a provi
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from pulse.delivery.retry import RetrySettings
 from pulse.delivery.service import Outcome, Provider, deliver
 from pulse.messaging.celery_app import make_celery
 from pulse.messaging.topology import task_name, work_queue, work_queues
+from pulse.observability.logging import request_id
 from pulse.settings import BrokerSettings
 from pulse.vocabulary import Channel, Priority
 
@@ -29,6 +31,38 @@ log = logging.getLogger(__name__)
 # to the cap): the notification is safe in the database, only its attempt waits.
 DATABASE_BACKOFF_SECONDS = 2
 DATABASE_BACKOFF_CAP_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class _ChannelDelivery:
+    session_factory: sessionmaker[Session]
+    provider: Provider
+    claim_lease: timedelta
+    retries: RetrySettings
+
+    def run(self, task: Task, notification_id: str, channel: Channel) -> str:
+        """Deliver; then acknowledge, send again later (retry, database down) or dead-letter."""
+        try:
+            result = deliver(
+                self.session_factory,
+                notification_id=uuid.UUID(notification_id),
+                channel=channel,
+                provider=self.provider,
+                lease=self.claim_lease,
+                retries=self.retries,
+            )
+        except (DBAPIError, PoolTimeoutError) as error:
+            backoff = min(DATABASE_BACKOFF_CAP_SECONDS, DATABASE_BACKOFF_SECONDS * 2**task.request.retries)
+            log.warning("database unavailable, trying again in %ss: %s", backoff, error)
+            _send_later(task, notification_id, channel, backoff, retries=task.request.retries + 1)
+            return "postponed"
+        if result.outcome is Outcome.RETRYING:
+            assert result.retry_in_seconds is not None
+            _send_later(task, notification_id, channel, result.retry_in_seconds)
+        elif result.outcome is Outcome.FAILED:
+            # Rejected without requeue: RabbitMQ moves the message to pulse.<channel>.dead.
+            raise Reject(result.error, requeue=False)
+        return result.outcome
 
 
 def make_channel_worker(
@@ -42,34 +76,18 @@ def make_channel_worker(
     retries: RetrySettings,
 ) -> Celery:
     app = make_celery(name, broker, queues=work_queues(*channels))
+    delivery = _ChannelDelivery(session_factory, provider, claim_lease, retries)
 
     for channel in channels:
 
         @app.task(name=task_name(channel), bind=True)
         def send(self: Task, notification_id: str, channel: Channel = channel) -> str:
+            # The id of the HTTP request that accepted it, for this task's log lines.
+            token = request_id.set(getattr(self.request, "request_id", None))
             try:
-                result = deliver(
-                    session_factory,
-                    notification_id=uuid.UUID(notification_id),
-                    channel=channel,
-                    provider=provider,
-                    lease=claim_lease,
-                    retries=retries,
-                )
-            except (DBAPIError, PoolTimeoutError) as error:
-                backoff = min(
-                    DATABASE_BACKOFF_CAP_SECONDS, DATABASE_BACKOFF_SECONDS * 2**self.request.retries
-                )
-                log.warning("database unavailable, trying again in %ss: %s", backoff, error)
-                _send_later(self, notification_id, channel, backoff, retries=self.request.retries + 1)
-                return "postponed"
-            if result.outcome is Outcome.RETRYING:
-                assert result.retry_in_seconds is not None
-                _send_later(self, notification_id, channel, result.retry_in_seconds)
-            elif result.outcome is Outcome.FAILED:
-                # Rejected without requeue: RabbitMQ moves the message to pulse.<channel>.dead.
-                raise Reject(result.error, requeue=False)
-            return result.outcome
+                return delivery.run(self, notification_id, channel)
+            finally:
+                request_id.reset(token)
 
     return app
 
@@ -91,6 +109,7 @@ def _send_later(
         countdown=delay_seconds,
         queue=work_queue(channel, _priority_of(task.request.delivery_info)),
         retries=retries,
+        headers={"request_id": request_id.get()},
     )
 
 
@@ -111,6 +130,7 @@ def run_worker(app: Celery, *, hostname: str, concurrency: int, prefetch_multipl
         logging.getLogger(noisy).setLevel(logging.WARNING)
     app.worker_main(
         [
+            "--quiet",  # No banner: every line the worker prints is a JSON event.
             "worker",
             # Delivery is I/O (database, provider): threads overlap the waits, and one process keeps
             # one set of Prometheus metrics.

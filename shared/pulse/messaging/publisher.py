@@ -6,6 +6,7 @@ from celery import Celery
 from kombu.entity import PERSISTENT_DELIVERY_MODE
 
 from pulse.messaging.topology import NOTIFICATIONS_EXCHANGE, channel_of, task_name
+from pulse.observability.logging import request_id
 
 
 def publish_notification(app: Celery, notification_id: uuid.UUID, routing_key: str) -> None:
@@ -24,4 +25,6 @@ def publish_notification(app: Celery, notification_id: uuid.UUID, routing_key: s
         delivery_mode=PERSISTENT_DELIVERY_MODE,
         # The outbox is the retry: fail fast here and let the sweep publish it later.
         retry=False,
+        # Custom message headers: the worker reads it back as task.request.request_id.
+        headers={"request_id": request_id.get()},
     )

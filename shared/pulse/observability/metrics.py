@@ -37,6 +37,8 @@ PROVIDER_REQUEST = Histogram(
 HTTP_REQUEST_DURATION = Histogram(
     "pulse_http_request_duration_seconds", "Gateway request duration.", ["route", "method", "status"]
 )
+QUEUE_LENGTH = Gauge("pulse_queue_length", "Messages waiting in a Pulse queue.", ["queue"])
+DEAD_LETTERS = Gauge("pulse_dead_letters", "Messages in a channel's dead-letter queue.", ["channel"])
 OUTBOX_LAG = Gauge("pulse_outbox_lag_seconds", "Age of the oldest publish still owed to the broker.")
 OUTBOX_PUBLISHED = Counter("pulse_outbox_published", "Publishes made by the outbox sweep.")
 CLAIMS_RECOVERED = Counter(

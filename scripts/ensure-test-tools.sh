@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Tools some tests drive, from Debian's packages (nothing is downloaded at test time):
+# Chromium + ChromeDriver for the dashboard's browser test, promtool for the metrics check.
+# On Debian as root, install what is missing; elsewhere, say how (those tests are then skipped).
+set -euo pipefail
+
+CHROMIUM=${PULSE_TEST_CHROMIUM:-/usr/bin/chromium}
+CHROMEDRIVER=${PULSE_TEST_CHROMEDRIVER:-/usr/bin/chromedriver}
+
+missing=()
+[ -x "$CHROMIUM" ] || missing+=(chromium)
+[ -x "$CHROMEDRIVER" ] || missing+=(chromium-driver)
+command -v promtool >/dev/null || missing+=(prometheus)
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then
+  echo "Installing ${missing[*]} for the browser and metrics tests…"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  exit 0
+fi
+
+cat >&2 <<TXT
+Missing for some tests (they will be skipped): ${missing[*]}. To run them:
+  - on Debian/Ubuntu:  sudo apt-get install -y chromium chromium-driver prometheus
+  - elsewhere: install Chromium (or Chrome) with the matching ChromeDriver and point
+    PULSE_TEST_CHROMIUM / PULSE_TEST_CHROMEDRIVER at them; promtool comes with Prometheus.
+TXT

@@ -1,0 +1,1 @@
+"""Analytics: per-channel delivery statistics, per-minute throughput and queue depths for one tenant."""
