@@ -130,6 +130,8 @@ def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFacto
     quick = {
         "PULSE_EMAIL_WORKER_CONCURRENCY": "4",
         "PULSE_EMAIL_WORKER_CLAIM_LEASE_SECONDS": "2",
+        "PULSE_EMAIL_WORKER_CIRCUIT_FAILURES": "3",
+        "PULSE_EMAIL_WORKER_CIRCUIT_COOLDOWN_SECONDS": "2",
         "PULSE_SCHEDULER_TICK_SECONDS": "0.2",
         "PULSE_SCHEDULER_DEAD_LETTER_RECONCILE_SECONDS": "0.5",
         "PULSE_SCHEDULER_RETRY_OVERDUE_SECONDS": "3",

@@ -17,5 +17,10 @@ class EmailWorkerSettings(BaseSettings):
     claim_lease_seconds: int = Field(
         60, description="How long a send may take before another worker may claim the notification."
     )
+    circuit_failures: int = Field(5, description="Consecutive transient failures that open the SMTP circuit.")
+    circuit_failure_rate: float = Field(0.5, description="Failure share of the last 20 sends that opens it.")
+    circuit_cooldown_seconds: float = Field(
+        30.0, description="How long an open circuit waits before a probe."
+    )
     metrics_host: str = Field("0.0.0.0", description="Interface of the /metrics endpoint.")
     metrics_port: int = Field(9101, description="Port of the /metrics endpoint.")

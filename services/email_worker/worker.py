@@ -6,6 +6,7 @@ from celery import Celery
 
 from pulse.channels.email import SmtpProvider
 from pulse.db import make_engine, make_session_factory
+from pulse.delivery.circuit import BreakerSettings, ProviderChain
 from pulse.delivery.worker import make_channel_worker
 from pulse.vocabulary import Channel
 from services.email_worker.settings import EmailWorkerSettings
@@ -16,7 +17,14 @@ def create_worker(settings: EmailWorkerSettings) -> Celery:
     return make_channel_worker(
         "pulse-email-worker",
         channels=[Channel.EMAIL],
-        provider=SmtpProvider(settings.smtp),
+        providers=ProviderChain(
+            [SmtpProvider(settings.smtp)],
+            BreakerSettings(
+                failure_threshold=settings.circuit_failures,
+                failure_rate=settings.circuit_failure_rate,
+                cooldown_seconds=settings.circuit_cooldown_seconds,
+            ),
+        ),
         broker=settings.broker,
         session_factory=make_session_factory(make_engine(database)),
         claim_lease=timedelta(seconds=settings.claim_lease_seconds),

@@ -33,6 +33,9 @@ class Forbidden(PulseError):
 class ProviderError(PulseError):
     """A provider refused or failed a delivery."""
 
+    # Which provider it was, when a chain of them was tried.
+    provider: str | None = None
+
 
 class TransientProviderError(ProviderError):
     """Worth trying again later: timeouts, 4xx SMTP replies, 5xx HTTP answers."""

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from email import policy
 
 from pulse.channels.email import build_message
-from pulse.delivery.service import Claim
+from pulse.delivery.providers import Claim
 from pulse.vocabulary import Channel, Priority
 
 

@@ -14,7 +14,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import formataddr, formatdate, parseaddr
 
-from pulse.delivery.service import Claim
+from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, TransientProviderError
 from pulse.settings import SmtpSettings
 

@@ -7,13 +7,10 @@ re-queues the row (pulse.delivery.recovery).
 """
 
 import logging
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -24,6 +21,8 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 from pulse.db import transaction
 from pulse.db.models import delivery_attempts_table
 from pulse.db.models import notifications_table as _notification
+from pulse.delivery.circuit import ProviderChain
+from pulse.delivery.providers import Claim
 from pulse.delivery.retry import RetrySettings
 from pulse.errors import PermanentProviderError, ProviderError, TransientProviderError
 from pulse.observability import metrics
@@ -32,33 +31,12 @@ from pulse.vocabulary import Channel, Priority, Status
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Claim:
-    notification_id: uuid.UUID
-    tenant_id: uuid.UUID
-    channel: Channel
-    priority: Priority
-    recipient: str
-    content: dict[str, Any]
-    attempt_number: int
-    # Attempts left in this notification's budget after this one.
-    attempts_left: int
-    created_at: datetime
-
-
-class Provider(Protocol):
-    """Something that delivers a claimed notification, raising a ProviderError when it cannot."""
-
-    name: str
-
-    def send(self, claim: Claim) -> None: ...
-
-
 class Outcome(StrEnum):
     DELIVERED = "delivered"
     RETRYING = "retrying"
     FAILED = "failed"
     SKIPPED = "skipped"  # Already finished or claimed by another worker.
+    POSTPONED = "postponed"  # Not tried: every provider's circuit is open.
 
 
 @dataclass(frozen=True)
@@ -112,6 +90,11 @@ _FINISH = (
         claimed_until=None,
         updated_at=bindparam("finished"),
     )
+)
+_POSTPONE_RETRY = (
+    update(_notification)
+    .where(_notification.c.id == bindparam("notification_id"), _notification.c.status == Status.RETRYING)
+    .values(next_attempt_at=bindparam("next"))
 )
 # Nothing to add if the scheduler already wrote this attempt off as lost (recover_expired_claims).
 _INSERT_ATTEMPT = pg_insert(delivery_attempts_table).on_conflict_do_nothing()
@@ -204,28 +187,36 @@ def deliver(
     *,
     notification_id: uuid.UUID,
     channel: Channel,
-    provider: Provider,
+    providers: ProviderChain,
     lease: timedelta,
     retries: RetrySettings,
-    clock: Callable[[], float] = time.perf_counter,
 ) -> DeliveryResult:
     """One delivery attempt of one notification, end to end."""
+    context: dict[str, str] = {"notification_id": str(notification_id), "channel": channel}
+    if wait := providers.wait_seconds():
+        # Every provider's circuit is open: wait without claiming, so no attempt is used up. A
+        # retrying notification's next attempt moves too, or the scheduler would think it overdue.
+        with transaction(session_factory) as session:
+            session.execute(
+                _POSTPONE_RETRY,
+                {"notification_id": notification_id, "next": datetime.now(UTC) + timedelta(seconds=wait)},
+            )
+        log.info("providers unavailable, postponed %ss", wait, extra=context)
+        return DeliveryResult(Outcome.POSTPONED, retry_in_seconds=wait)
     with transaction(session_factory) as session:
         claim = claim_for_delivery(session, notification_id=notification_id, lease=lease, retries=retries)
     if claim is None:
-        log.info(
-            "skipped: not claimable", extra={"notification_id": str(notification_id), "channel": channel}
-        )
+        log.info("skipped: not claimable", extra=context)
         metrics.DELIVERIES_SKIPPED.labels(channel).inc()
         return DeliveryResult(Outcome.SKIPPED)
+    context["tenant"] = str(claim.tenant_id)
 
-    started_at, started = datetime.now(UTC), clock()
+    started_at = datetime.now(UTC)
     error: ProviderError | None = None
     try:
-        provider.send(claim)
+        provider = providers.send(claim)
     except ProviderError as raised:
-        error = raised
-    metrics.PROVIDER_REQUEST.labels(channel, provider.name).observe(clock() - started)
+        error, provider = raised, raised.provider or providers.names[0]
 
     retry_in = None
     if isinstance(error, TransientProviderError) and claim.attempts_left > 0:
@@ -238,30 +229,24 @@ def deliver(
             return record_attempt(
                 session,
                 claim=claim,
-                provider=provider.name,
+                provider=provider,
                 started_at=started_at,
                 error=None if error is None else str(error),
                 retry_in_seconds=retry_in,
             )
 
     finished_at = record()
-    context = {"notification_id": str(notification_id), "channel": channel, "tenant": str(claim.tenant_id)}
     if error is None:
-        log.info("delivered", extra={**context, "provider": provider.name, "attempt": claim.attempt_number})
+        log.info("delivered", extra={**context, "provider": provider, "attempt": claim.attempt_number})
         metrics.DELIVERY_ATTEMPTS.labels(channel, Outcome.DELIVERED).inc()
-        metrics.NOTIFICATIONS_DELIVERED.labels(channel, provider.name).inc()
+        metrics.NOTIFICATIONS_DELIVERED.labels(channel, provider).inc()
         metrics.DELIVERY_LATENCY.labels(channel, claim.priority).observe(
             (finished_at - claim.created_at).total_seconds()
         )
         return DeliveryResult(Outcome.DELIVERED)
     metrics.DELIVERY_ATTEMPTS.labels(channel, Outcome.FAILED).inc()
     if retry_in is not None:
-        log.info(
-            "attempt failed, retrying in %ss: %s",
-            retry_in,
-            error,
-            extra={"notification_id": str(notification_id)},
-        )
+        log.info("attempt failed, retrying in %ss: %s", retry_in, error, extra=context)
         return DeliveryResult(Outcome.RETRYING, error=str(error), retry_in_seconds=retry_in)
     reason = "permanent" if isinstance(error, PermanentProviderError) else "retries_exhausted"
     metrics.NOTIFICATIONS_FAILED.labels(channel, reason).inc()

@@ -17,8 +17,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pulse.delivery.circuit import ProviderChain
 from pulse.delivery.retry import RetrySettings
-from pulse.delivery.service import Outcome, Provider, deliver
+from pulse.delivery.service import Outcome, deliver
 from pulse.messaging.celery_app import make_celery
 from pulse.messaging.topology import task_name, work_queue, work_queues
 from pulse.observability.logging import request_id
@@ -36,7 +37,7 @@ DATABASE_BACKOFF_CAP_SECONDS = 60
 @dataclass(frozen=True)
 class _ChannelDelivery:
     session_factory: sessionmaker[Session]
-    provider: Provider
+    providers: ProviderChain
     claim_lease: timedelta
     retries: RetrySettings
 
@@ -47,7 +48,7 @@ class _ChannelDelivery:
                 self.session_factory,
                 notification_id=uuid.UUID(notification_id),
                 channel=channel,
-                provider=self.provider,
+                providers=self.providers,
                 lease=self.claim_lease,
                 retries=self.retries,
             )
@@ -56,7 +57,7 @@ class _ChannelDelivery:
             log.warning("database unavailable, trying again in %ss: %s", backoff, error)
             _send_later(task, notification_id, channel, backoff, retries=task.request.retries + 1)
             return "postponed"
-        if result.outcome is Outcome.RETRYING:
+        if result.outcome in (Outcome.RETRYING, Outcome.POSTPONED):
             assert result.retry_in_seconds is not None
             _send_later(task, notification_id, channel, result.retry_in_seconds)
         elif result.outcome is Outcome.FAILED:
@@ -69,14 +70,14 @@ def make_channel_worker(
     name: str,
     *,
     channels: list[Channel],
-    provider: Provider,
+    providers: ProviderChain,
     broker: BrokerSettings,
     session_factory: sessionmaker[Session],
     claim_lease: timedelta,
     retries: RetrySettings,
 ) -> Celery:
     app = make_celery(name, broker, queues=work_queues(*channels))
-    delivery = _ChannelDelivery(session_factory, provider, claim_lease, retries)
+    delivery = _ChannelDelivery(session_factory, providers, claim_lease, retries)
 
     for channel in channels:
 
@@ -101,8 +102,24 @@ def _send_later(
     retries: int = 0,
 ) -> None:
     """Publish this notification's task again through RabbitMQ's delayed delivery (nothing waits in
-    worker memory); the current message is then acknowledged. Should this publish be lost, the
-    scheduler re-publishes the overdue retry (pulse.delivery.recovery)."""
+    worker memory); the current message is then acknowledged. If that publish fails, the current
+    message goes back to its queue instead; should an accepted publish be lost later, the scheduler
+    re-publishes the overdue retry (pulse.delivery.recovery)."""
+    try:
+        _publish_later(task, notification_id, channel, delay_seconds, retries=retries)
+    except Exception as error:
+        log.warning("could not schedule the next try (%s); the message goes back to its queue", error)
+        raise Reject(str(error), requeue=True) from error
+
+
+def _publish_later(
+    task: Task,
+    notification_id: str,
+    channel: Channel,
+    delay_seconds: int,
+    *,
+    retries: int,
+) -> None:
     task.app.send_task(
         task.name,
         args=[notification_id],

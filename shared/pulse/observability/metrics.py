@@ -37,6 +37,9 @@ PROVIDER_REQUEST = Histogram(
 HTTP_REQUEST_DURATION = Histogram(
     "pulse_http_request_duration_seconds", "Gateway request duration.", ["route", "method", "status"]
 )
+CIRCUIT_STATE = Gauge(
+    "pulse_circuit_state", "A provider's circuit breaker: 0 closed, 1 open, 2 half-open.", ["provider"]
+)
 QUEUE_LENGTH = Gauge("pulse_queue_length", "Messages waiting in a Pulse queue.", ["queue"])
 DEAD_LETTERS = Gauge("pulse_dead_letters", "Messages in a channel's dead-letter queue.", ["channel"])
 OUTBOX_LAG = Gauge("pulse_outbox_lag_seconds", "Age of the oldest publish still owed to the broker.")

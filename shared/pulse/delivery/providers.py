@@ -1,0 +1,30 @@
+"""What a provider is given (a claimed notification) and what it must do (send it, or raise)."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from pulse.vocabulary import Channel, Priority
+
+
+@dataclass(frozen=True)
+class Claim:
+    notification_id: uuid.UUID
+    tenant_id: uuid.UUID
+    channel: Channel
+    priority: Priority
+    recipient: str
+    content: dict[str, Any]
+    attempt_number: int
+    # Attempts left in this notification's budget after this one.
+    attempts_left: int
+    created_at: datetime
+
+
+class Provider(Protocol):
+    """Something that delivers a claimed notification, raising a ProviderError when it cannot."""
+
+    name: str
+
+    def send(self, claim: Claim) -> None: ...
