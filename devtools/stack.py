@@ -142,6 +142,7 @@ SERVICES = {
     "sandbox": "services.sandbox",
     "api": "services.api",
     "email_worker": "services.email_worker",
+    "sms_worker": "services.sms_worker",
     "scheduler": "services.scheduler",
 }
 
@@ -230,11 +231,23 @@ def _responds(url: str) -> bool:
 
 @contextmanager
 def running_stack(
-    infrastructure: Infrastructure, log_dir: Path, extra_env: dict[str, str] | None = None
+    infrastructure: Infrastructure,
+    log_dir: Path,
+    extra_env: dict[str, str] | Callable[[Stack], dict[str, str]] | None = None,
 ) -> Iterator[Stack]:
-    """Start every service on free ports against `infrastructure`; stop them (SIGTERM) on exit."""
+    """Start every service on free ports against `infrastructure`; stop them (SIGTERM) on exit.
+
+    `extra_env` may be a function of the stack, for values that name its ports (say, its sandbox URL).
+    """
     stack = Stack(infrastructure, log_dir)
-    for port in ("api", "sandbox_http", "sandbox_smtp", "email_worker_metrics", "scheduler_metrics"):
+    for port in (
+        "api",
+        "sandbox_http",
+        "sandbox_smtp",
+        "email_worker_metrics",
+        "sms_worker_metrics",
+        "scheduler_metrics",
+    ):
         stack.ports[port] = free_port()
     stack.env = {
         **os.environ,
@@ -245,11 +258,13 @@ def running_stack(
         "PULSE_SANDBOX_SMTP_PORT": str(stack.ports["sandbox_smtp"]),
         "PULSE_SANDBOX_HTTP_PORT": str(stack.ports["sandbox_http"]),
         "PULSE_EMAIL_WORKER_METRICS_PORT": str(stack.ports["email_worker_metrics"]),
+        "PULSE_TWILIO_BASE_URL": f"http://127.0.0.1:{stack.ports['sandbox_http']}",
+        "PULSE_SMS_WORKER_METRICS_PORT": str(stack.ports["sms_worker_metrics"]),
         "PULSE_SCHEDULER_METRICS_PORT": str(stack.ports["scheduler_metrics"]),
         # Measurements and tests send around the clock; quiet hours would park them at night.
         "PULSE_QUIET_HOURS": "off",
-        **(extra_env or {}),
     }
+    stack.env.update((extra_env(stack) if callable(extra_env) else extra_env) or {})
     log_dir.mkdir(parents=True, exist_ok=True)
     try:
         stack.start(*SERVICES)

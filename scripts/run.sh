@@ -16,7 +16,7 @@ cat <<TXT
 
   API               http://localhost:$PULSE_API_PORT          (docs: /docs, /redoc; health: /healthz, /readyz)
   Dashboard         http://localhost:$PULSE_API_PORT/dashboard  (paste the key below)
-  Metrics           http://localhost:$PULSE_API_PORT/metrics  email worker :9101, scheduler :9105
+  Metrics           http://localhost:$PULSE_API_PORT/metrics  email worker :9101, sms worker :9102, scheduler :9105
   Sandbox inbox     http://localhost:${PULSE_SANDBOX_HTTP_PORT:-8025}          (SMTP on :${PULSE_SANDBOX_SMTP_PORT:-1025})
   Flower            http://localhost:5555
   RabbitMQ UI       http://localhost:15672         (guest/guest, when the management plugin is on)
@@ -28,6 +28,9 @@ cat <<TXT
     curl -s -X POST http://localhost:$PULSE_API_PORT/v1/notifications \\
       -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \\
       -d '{"channel":"email","recipient":"ada@example.com","content":{"subject":"Hello","body":"Hi Ada"}}'
+    curl -s -X POST http://localhost:$PULSE_API_PORT/v1/notifications \\
+      -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \\
+      -d '{"channel":"sms","recipient":"+14155550100","content":{"body":"Your code is 123456"}}'
 
 TXT
 exec honcho start -f Procfile

@@ -1,6 +1,6 @@
 """Test fixtures: every run gets its own PostgreSQL database and RabbitMQ vhost, removed afterwards.
 
-`stack` starts the real services (sandbox, api, email worker, scheduler) as processes against them.
+`stack` starts the real services (sandbox, api, email and sms workers, scheduler) as processes against them.
 """
 
 import os
@@ -26,6 +26,10 @@ from pulse.vocabulary import Priority
 # The deployment default (22:00-08:00 UTC) would defer every test notification sent at night;
 # quiet-hours tests give their tenant a window of their own.
 os.environ.setdefault("PULSE_QUIET_HOURS", "off")
+
+# The sms worker's accounts in the `stack`: the default sandbox SID, and a secondary to fail over to.
+PRIMARY_TWILIO_ACCOUNT = "AC" + "0" * 32
+SECONDARY_TWILIO_ACCOUNT = "AC" + "1" * 32
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -132,6 +136,10 @@ def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFacto
         "PULSE_EMAIL_WORKER_CLAIM_LEASE_SECONDS": "2",
         "PULSE_EMAIL_WORKER_CIRCUIT_FAILURES": "3",
         "PULSE_EMAIL_WORKER_CIRCUIT_COOLDOWN_SECONDS": "2",
+        "PULSE_SMS_WORKER_CONCURRENCY": "4",
+        "PULSE_SMS_WORKER_CLAIM_LEASE_SECONDS": "2",
+        "PULSE_SMS_WORKER_CIRCUIT_FAILURES": "3",
+        "PULSE_SMS_WORKER_CIRCUIT_COOLDOWN_SECONDS": "2",
         "PULSE_SCHEDULER_TICK_SECONDS": "0.2",
         "PULSE_SCHEDULER_DEAD_LETTER_RECONCILE_SECONDS": "0.5",
         "PULSE_SCHEDULER_RETRY_OVERDUE_SECONDS": "3",
@@ -140,5 +148,14 @@ def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFacto
         **{f"PULSE_RETRY_{priority.upper()}_BASE_SECONDS": "1" for priority in Priority},
         **{f"PULSE_RETRY_{priority.upper()}_CAP_SECONDS": "1" for priority in Priority},
     }
-    with running_stack(infrastructure, tmp_path_factory.mktemp("service-logs"), quick) as stack:
+
+    def env(stack: Stack) -> dict[str, str]:
+        # A second Twilio account, on the same sandbox, for the sms worker to fail over to.
+        secondary = {
+            "PULSE_TWILIO_SECONDARY_BASE_URL": stack.sandbox_url,
+            "PULSE_TWILIO_SECONDARY_ACCOUNT_SID": SECONDARY_TWILIO_ACCOUNT,
+        }
+        return {**quick, **secondary}
+
+    with running_stack(infrastructure, tmp_path_factory.mktemp("service-logs"), env) as stack:
         yield stack

@@ -7,11 +7,12 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from pulse.admin.settings import AdminSettings
-from pulse.settings import BrokerSettings, DatabaseSettings, SmtpSettings
+from pulse.settings import BrokerSettings, DatabaseSettings, SmtpSettings, TwilioSettings
 from pulse.vocabulary import Channel
 from services.api.settings import ApiSettings
 from services.email_worker.settings import EmailWorkerSettings
 from services.scheduler.settings import SchedulerSettings
+from services.sms_worker.settings import SmsWorkerSettings
 
 DATABASE_URL = "postgresql+psycopg://pulse:secret@db.internal:6543/pulse_prod"
 BROKER_URL = "amqp://pulse:secret@mq.internal:5673/pulse"
@@ -45,7 +46,7 @@ def test_the_defaults_point_at_localhost() -> None:
     assert settings.broker.url == "amqp://guest:guest@localhost:5672//"
     assert settings.api_port == 8000
     assert settings.enable_docs is True
-    assert settings.enabled_channels == [Channel.EMAIL]
+    assert settings.enabled_channels == [Channel.EMAIL, Channel.SMS, Channel.WHATSAPP]
     assert settings.max_body_bytes == 256 * 1024
 
 
@@ -115,6 +116,42 @@ def test_the_smtp_password_never_appears_in_a_repr(smtp_environment: None) -> No
     for shown in (repr(SmtpSettings()), str(SmtpSettings()), repr(EmailWorkerSettings())):
         assert "hunter2-very-secret" not in shown
         assert "**********" in shown
+
+
+def test_the_sms_worker_reads_the_twilio_accounts_and_its_own_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = TwilioSettings()
+    assert (defaults.base_url, defaults.from_number, defaults.secondary()) == (
+        "http://127.0.0.1:8025",
+        "+15005550006",
+        None,
+    )
+    for name, value in {
+        "PULSE_DATABASE_URL": DATABASE_URL,
+        "PULSE_TWILIO_BASE_URL": "https://api.twilio.com",
+        "PULSE_TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+        "PULSE_TWILIO_AUTH_TOKEN": "twilio-very-secret",
+        "PULSE_TWILIO_FROM": "+14155550199",
+        "PULSE_TWILIO_SECONDARY_BASE_URL": "https://api.backup.example",
+        "PULSE_TWILIO_SECONDARY_ACCOUNT_SID": "AC" + "2" * 32,
+        "PULSE_SMS_WORKER_CONCURRENCY": "8",
+        "PULSE_SMS_WORKER_METRICS_PORT": "9302",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = SmsWorkerSettings()
+    assert settings.database.url == DATABASE_URL
+    assert (settings.concurrency, settings.metrics_port) == (8, 9302)
+    twilio = settings.twilio
+    assert (twilio.base_url, twilio.account_sid, twilio.from_number) == (
+        "https://api.twilio.com",
+        "AC" + "1" * 32,
+        "+14155550199",
+    )
+    assert twilio.auth_token.get_secret_value() == "twilio-very-secret"
+    assert "twilio-very-secret" not in repr(settings)
+    secondary = twilio.secondary()
+    assert secondary is not None
+    assert (secondary.base_url, secondary.account_sid) == ("https://api.backup.example", "AC" + "2" * 32)
+    assert SmsWorkerSettings.model_fields["metrics_port"].default == 9102
 
 
 def test_the_scheduler_and_admin_read_the_shared_database_and_broker_variables(

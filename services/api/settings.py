@@ -19,7 +19,7 @@ class ApiSettings(BaseSettings):
     enable_docs: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
     max_body_bytes: int = Field(256 * 1024, description="Larger request bodies are refused with 413.")
     enabled_channels: Annotated[list[Channel], NoDecode] = Field(
-        default=[Channel.EMAIL],
+        default=[Channel.EMAIL, Channel.SMS, Channel.WHATSAPP],
         description="Channels this deployment delivers (comma-separated); others are refused with 422.",
     )
     auth_cache_seconds: float = Field(

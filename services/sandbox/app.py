@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 
 from services.sandbox.faults import Fault, FaultInjector
 from services.sandbox.store import Message, MessageStore
+from services.sandbox.twilio import create_twilio_router
 
 MAX_LIMIT = 10_000
 
@@ -24,6 +25,7 @@ def create_app(store: MessageStore, faults: FaultInjector, lifespan: Lifespan | 
         description="Local stand-in for external notification providers.",
         lifespan=lifespan,
     )
+    app.include_router(create_twilio_router(store, faults))
     inbox_html = files("services.sandbox").joinpath("inbox.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -68,12 +70,13 @@ def create_app(store: MessageStore, faults: FaultInjector, lifespan: Lifespan | 
     async def stats() -> dict[str, Any]:
         return {"total": store.count(), "by_channel": store.by_channel(), "repeats": store.repeats}
 
-    @app.post("/api/faults")
+    # Without `account` when unset, so faults read back exactly as they were posted.
+    @app.post("/api/faults", response_model_exclude_none=True)
     async def set_fault(fault: Fault) -> Fault:
         faults.set_fault(fault)
         return fault
 
-    @app.get("/api/faults")
+    @app.get("/api/faults", response_model_exclude_none=True)
     async def list_faults() -> dict[str, list[Fault]]:
         return {"items": faults.active()}
 

@@ -1,4 +1,4 @@
-"""Fault injection shared by every sandbox endpoint (SMTP now; Twilio, FCM and webhooks later)."""
+"""Fault injection shared by every sandbox endpoint (SMTP and Twilio now; FCM and webhooks later)."""
 
 import random
 import threading
@@ -16,6 +16,8 @@ class Fault(BaseModel):
     next ``fail_next`` messages, otherwise with probability ``rate``. ``status`` is the
     failure's status code: HTTP endpoints answer it as is; SMTP answers it to DATA, so
     4xx is a transient and 5xx a permanent failure (an HTTP-style 503 is permanent for SMTP).
+    ``account``, when set, limits the fault to requests for that provider account (the Twilio
+    account SID), so that one account can fail while another works.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -25,6 +27,7 @@ class Fault(BaseModel):
     rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Probability that a message fails.")
     latency_ms: int = Field(default=0, ge=0, le=600_000, description="Delay added to every answer.")
     fail_next: int = Field(default=0, ge=0, description="Number of upcoming messages that fail for sure.")
+    account: str | None = Field(default=None, description="Only requests for this account (Twilio SID).")
 
 
 class Decision(NamedTuple):
@@ -56,11 +59,11 @@ class FaultInjector:
             self._faults.clear()
             return cleared
 
-    def decide(self, endpoint: Endpoint) -> Decision:
+    def decide(self, endpoint: Endpoint, *, account: str | None = None) -> Decision:
         """Decide the fate of one incoming message; consumes one of ``fail_next`` if any is left."""
         with self._lock:
             fault = self._faults.get(endpoint)
-            if fault is None:
+            if fault is None or (fault.account is not None and fault.account != account):
                 return _ACCEPT
             if fault.fail_next:
                 self._faults[endpoint] = fault.model_copy(update={"fail_next": fault.fail_next - 1})

@@ -1,1 +1,1 @@
-"""The sms worker service: arrives with its channel's issue (see README, Roadmap)."""
+"""The sms worker service: consumes `sms.*` and `whatsapp.*` and delivers over Twilio's Messages API."""

@@ -52,3 +52,41 @@ class SmtpSettings(BaseSettings):
     message_id_domain: str = Field(
         "pulse.localhost", description="Domain part of the stable Message-ID header."
     )
+
+
+class TwilioSettings(BaseSettings):
+    model_config = _config("PULSE_TWILIO_")
+
+    base_url: str = Field(
+        "http://127.0.0.1:8025", description="Base URL of the Twilio API (default: the Pulse sandbox)."
+    )
+    account_sid: str = Field("AC" + "0" * 32, description="Twilio account SID (HTTP basic auth user).")
+    auth_token: SecretStr = Field(SecretStr("sandbox-token"), description="Twilio auth token.")
+    from_number: str = Field(
+        "+15005550006",
+        validation_alias="PULSE_TWILIO_FROM",
+        description="Sender number (E.164); WhatsApp sends from `whatsapp:<this number>`.",
+    )
+    timeout_seconds: float = Field(10.0, description="Connect and read timeout of one API request.")
+    secondary_base_url: str | None = Field(
+        None, description="Base URL of a secondary account to fail over to; no failover when empty."
+    )
+    secondary_account_sid: str | None = Field(
+        None, description="SID of the secondary account (default: the primary's)."
+    )
+    secondary_auth_token: SecretStr | None = Field(
+        None, description="Auth token of the secondary account (default: the primary's)."
+    )
+
+    def secondary(self) -> "TwilioSettings | None":
+        """The secondary account as settings of its own, if one is configured."""
+        if not self.secondary_base_url:
+            return None
+        return self.model_copy(
+            update={
+                "base_url": self.secondary_base_url,
+                "account_sid": self.secondary_account_sid or self.account_sid,
+                "auth_token": self.secondary_auth_token or self.auth_token,
+                "secondary_base_url": None,
+            }
+        )

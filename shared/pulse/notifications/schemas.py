@@ -5,19 +5,25 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pulse.vocabulary import Channel, Priority, Status
 
 _MAX_SUBJECT = 998  # RFC 5322's line limit: a longer subject cannot be sent as one header line.
+_MAX_SMS_BODY = 1600  # Twilio refuses longer bodies (it splits the rest into segments itself).
+_PHONE_CHANNELS = (Channel.SMS, Channel.WHATSAPP)
 
 
 class Content(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     subject: Annotated[str | None, Field(max_length=_MAX_SUBJECT, description="Required for email.")] = None
-    body: Annotated[str, Field(min_length=1, description="Plain-text body.")]
+    body: Annotated[
+        str,
+        Field(min_length=1, description="Plain-text body (at most 1600 characters for sms and whatsapp)."),
+    ]
     html: Annotated[str | None, Field(description="Optional HTML alternative (email).")] = None
     data: Annotated[dict[str, Any] | None, Field(description="Structured payload (push, webhook).")] = None
 
@@ -38,7 +44,15 @@ class NotificationRequest(BaseModel):
     )
 
     channel: Channel
-    recipient: Annotated[str, Field(min_length=1, max_length=2048, description="Address for the channel.")]
+    recipient: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=2048,
+            description="Address for the channel: an email address, or for sms and whatsapp a phone number "
+            "with its country code (normalised to E.164; a `whatsapp:` prefix is accepted).",
+        ),
+    ]
     user_id: Annotated[str | None, Field(max_length=255, description="Your id of the end user.")] = None
     content: Content
     priority: Priority = Priority.NORMAL
@@ -67,6 +81,8 @@ class NotificationRequest(BaseModel):
                 return validate_email(recipient, check_deliverability=False).normalized
             except EmailNotValidError as error:
                 raise ValueError(f"not a valid email address: {error}") from error
+        if info.data.get("channel") in _PHONE_CHANNELS:
+            return _e164(recipient)
         return recipient
 
     @field_validator("timezone")
@@ -86,7 +102,23 @@ class NotificationRequest(BaseModel):
     def _content_fits_channel(cls, content: Content, info: ValidationInfo) -> Content:
         if info.data.get("channel") is Channel.EMAIL and not content.subject:
             raise ValueError("subject is required for email")
+        if info.data.get("channel") in _PHONE_CHANNELS and len(content.body) > _MAX_SMS_BODY:
+            raise ValueError(f"body is limited to {_MAX_SMS_BODY} characters for sms and whatsapp")
         return content
+
+
+def _e164(recipient: str) -> str:
+    """A phone number in E.164 (`+14155550100`); a `whatsapp:` prefix, as Twilio writes it, is dropped."""
+    number = recipient.strip().removeprefix("whatsapp:").strip()
+    try:
+        parsed = phonenumbers.parse(number, None)  # No default region: the country code is required.
+    except phonenumbers.NumberParseException as error:
+        raise ValueError(
+            "not a phone number in international format (+, country code, number: +14155550100)"
+        ) from error
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 class DeliveryAttemptOut(BaseModel):

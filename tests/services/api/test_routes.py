@@ -296,6 +296,34 @@ def test_the_email_specific_errors_name_their_field_and_reason(client: TestClien
     assert "subject is required" in error["msg"]
 
 
+@pytest.mark.parametrize("channel", ["sms", "whatsapp"])
+def test_phone_channels_refuse_invalid_numbers_and_long_bodies_with_422(
+    client: TestClient, tenant: Tenant, channel: str
+) -> None:
+    def send(recipient: str, body: str = "Your code is 123456") -> httpx.Response:
+        request = {"channel": channel, "recipient": recipient, "content": {"body": body}}
+        return client.post("/v1/notifications", json=request, headers=_auth(tenant))
+
+    for invalid in ("not-a-number", "4155550100", "+1415555", "ada@example.com"):
+        [error] = _assert_validation_problem(send(invalid))
+        assert error["loc"] == ["body", "recipient"], invalid
+        assert "phone number" in error["msg"]
+
+    [error] = _assert_validation_problem(send("+14155550100", "x" * 1601))
+    assert error["loc"] == ["body", "content"]
+    assert "1600 characters" in error["msg"]
+
+
+def test_phone_numbers_are_stored_in_e164_without_a_whatsapp_prefix(
+    client: TestClient, tenant: Tenant
+) -> None:
+    for channel, recipient in (("sms", "+1 (415) 555-0100"), ("whatsapp", "whatsapp:+14155550100")):
+        request = {"channel": channel, "recipient": recipient, "content": {"body": "x" * 1600}}
+        response = client.post("/v1/notifications", json=request, headers=_auth(tenant))
+        assert response.status_code == 202, response.text
+        assert response.json()["recipient"] == "+14155550100"
+
+
 def test_a_body_that_is_not_json_is_a_422_problem(client: TestClient, tenant: Tenant) -> None:
     response = client.post(
         "/v1/notifications",
@@ -310,13 +338,15 @@ def test_a_channel_not_enabled_on_the_deployment_is_refused_with_422(
     client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
 ) -> None:
     request = {
-        "channel": "sms",
-        "recipient": "+14155550100",
+        "channel": "push",
+        "recipient": "device-token-123",
         "content": {"body": "Your code is 123456"},
         "metadata": {"marker": str(uuid.uuid4())},
     }
     body = _assert_problem(client.post("/v1/notifications", json=request, headers=_auth(tenant)), 422)
-    assert body["detail"] == "channel 'sms' is not enabled on this deployment (enabled: email)"
+    assert body["detail"] == (
+        "channel 'push' is not enabled on this deployment (enabled: email, sms, whatsapp)"
+    )
     assert [error["loc"] for error in body["errors"]] == [["body", "channel"]]
     with session_factory() as session:
         stored = session.scalar(

@@ -1,0 +1,131 @@
+"""SMS and WhatsApp over Twilio's Messages API (`POST /2010-04-01/Accounts/{sid}/Messages.json`).
+
+One pooled HTTP client per provider, shared by every worker thread (httpx clients are thread-safe).
+Twilio answers 201 once it has queued the message; a 429 or 5xx is worth trying again, any other
+4xx (bad number, unverified sender, blocked content) is not.
+"""
+
+import logging
+import math
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+import httpx
+
+from pulse.delivery.providers import Claim
+from pulse.errors import PermanentProviderError, TransientProviderError
+from pulse.settings import TwilioSettings
+from pulse.vocabulary import Channel
+
+log = logging.getLogger(__name__)
+
+Encoding = Literal["GSM-7", "UCS-2"]
+
+# GSM 03.38: the basic character set (one septet each) and its extension table (escape + septet).
+_GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
+# (capacity of a single message, capacity of each part of a concatenated one) in code units: the
+# user data header of a concatenated message takes 7 septets (GSM-7) or 3 UCS-2 characters.
+_CAPACITY: dict[Encoding, tuple[int, int]] = {"GSM-7": (160, 153), "UCS-2": (70, 67)}
+
+
+def sms_segments(text: str) -> tuple[Encoding, int]:
+    """The encoding a text is sent in, and how many SMS segments it takes (what the carrier bills)."""
+    encoding: Encoding
+    if all(char in _GSM7_BASIC or char in _GSM7_EXTENSION for char in text):
+        encoding = "GSM-7"
+        units = [2 if char in _GSM7_EXTENSION else 1 for char in text]
+    else:
+        encoding = "UCS-2"
+        units = [2 if ord(char) > 0xFFFF else 1 for char in text]  # UTF-16 surrogate pairs
+    single, part = _CAPACITY[encoding]
+    if sum(units) <= single:
+        return encoding, 1
+    # A character's code units are never split across two parts (an escape and its septet, or a
+    # surrogate pair), so a part may hold one unit less than its capacity.
+    segments, used = 1, 0
+    for size in units:
+        if used + size > part:
+            segments, used = segments + 1, 0
+        used += size
+    return encoding, segments
+
+
+class TwilioProvider:
+    def __init__(self, settings: TwilioSettings, *, name: str = "twilio") -> None:
+        self.name = name
+        self._settings = settings
+        self._client = httpx.Client(
+            base_url=settings.base_url.rstrip("/"),
+            auth=(settings.account_sid, settings.auth_token.get_secret_value()),
+            timeout=settings.timeout_seconds,
+            headers={"Accept": "application/json"},
+        )
+        self._path = f"/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
+
+    def send(self, claim: Claim) -> None:
+        body: str = claim.content["body"]
+        prefix = "whatsapp:" if claim.channel is Channel.WHATSAPP else ""
+        form = {"To": prefix + claim.recipient, "From": prefix + self._settings.from_number, "Body": body}
+        try:
+            response = self._client.post(self._path, data=form)
+        except httpx.TransportError as error:  # timeouts, refused or dropped connections
+            raise TransientProviderError(f"Twilio request failed: {error!r}") from error
+        if response.is_success:
+            encoding, segments = sms_segments(body)
+            log.info(
+                "accepted by %s",
+                self.name,
+                extra={
+                    "notification_id": str(claim.notification_id),
+                    "channel": str(claim.channel),
+                    "provider": self.name,
+                    "message_sid": _json(response).get("sid"),
+                    "segments": segments,
+                    "encoding": encoding,
+                },
+            )
+            return
+        raise _classify(response)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _classify(response: httpx.Response) -> TransientProviderError | PermanentProviderError:
+    error = _json(response)
+    message = f"Twilio {response.status_code}"
+    if "code" in error or "message" in error:
+        message += f" (code {error.get('code')}): {error.get('message', '')}"
+    else:
+        message += f": {response.text[:200]}"
+    if response.status_code == 429 or response.status_code >= 500:
+        return TransientProviderError(message, retry_after=_retry_after(response))
+    return PermanentProviderError(message)
+
+
+def _json(response: httpx.Response) -> dict[str, object]:
+    try:
+        parsed = response.json()
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds, given as seconds or as an HTTP date."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
