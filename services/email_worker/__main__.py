@@ -1,6 +1,5 @@
 from pulse.delivery.worker import run_worker
 from pulse.observability.logging import configure_logging
-from pulse.observability.metrics import serve_metrics
 from services.email_worker.settings import EmailWorkerSettings
 from services.email_worker.worker import create_worker
 
@@ -8,13 +7,7 @@ from services.email_worker.worker import create_worker
 def main() -> None:
     configure_logging("email-worker")
     settings = EmailWorkerSettings()
-    serve_metrics(settings.metrics_port, settings.metrics_host)
-    run_worker(
-        create_worker(settings),
-        hostname="email@%h",
-        concurrency=settings.concurrency,
-        prefetch_multiplier=settings.prefetch_multiplier,
-    )
+    run_worker(create_worker(settings), hostname="email@%h", settings=settings)
 
 
 if __name__ == "__main__":

@@ -13,17 +13,22 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Reject
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pulse.delivery.circuit import ProviderChain
+from pulse.db import make_engine, make_session_factory
+from pulse.delivery.circuit import BreakerSettings, ProviderChain
+from pulse.delivery.providers import Provider
 from pulse.delivery.retry import RetrySettings
 from pulse.delivery.service import Outcome, deliver
 from pulse.messaging.celery_app import make_celery
 from pulse.messaging.topology import task_name, work_queue, work_queues
 from pulse.observability.logging import request_id
-from pulse.settings import BrokerSettings
+from pulse.observability.metrics import serve_metrics
+from pulse.settings import BrokerSettings, DatabaseSettings
 from pulse.vocabulary import Channel, Priority
 
 log = logging.getLogger(__name__)
@@ -66,18 +71,50 @@ class _ChannelDelivery:
         return result.outcome
 
 
+class ChannelWorkerSettings(BaseSettings):
+    """What every channel worker service is configured with; each service sets its env prefix
+    (PULSE_<CHANNEL>_WORKER_), its metrics port and adds its provider's settings block."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="PostgreSQL.")
+    broker: BrokerSettings = Field(default_factory=BrokerSettings, description="RabbitMQ.")
+    retries: RetrySettings = Field(default_factory=RetrySettings, description="Retry plans per priority.")
+    concurrency: int = Field(16, description="Threads sending in parallel.")
+    prefetch_multiplier: int = Field(4, description="Messages reserved per thread ahead of time.")
+    claim_lease_seconds: int = Field(
+        60, description="How long a send may take before another worker may claim the notification."
+    )
+    circuit_failures: int = Field(
+        5, description="Consecutive transient failures that open a provider's circuit."
+    )
+    circuit_failure_rate: float = Field(0.5, description="Failure share of the last 20 sends that opens it.")
+    circuit_cooldown_seconds: float = Field(
+        30.0, description="How long an open circuit waits before a probe."
+    )
+    metrics_host: str = Field("0.0.0.0", description="Interface of the /metrics endpoint.")
+    metrics_port: int = Field(description="Port of the /metrics endpoint.")
+
+
 def make_channel_worker(
-    name: str,
-    *,
-    channels: list[Channel],
-    providers: ProviderChain,
-    broker: BrokerSettings,
-    session_factory: sessionmaker[Session],
-    claim_lease: timedelta,
-    retries: RetrySettings,
+    name: str, *, channels: list[Channel], providers: list[Provider], settings: ChannelWorkerSettings
 ) -> Celery:
+    """The Celery app of a channel worker: `providers` in order of preference, each behind a breaker."""
+    chain = ProviderChain(
+        providers,
+        BreakerSettings(
+            failure_threshold=settings.circuit_failures,
+            failure_rate=settings.circuit_failure_rate,
+            cooldown_seconds=settings.circuit_cooldown_seconds,
+        ),
+    )
+    # One connection per sending thread.
+    database = settings.database.model_copy(update={"pool_size": settings.concurrency})
+    session_factory = make_session_factory(make_engine(database))
+    claim_lease = timedelta(seconds=settings.claim_lease_seconds)
+    broker, retries = settings.broker, settings.retries
     app = make_celery(name, broker, queues=work_queues(*channels))
-    delivery = _ChannelDelivery(session_factory, providers, claim_lease, retries)
+    delivery = _ChannelDelivery(session_factory, chain, claim_lease, retries)
 
     for channel in channels:
 
@@ -139,8 +176,10 @@ def _priority_of(delivery_info: dict[str, Any] | None) -> Priority:
         return Priority.NORMAL
 
 
-def run_worker(app: Celery, *, hostname: str, concurrency: int, prefetch_multiplier: int) -> None:
-    """Run a channel worker in this process until SIGTERM/SIGINT (warm shutdown: in-flight tasks finish)."""
+def run_worker(app: Celery, *, hostname: str, settings: ChannelWorkerSettings) -> None:
+    """Serve its metrics and run a channel worker in this process until SIGTERM/SIGINT (warm
+    shutdown: in-flight tasks finish)."""
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     # One line per received and per finished task is too much at hundreds of tasks per second;
     # Pulse logs what matters (failures, retries, skips) itself.
     for noisy in ("celery.app.trace", "celery.worker.strategy"):
@@ -152,8 +191,8 @@ def run_worker(app: Celery, *, hostname: str, concurrency: int, prefetch_multipl
             # Delivery is I/O (database, provider): threads overlap the waits, and one process keeps
             # one set of Prometheus metrics.
             "--pool=threads",
-            f"--concurrency={concurrency}",
-            f"--prefetch-multiplier={prefetch_multiplier}",
+            f"--concurrency={settings.concurrency}",
+            f"--prefetch-multiplier={settings.prefetch_multiplier}",
             f"--hostname={hostname}",
             "--loglevel=INFO",
             "--without-gossip",
