@@ -143,6 +143,8 @@ SERVICES = {
     "api": "services.api",
     "email_worker": "services.email_worker",
     "sms_worker": "services.sms_worker",
+    "push_worker": "services.push_worker",
+    "webhook_worker": "services.webhook_worker",
     "scheduler": "services.scheduler",
 }
 
@@ -246,6 +248,8 @@ def running_stack(
         "sandbox_smtp",
         "email_worker_metrics",
         "sms_worker_metrics",
+        "push_worker_metrics",
+        "webhook_worker_metrics",
         "scheduler_metrics",
     ):
         stack.ports[port] = free_port()
@@ -260,6 +264,11 @@ def running_stack(
         "PULSE_EMAIL_WORKER_METRICS_PORT": str(stack.ports["email_worker_metrics"]),
         "PULSE_TWILIO_BASE_URL": f"http://127.0.0.1:{stack.ports['sandbox_http']}",
         "PULSE_SMS_WORKER_METRICS_PORT": str(stack.ports["sms_worker_metrics"]),
+        "PULSE_FCM_BASE_URL": f"http://127.0.0.1:{stack.ports['sandbox_http']}",
+        "PULSE_PUSH_WORKER_METRICS_PORT": str(stack.ports["push_worker_metrics"]),
+        "PULSE_WEBHOOK_WORKER_METRICS_PORT": str(stack.ports["webhook_worker_metrics"]),
+        # The sandbox's webhook receiver is on loopback, which the SSRF guard refuses otherwise.
+        "PULSE_WEBHOOK_ALLOWLIST": "127.0.0.1,localhost",
         "PULSE_SCHEDULER_METRICS_PORT": str(stack.ports["scheduler_metrics"]),
         # Measurements and tests send around the clock; quiet hours would park them at night.
         "PULSE_QUIET_HOURS": "off",

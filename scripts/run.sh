@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export PULSE_API_PORT=${PULSE_API_PORT:-8000}
 export PULSE_BROKER_URL=${PULSE_BROKER_URL:-amqp://guest:guest@localhost:5672//}
+# The sandbox's webhook receiver is on loopback, which the webhook SSRF guard refuses otherwise.
+export PULSE_WEBHOOK_ALLOWLIST=${PULSE_WEBHOOK_ALLOWLIST:-127.0.0.1,localhost}
 
 pulse-admin init
 pulse-admin create-tenant dev >/dev/null
@@ -16,7 +18,7 @@ cat <<TXT
 
   API               http://localhost:$PULSE_API_PORT          (docs: /docs, /redoc; health: /healthz, /readyz)
   Dashboard         http://localhost:$PULSE_API_PORT/dashboard  (paste the key below)
-  Metrics           http://localhost:$PULSE_API_PORT/metrics  email worker :9101, sms worker :9102, scheduler :9105
+  Metrics           http://localhost:$PULSE_API_PORT/metrics  email worker :9101, sms worker :9102, push worker :9103, webhook worker :9104, scheduler :9105
   Sandbox inbox     http://localhost:${PULSE_SANDBOX_HTTP_PORT:-8025}          (SMTP on :${PULSE_SANDBOX_SMTP_PORT:-1025})
   Flower            http://localhost:5555
   RabbitMQ UI       http://localhost:15672         (guest/guest, when the management plugin is on)

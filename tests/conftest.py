@@ -1,6 +1,6 @@
 """Test fixtures: every run gets its own PostgreSQL database and RabbitMQ vhost, removed afterwards.
 
-`stack` starts the real services (sandbox, api, email and sms workers, scheduler) as processes against them.
+`stack` starts the real services (sandbox, api, the channel workers, scheduler) as processes against them.
 """
 
 import os
@@ -140,6 +140,16 @@ def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFacto
         "PULSE_SMS_WORKER_CLAIM_LEASE_SECONDS": "2",
         "PULSE_SMS_WORKER_CIRCUIT_FAILURES": "3",
         "PULSE_SMS_WORKER_CIRCUIT_COOLDOWN_SECONDS": "2",
+        "PULSE_PUSH_WORKER_CONCURRENCY": "4",
+        "PULSE_PUSH_WORKER_CLAIM_LEASE_SECONDS": "2",
+        "PULSE_PUSH_WORKER_CIRCUIT_FAILURES": "3",
+        "PULSE_PUSH_WORKER_CIRCUIT_COOLDOWN_SECONDS": "2",
+        "PULSE_WEBHOOK_WORKER_CONCURRENCY": "4",
+        "PULSE_WEBHOOK_WORKER_CLAIM_LEASE_SECONDS": "2",
+        "PULSE_WEBHOOK_WORKER_CIRCUIT_FAILURES": "3",
+        "PULSE_WEBHOOK_WORKER_CIRCUIT_COOLDOWN_SECONDS": "2",
+        # A rotated secret signs the very next delivery.
+        "PULSE_WEBHOOK_SECRET_CACHE_SECONDS": "0",
         "PULSE_SCHEDULER_TICK_SECONDS": "0.2",
         "PULSE_SCHEDULER_DEAD_LETTER_RECONCILE_SECONDS": "0.5",
         "PULSE_SCHEDULER_RETRY_OVERDUE_SECONDS": "3",

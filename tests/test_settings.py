@@ -46,7 +46,14 @@ def test_the_defaults_point_at_localhost() -> None:
     assert settings.broker.url == "amqp://guest:guest@localhost:5672//"
     assert settings.api_port == 8000
     assert settings.enable_docs is True
-    assert settings.enabled_channels == [Channel.EMAIL, Channel.SMS, Channel.WHATSAPP]
+    assert settings.enabled_channels == [
+        Channel.EMAIL,
+        Channel.SMS,
+        Channel.WHATSAPP,
+        Channel.PUSH,
+        Channel.WEBHOOK,
+    ]
+    assert settings.webhook_allowlist == ""
     assert settings.max_body_bytes == 256 * 1024
 
 

@@ -11,7 +11,15 @@ from pulse.outbox.service import AfterCommitPublisher
 from services.api.deps import ApiKeyCache, Gateway
 from services.api.middleware import BodySizeLimit, RequestId, RequestTiming
 from services.api.problems import install_problem_handlers
-from services.api.routes import analytics, dashboard, dead_letters, health, notifications, schedules
+from services.api.routes import (
+    analytics,
+    dashboard,
+    dead_letters,
+    health,
+    notifications,
+    schedules,
+    webhook_secret,
+)
 from services.api.settings import ApiSettings
 
 DESCRIPTION = """
@@ -60,6 +68,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(analytics.router)
     app.include_router(health.router)
     app.include_router(dashboard.router)
+    app.include_router(webhook_secret.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestTiming)
     app.add_middleware(RequestId)

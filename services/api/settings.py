@@ -19,7 +19,7 @@ class ApiSettings(BaseSettings):
     enable_docs: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
     max_body_bytes: int = Field(256 * 1024, description="Larger request bodies are refused with 413.")
     enabled_channels: Annotated[list[Channel], NoDecode] = Field(
-        default=[Channel.EMAIL, Channel.SMS, Channel.WHATSAPP],
+        default=[Channel.EMAIL, Channel.SMS, Channel.WHATSAPP, Channel.PUSH, Channel.WEBHOOK],
         description="Channels this deployment delivers (comma-separated); others are refused with 422.",
     )
     auth_cache_seconds: float = Field(
@@ -28,6 +28,10 @@ class ApiSettings(BaseSettings):
     quiet_hours: str = Field(
         "22:00-08:00",
         description="Quiet hours in recipients' local time (`HH:MM-HH:MM` or `off`); tenants may override.",
+    )
+    webhook_allowlist: str = Field(
+        "",
+        description="Hosts, addresses or CIDRs exempt from the webhook SSRF guard (comma-separated).",
     )
     publish_grace_seconds: float = Field(
         5.0, description="How long the outbox sweep leaves a new notification to the gateway's own publish."

@@ -1,1 +1,1 @@
-"""The push worker service: arrives with its channel's issue (see README, Roadmap)."""
+"""The push worker service: consumes `push.*` and delivers over Firebase Cloud Messaging's HTTP v1 API."""

@@ -9,8 +9,10 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
 from services.sandbox.faults import Fault, FaultInjector
+from services.sandbox.fcm import create_fcm_router
 from services.sandbox.store import Message, MessageStore
 from services.sandbox.twilio import create_twilio_router
+from services.sandbox.webhooks import create_webhook_router
 
 MAX_LIMIT = 10_000
 
@@ -26,6 +28,8 @@ def create_app(store: MessageStore, faults: FaultInjector, lifespan: Lifespan | 
         lifespan=lifespan,
     )
     app.include_router(create_twilio_router(store, faults))
+    app.include_router(create_webhook_router(store, faults))
+    app.include_router(create_fcm_router(store, faults))
     inbox_html = files("services.sandbox").joinpath("inbox.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -90,3 +90,37 @@ class TwilioSettings(BaseSettings):
                 "secondary_base_url": None,
             }
         )
+
+
+class FcmSettings(BaseSettings):
+    model_config = _config("PULSE_FCM_")
+
+    base_url: str = Field(
+        "http://127.0.0.1:8025", description="Base URL of the FCM HTTP v1 API (default: the Pulse sandbox)."
+    )
+    project_id: str = Field("pulse-sandbox", description="Firebase project id (in the send URL).")
+    access_token: SecretStr = Field(
+        SecretStr("sandbox-token"),
+        description="Static OAuth2 bearer token (development); unused when `credentials_file` is set.",
+    )
+    credentials_file: str | None = Field(
+        None,
+        description="Google service-account JSON file to mint access tokens from "
+        "(needs the optional `google-auth` package).",
+    )
+    timeout_seconds: float = Field(10.0, description="Connect and read timeout of one API request.")
+
+
+class WebhookSettings(BaseSettings):
+    model_config = _config("PULSE_WEBHOOK_")
+
+    allowlist: str = Field(
+        "",
+        description="Comma-separated hosts, addresses or CIDR networks exempt from the SSRF guard "
+        "(e.g. `127.0.0.1,localhost` to reach the sandbox); by default only public addresses are called.",
+    )
+    connect_timeout_seconds: float = Field(10.0, description="How long to wait to connect to a webhook URL.")
+    read_timeout_seconds: float = Field(10.0, description="How long to wait for a webhook URL's answer.")
+    secret_cache_seconds: float = Field(
+        5.0, description="How long a worker remembers a tenant's signing secret (rotation takes this long)."
+    )

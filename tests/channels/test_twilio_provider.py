@@ -1,14 +1,10 @@
 """The Twilio provider against the sandbox's Twilio endpoint (in-process), and SMS segment counting."""
 
-import threading
-import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 from devtools.stack import free_port
@@ -17,7 +13,6 @@ from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, TransientProviderError
 from pulse.settings import TwilioSettings
 from pulse.vocabulary import Channel, Priority
-from services.sandbox.app import create_app
 from services.sandbox.faults import Fault, FaultInjector
 from services.sandbox.store import MessageStore
 
@@ -48,36 +43,6 @@ HOST = "127.0.0.1"
 )
 def test_sms_segments(text: str, expected: tuple[str, int]) -> None:
     assert sms_segments(text) == expected
-
-
-@pytest.fixture(scope="module")
-def sandbox_url() -> Iterator[tuple[str, MessageStore, FaultInjector]]:
-    store, faults = MessageStore(max_messages=1000), FaultInjector()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(store, faults), host=HOST, port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "sandbox did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://{HOST}:{port}", store, faults
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-@pytest.fixture
-def sandbox(
-    sandbox_url: tuple[str, MessageStore, FaultInjector],
-) -> Iterator[tuple[str, MessageStore, FaultInjector]]:
-    _, store, faults = sandbox_url
-    store.clear()
-    faults.clear()
-    yield sandbox_url
 
 
 def _provider(base_url: str, *, timeout_seconds: float = 10.0) -> TwilioProvider:

@@ -148,7 +148,7 @@ def test_an_every_second_schedule_sends_pauses_resumes_and_is_deleted(
         ),
         ({"notification": _email("not-an-address")}, ["body", "notification", "recipient"]),
         (
-            {"notification": {**_email("ada@example.com"), "channel": "push"}},
+            {"notification": {**_email("ada@example.com"), "channel": "inapp"}},
             ["body", "notification", "channel"],
         ),
         (

@@ -1,8 +1,8 @@
 """The broker topology as declared in the test vhost: queues, dead-letter and unroutable routing.
 
-The `stack` fixture's email and sms workers may consume `pulse.email.*`, `pulse.sms.*` and
-`pulse.whatsapp.*` in this vhost, so messages are only looked for in queues nothing consumes
-(dead-letter, unroutable, and the push work queues), and every message a test publishes is taken
+The `stack` fixture's channel workers may consume `pulse.email.*`, `pulse.sms.*`, `pulse.whatsapp.*`,
+`pulse.push.*` and `pulse.webhook.*` in this vhost, so messages are only looked for in queues nothing
+consumes (dead-letter, unroutable, and the inapp work queues), and every message a test publishes is taken
 out again.
 """
 
@@ -155,17 +155,17 @@ def test_a_message_delayed_through_native_delayed_delivery_reaches_its_work_queu
 ) -> None:
     """What a Celery retry with a countdown does: publish to the top delay level, keyed by the delay.
 
-    Uses push (no worker runs for it in the test suite), so the message stays in its work queue.
+    Uses inapp (no worker runs for it in the test suite), so the message stays in its work queue.
     """
     marker = str(uuid.uuid4())
-    _publish(infrastructure.broker_url, level_name(27), calculate_routing_key(1, "push.high"), marker)
+    _publish(infrastructure.broker_url, level_name(27), calculate_routing_key(1, "inapp.high"), marker)
 
     wait_until(
-        lambda: _take(infrastructure.broker_url, "pulse.push.high", marker),
+        lambda: _take(infrastructure.broker_url, "pulse.inapp.high", marker),
         timeout=10,
-        what="the delayed message in pulse.push.high",
+        what="the delayed message in pulse.inapp.high",
     )
-    assert _take(infrastructure.broker_url, "pulse.push.normal", marker) == 0
+    assert _take(infrastructure.broker_url, "pulse.inapp.normal", marker) == 0
 
 
 def test_declaring_the_topology_again_is_harmless(infrastructure: Infrastructure) -> None:

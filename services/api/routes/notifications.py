@@ -4,6 +4,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
 
+from pulse.channels.push import refuse_invalid_token
+from pulse.channels.ssrf import Allowlist, RefusedUrl, check_literal
 from pulse.db import transaction
 from pulse.errors import InvalidInput
 from pulse.messaging.topology import routing_key
@@ -59,7 +61,15 @@ def send_notification(
             f"channel '{request.channel}' is not enabled on this deployment (enabled: {enabled})",
             location=("body", "channel"),
         )
+    if request.channel is Channel.WEBHOOK:
+        try:
+            check_literal(request.recipient, Allowlist.parse(gateway.settings.webhook_allowlist))
+        except RefusedUrl as error:
+            refused = f"refused by the SSRF guard: {error}"
+            raise InvalidInput(refused, location=("body", "recipient")) from error
     with transaction(gateway.session_factory) as session:
+        if request.channel is Channel.PUSH:
+            refuse_invalid_token(session, request.recipient)
         accepted = accept_notification(
             session,
             tenant_id=principal.tenant_id,

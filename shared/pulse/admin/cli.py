@@ -23,6 +23,7 @@ from pulse.errors import InvalidInput, NotFound, PulseError
 from pulse.messaging.topology import declare_topology
 from pulse.tenants.service import configure_tenant, create_api_key, create_tenant, parse_scopes
 from pulse.vocabulary import Channel
+from pulse.webhooks.secrets import get_secret, rotate_secret
 
 log = logging.getLogger("pulse.admin")
 
@@ -95,6 +96,12 @@ def _describe(tenant: Tenant) -> str:
     return f"tenant {tenant.name}: timezone {tenant.timezone}, quiet hours {quiet_hours}"
 
 
+def webhook_secret(session: Session, args: argparse.Namespace) -> str:
+    tenant_id = _tenant_id(session, args.tenant)
+    assert tenant_id is not None
+    return (rotate_secret if args.rotate else get_secret)(session, tenant_id)
+
+
 def dlq_list(session: Session, args: argparse.Namespace) -> str:
     rows = list_dead_letters(
         session,
@@ -158,6 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = commands.add_parser("create-api-key", help="issue an API key; printed once, as the last line")
     key.add_argument("--tenant", required=True)
     key.add_argument("--scopes", default="send,read", help="comma-separated: send,read,admin")
+    secret = commands.add_parser(
+        "webhook-secret", help="a tenant's webhook signing secret (created if missing), as the last line"
+    )
+    secret.add_argument("tenant")
+    secret.add_argument("--rotate", action="store_true", help="replace it with a new one first")
     dlq = commands.add_parser("dlq", help="dead letters: failed notifications").add_subparsers(
         dest="dlq_command", required=True
     )
@@ -192,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 session, tenant_name=args.tenant, scopes=parse_scopes(args.scopes)
             ),
         ),
+        "webhook-secret": lambda: _with_session(settings, lambda session: webhook_secret(session, args)),
         "dlq": lambda: _with_session(
             settings, lambda session: (dlq_list if args.dlq_command == "list" else dlq_replay)(session, args)
         ),

@@ -6,13 +6,11 @@ Twilio answers 201 once it has queued the message; a 429 or 5xx is worth trying 
 """
 
 import logging
-import math
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Literal
 
 import httpx
 
+from pulse.channels.http import json_object, retry_after_seconds
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, TransientProviderError
 from pulse.settings import TwilioSettings
@@ -84,7 +82,7 @@ class TwilioProvider:
                     "notification_id": str(claim.notification_id),
                     "channel": str(claim.channel),
                     "provider": self.name,
-                    "message_sid": _json(response).get("sid"),
+                    "message_sid": json_object(response).get("sid"),
                     "segments": segments,
                     "encoding": encoding,
                 },
@@ -97,35 +95,12 @@ class TwilioProvider:
 
 
 def _classify(response: httpx.Response) -> TransientProviderError | PermanentProviderError:
-    error = _json(response)
+    error = json_object(response)
     message = f"Twilio {response.status_code}"
     if "code" in error or "message" in error:
         message += f" (code {error.get('code')}): {error.get('message', '')}"
     else:
         message += f": {response.text[:200]}"
     if response.status_code == 429 or response.status_code >= 500:
-        return TransientProviderError(message, retry_after=_retry_after(response))
+        return TransientProviderError(message, retry_after=retry_after_seconds(response))
     return PermanentProviderError(message)
-
-
-def _json(response: httpx.Response) -> dict[str, object]:
-    try:
-        parsed = response.json()
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds, given as seconds or as an HTTP date."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None

@@ -38,6 +38,8 @@ class Tenant(Base):
     # Defaults for this tenant's recipients; NULL quiet hours means the deployment's PULSE_QUIET_HOURS.
     timezone: Mapped[str] = mapped_column(String(64), server_default=text("'UTC'"))
     quiet_hours: Mapped[str | None] = mapped_column(String(32))
+    # Standard Webhooks signing secret (`whsec_<base64>`), created on first use.
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))
 
 
 class ApiKey(Base):
@@ -204,6 +206,16 @@ class IdempotencyRecord(Base):
         ForeignKey("notifications.id", ondelete="CASCADE", deferrable=True, initially="DEFERRED")
     )
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class InvalidPushToken(Base):
+    """A device token FCM reported as unregistered or invalid: the gateway refuses further sends to it."""
+
+    __tablename__ = "invalid_push_tokens"
+
+    token: Mapped[str] = mapped_column(Text, primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    invalidated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 # Core handles on the hot tables: the delivery and acceptance paths run plain Core statements,

@@ -9,11 +9,14 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from pulse.channels.ssrf import RefusedUrl, split_url
 from pulse.vocabulary import Channel, Priority, Status
 
 _MAX_SUBJECT = 998  # RFC 5322's line limit: a longer subject cannot be sent as one header line.
 _MAX_SMS_BODY = 1600  # Twilio refuses longer bodies (it splits the rest into segments itself).
 _PHONE_CHANNELS = (Channel.SMS, Channel.WHATSAPP)
+_MAX_RECIPIENT = 2048
+_MAX_DEVICE_TOKEN = 4096  # FCM registration tokens are far shorter; anything longer is not one.
 
 
 class Content(BaseModel):
@@ -48,9 +51,10 @@ class NotificationRequest(BaseModel):
         str,
         Field(
             min_length=1,
-            max_length=2048,
-            description="Address for the channel: an email address, or for sms and whatsapp a phone number "
-            "with its country code (normalised to E.164; a `whatsapp:` prefix is accepted).",
+            max_length=_MAX_DEVICE_TOKEN,
+            description="Address for the channel: an email address, for sms and whatsapp a phone number "
+            "with its country code (normalised to E.164; a `whatsapp:` prefix is accepted), for push a "
+            "device token (FCM registration token, up to 4096 characters; others up to 2048).",
         ),
     ]
     user_id: Annotated[str | None, Field(max_length=255, description="Your id of the end user.")] = None
@@ -76,6 +80,8 @@ class NotificationRequest(BaseModel):
     @field_validator("recipient")
     @classmethod
     def _recipient_fits_channel(cls, recipient: str, info: ValidationInfo) -> str:
+        if info.data.get("channel") is not Channel.PUSH and len(recipient) > _MAX_RECIPIENT:
+            raise ValueError(f"at most {_MAX_RECIPIENT} characters")
         if info.data.get("channel") is Channel.EMAIL:
             try:
                 return validate_email(recipient, check_deliverability=False).normalized
@@ -83,6 +89,10 @@ class NotificationRequest(BaseModel):
                 raise ValueError(f"not a valid email address: {error}") from error
         if info.data.get("channel") in _PHONE_CHANNELS:
             return _e164(recipient)
+        if info.data.get("channel") is Channel.PUSH:
+            return _device_token(recipient)
+        if info.data.get("channel") is Channel.WEBHOOK:
+            return _webhook_url(recipient)
         return recipient
 
     @field_validator("timezone")
@@ -119,6 +129,24 @@ def _e164(recipient: str) -> str:
     if not phonenumbers.is_valid_number(parsed):
         raise ValueError("not a valid phone number")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _device_token(recipient: str) -> str:
+    """A push device token (FCM registration token): opaque, but never blank, spaced or huge."""
+    if len(recipient) > _MAX_DEVICE_TOKEN:
+        raise ValueError(f"a device token is at most {_MAX_DEVICE_TOKEN} characters")
+    if not recipient or any(char.isspace() for char in recipient):
+        raise ValueError("not a device token: it must be non-empty and contain no whitespace")
+    return recipient
+
+
+def _webhook_url(recipient: str) -> str:
+    """An absolute http(s) URL (which addresses it may reach is the SSRF guard's business)."""
+    try:
+        split_url(recipient.strip())
+    except RefusedUrl as error:
+        raise ValueError(f"not a webhook URL: {error}") from error
+    return recipient.strip()
 
 
 class DeliveryAttemptOut(BaseModel):

@@ -338,14 +338,14 @@ def test_a_channel_not_enabled_on_the_deployment_is_refused_with_422(
     client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
 ) -> None:
     request = {
-        "channel": "push",
-        "recipient": "device-token-123",
+        "channel": "inapp",
+        "recipient": "user-123",
         "content": {"body": "Your code is 123456"},
         "metadata": {"marker": str(uuid.uuid4())},
     }
     body = _assert_problem(client.post("/v1/notifications", json=request, headers=_auth(tenant)), 422)
     assert body["detail"] == (
-        "channel 'push' is not enabled on this deployment (enabled: email, sms, whatsapp)"
+        "channel 'inapp' is not enabled on this deployment (enabled: email, sms, whatsapp, push, webhook)"
     )
     assert [error["loc"] for error in body["errors"]] == [["body", "channel"]]
     with session_factory() as session:

@@ -1,0 +1,14 @@
+from pulse.delivery.worker import run_worker
+from pulse.observability.logging import configure_logging
+from services.push_worker.settings import PushWorkerSettings
+from services.push_worker.worker import create_worker
+
+
+def main() -> None:
+    configure_logging("push-worker")
+    settings = PushWorkerSettings()
+    run_worker(create_worker(settings), hostname="push@%h", settings=settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+from pulse.delivery.worker import run_worker
+from pulse.observability.logging import configure_logging
+from services.webhook_worker.settings import WebhookWorkerSettings
+from services.webhook_worker.worker import create_worker
+
+
+def main() -> None:
+    configure_logging("webhook-worker")
+    settings = WebhookWorkerSettings()
+    run_worker(create_worker(settings), hostname="webhook@%h", settings=settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Push notifications over Firebase Cloud Messaging's HTTP v1 API
+(`POST /v1/projects/{project}/messages:send`).
+
+One pooled HTTP client per provider, shared by every worker thread (httpx clients are thread-safe).
+FCM answers 200 with the message name; a 429 or 5xx is worth trying again. A device token FCM
+reports as `UNREGISTERED` (404) or `INVALID_ARGUMENT` (400) will never work again: the provider
+raises a permanent error and reports the token through `on_invalid_token`, which the push worker
+records in `invalid_push_tokens`, so that the gateway refuses further sends to it.
+
+Authentication is an OAuth2 bearer token: a static one from settings (development, the sandbox),
+or, when `PULSE_FCM_CREDENTIALS_FILE` names a service-account file, tokens minted and refreshed by
+the optional `google-auth` package (`pip install google-auth`).
+"""
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from pulse.channels.http import json_object, retry_after_seconds
+from pulse.db import transaction
+from pulse.db.models import InvalidPushToken
+from pulse.delivery.providers import Claim
+from pulse.errors import InvalidInput, PermanentProviderError, TransientProviderError
+from pulse.settings import FcmSettings
+
+log = logging.getLogger(__name__)
+
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+# FCM error codes (the FcmError detail, else the google.rpc status) meaning "this token is dead".
+INVALID_TOKEN_CODES = {404: "UNREGISTERED", 400: "INVALID_ARGUMENT"}
+
+InvalidTokenCallback = Callable[[str, str], None]
+
+
+class FcmProvider:
+    def __init__(
+        self,
+        settings: FcmSettings,
+        *,
+        name: str = "fcm",
+        on_invalid_token: InvalidTokenCallback | None = None,
+    ) -> None:
+        self.name = name
+        self._on_invalid_token = on_invalid_token
+        self._token = _token_source(settings)
+        self._client = httpx.Client(
+            base_url=settings.base_url.rstrip("/"),
+            timeout=settings.timeout_seconds,
+            headers={"Accept": "application/json"},
+        )
+        self._path = f"/v1/projects/{settings.project_id}/messages:send"
+
+    def send(self, claim: Claim) -> None:
+        try:
+            response = self._client.post(
+                self._path,
+                json=fcm_message(claim.recipient, claim.content),
+                headers={"Authorization": f"Bearer {self._token()}"},
+            )
+        except httpx.TransportError as error:  # timeouts, refused or dropped connections
+            raise TransientProviderError(f"FCM request failed: {error!r}") from error
+        if response.is_success:
+            log.info(
+                "accepted by %s",
+                self.name,
+                extra={
+                    "notification_id": str(claim.notification_id),
+                    "channel": str(claim.channel),
+                    "provider": self.name,
+                    "message_name": json_object(response).get("name"),
+                },
+            )
+            return
+        refusal = _classify(response)
+        if isinstance(refusal, _InvalidToken):
+            self._report_invalid(claim.recipient, refusal.reason)
+        raise refusal
+
+    def _report_invalid(self, token: str, reason: str) -> None:
+        if self._on_invalid_token is None:
+            return
+        try:
+            self._on_invalid_token(token, reason)
+        except Exception:  # The send failed either way; a lost record only costs another attempt later.
+            log.exception("could not record an invalid push token")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def fcm_message(token: str, content: dict[str, Any]) -> dict[str, Any]:
+    """The `messages:send` body: title (when there is a subject), body, and data as strings."""
+    notification: dict[str, str] = {"body": content["body"]}
+    if content.get("subject"):
+        notification = {"title": content["subject"], **notification}
+    message: dict[str, Any] = {"token": token, "notification": notification}
+    if content.get("data"):
+        # FCM's data is a map of strings: other JSON values travel as their JSON text.
+        message["data"] = {
+            key: value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            for key, value in content["data"].items()
+        }
+    return {"message": message}
+
+
+class _InvalidToken(PermanentProviderError):
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _classify(response: httpx.Response) -> TransientProviderError | PermanentProviderError:
+    error = json_object(response).get("error")
+    error = error if isinstance(error, dict) else {}
+    status = str(error.get("status") or "")
+    codes = {status} | {
+        str(detail.get("errorCode"))
+        for detail in error.get("details") or []
+        if isinstance(detail, dict) and detail.get("errorCode")
+    }
+    fcm_code = next((code for code in codes if code and code != status), status)
+    message = f"FCM {response.status_code}"
+    if error:
+        message += f" ({fcm_code}): {error.get('message', '')}"
+    else:
+        message += f": {response.text[:200]}"
+    if response.status_code == 429 or response.status_code >= 500:
+        return TransientProviderError(message, retry_after=retry_after_seconds(response))
+    if INVALID_TOKEN_CODES.get(response.status_code) in codes:
+        return _InvalidToken(message, reason=fcm_code)
+    return PermanentProviderError(message)
+
+
+def _token_source(settings: FcmSettings) -> Callable[[], str]:
+    """A function giving the current bearer token."""
+    if not settings.credentials_file:
+        token = settings.access_token.get_secret_value()
+        return lambda: token
+    # Production: a service account; google-auth is optional, imported only when configured.
+    from google.auth.transport.requests import Request
+    from google.oauth2 import service_account
+
+    credentials = service_account.Credentials.from_service_account_file(
+        settings.credentials_file, scopes=[FCM_SCOPE]
+    )
+    lock = threading.Lock()
+
+    def current() -> str:
+        with lock:
+            if not credentials.valid:  # Expired or never fetched: refresh (a blocking HTTPS call).
+                credentials.refresh(Request())
+            return str(credentials.token)
+
+    return current
+
+
+def invalid_token_recorder(session_factory: sessionmaker[Session]) -> InvalidTokenCallback:
+    """The push worker's `on_invalid_token`: remember the token (the first report wins)."""
+
+    def record(token: str, reason: str) -> None:
+        with transaction(session_factory) as session:
+            session.execute(
+                insert(InvalidPushToken)
+                .values(token=token, reason=reason)
+                .on_conflict_do_nothing(index_elements=["token"])
+            )
+        log.warning("push token reported invalid by FCM (%s); further sends are refused", reason)
+
+    return record
+
+
+def refuse_invalid_token(session: Session, token: str) -> None:
+    """The gateway's check: a token FCM reported invalid is refused with 422."""
+    invalidated_at: datetime | None = session.execute(
+        select(InvalidPushToken.invalidated_at).where(InvalidPushToken.token == token)
+    ).scalar_one_or_none()
+    if invalidated_at is not None:
+        raise InvalidInput(
+            f"device token was reported invalid by FCM at {invalidated_at.isoformat()}",
+            location=("body", "recipient"),
+        )

@@ -1,0 +1,188 @@
+"""Webhooks: a signed JSON POST to the recipient URL, per Standard Webhooks (https://www.standardwebhooks.com).
+
+Body: `{"type": "notification", "id": <notification id>, "timestamp": <created_at>, "data": {"subject",
+"body", "data"}}`. Headers `webhook-id` (the notification id: the same on every retry, so receivers
+can drop repeats), `webhook-timestamp` (this attempt, Unix seconds) and `webhook-signature`
+(`v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">` under the tenant's `whsec_` secret).
+
+Every URL passes the SSRF guard (pulse.channels.ssrf) right before the request, and the request goes
+to the address that was checked (the Host header and TLS server name stay the URL's), so a name that
+re-resolves to a private address between the check and the connection (DNS rebinding) gains nothing.
+Redirects are not followed: a 3xx is the receiver's answer, and a permanent failure.
+
+2xx is delivered; 408, 429, 5xx, timeouts and connection errors are worth trying again (Retry-After
+honoured); 410 Gone and every other 4xx are permanent.
+"""
+
+import ipaddress
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from threading import Lock
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from standardwebhooks import Webhook
+
+from pulse.channels.http import retry_after_seconds
+from pulse.channels.ssrf import Allowlist, IPAddress, RefusedUrl, check_url
+from pulse.delivery.providers import Claim
+from pulse.errors import PermanentProviderError, TransientProviderError
+from pulse.settings import WebhookSettings
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "Pulse-Webhooks/1"
+_TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+
+def webhook_payload(claim: Claim) -> str:
+    """The JSON body of a notification's webhook: the same bytes on every attempt."""
+    content = claim.content
+    return json.dumps(
+        {
+            "type": "notification",
+            "id": str(claim.notification_id),
+            "timestamp": claim.created_at.astimezone(UTC).isoformat(),
+            "data": {
+                "subject": content.get("subject"),
+                "body": content.get("body"),
+                "data": content.get("data"),
+            },
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def signed_headers(secret: str, message_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
+    """The three Standard Webhooks headers for this body, signed now."""
+    timestamp = now or datetime.now(UTC)
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, timestamp, body),
+    }
+
+
+class SecretCache:
+    """Tenants' signing secrets, remembered for `ttl_seconds` (thread-safe)."""
+
+    def __init__(self, load: Callable[[uuid.UUID], str], ttl_seconds: float) -> None:
+        self._load = load
+        self._ttl = ttl_seconds
+        self._entries: dict[uuid.UUID, tuple[float, str]] = {}
+        self._lock = Lock()
+
+    def __call__(self, tenant_id: uuid.UUID) -> str:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(tenant_id)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        secret = self._load(tenant_id)
+        with self._lock:
+            self._entries[tenant_id] = (now + self._ttl, secret)
+        return secret
+
+
+class WebhookProvider:
+    def __init__(
+        self,
+        settings: WebhookSettings,
+        secret_for: Callable[[uuid.UUID], str],
+        *,
+        name: str = "webhook",
+        resolver: Callable[[str, int], list[IPAddress]] | None = None,
+    ) -> None:
+        self.name = name
+        self._secret_for = secret_for
+        self._allowlist = Allowlist.parse(settings.allowlist)
+        self._resolver = resolver
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(
+                settings.read_timeout_seconds,
+                connect=settings.connect_timeout_seconds,
+            ),
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
+        )
+
+    def send(self, claim: Claim) -> None:
+        url = claim.recipient
+        try:
+            if self._resolver is None:
+                addresses = check_url(url, self._allowlist)
+            else:
+                addresses = check_url(url, self._allowlist, resolver=self._resolver)
+        except RefusedUrl as error:
+            raise PermanentProviderError(f"refused by the SSRF guard: {error}") from error
+        body = webhook_payload(claim)
+        headers = signed_headers(self._secret_for(claim.tenant_id), str(claim.notification_id), body)
+        request_url, extensions = _pinned(url, addresses[0] if addresses else None)
+        if request_url != url:
+            headers["Host"] = _host_header(url)
+        try:
+            response = self._client.post(
+                request_url, content=body.encode(), headers=headers, extensions=extensions
+            )
+        except httpx.TransportError as error:  # timeouts, refused or dropped connections
+            raise TransientProviderError(f"webhook request failed: {error!r}") from error
+        if response.is_success:
+            log.info(
+                "accepted by %s",
+                url,
+                extra={
+                    "notification_id": str(claim.notification_id),
+                    "channel": str(claim.channel),
+                    "provider": self.name,
+                    "status": response.status_code,
+                },
+            )
+            return
+        raise _classify(response)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _classify(response: httpx.Response) -> TransientProviderError | PermanentProviderError:
+    status = response.status_code
+    message = f"webhook answered {status}"
+    if text := response.text[:200].strip():
+        message += f": {text}"
+    if status in _TRANSIENT_STATUSES or status >= 500:
+        return TransientProviderError(message, retry_after=retry_after_seconds(response))
+    if 300 <= status < 400:
+        message += f" (redirects are not followed; location {response.headers.get('Location')!r})"
+    return PermanentProviderError(message)
+
+
+def _pinned(url: str, address: IPAddress | None) -> tuple[str, dict[str, Any]]:
+    """The URL with its host replaced by the checked address (and, for https, the TLS server name
+    kept as the original host); unchanged when there is nothing to pin."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if address is None or host is None:
+        return url, {}
+    try:
+        if ipaddress.ip_address(host.strip("[]")) == address:
+            return url, {}  # already a literal address
+    except ValueError:
+        pass
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    if parts.username or parts.password:
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@{netloc}"
+    extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme.lower() == "https" else {}
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), extensions
+
+
+def _host_header(url: str) -> str:
+    netloc = urlsplit(url).netloc
+    return netloc.rpartition("@")[2]
