@@ -246,6 +246,7 @@ def running_stack(
         "api",
         "sandbox_http",
         "sandbox_smtp",
+        "sandbox_smtp_secondary",
         "email_worker_metrics",
         "sms_worker_metrics",
         "push_worker_metrics",
@@ -260,6 +261,8 @@ def running_stack(
         "PULSE_SMTP_HOST": "127.0.0.1",
         "PULSE_SMTP_PORT": str(stack.ports["sandbox_smtp"]),
         "PULSE_SANDBOX_SMTP_PORT": str(stack.ports["sandbox_smtp"]),
+        # A second relay for email failover; the email worker uses it only when told to (tests do).
+        "PULSE_SANDBOX_SMTP_SECONDARY_PORT": str(stack.ports["sandbox_smtp_secondary"]),
         "PULSE_SANDBOX_HTTP_PORT": str(stack.ports["sandbox_http"]),
         "PULSE_EMAIL_WORKER_METRICS_PORT": str(stack.ports["email_worker_metrics"]),
         "PULSE_TWILIO_BASE_URL": f"http://127.0.0.1:{stack.ports['sandbox_http']}",

@@ -30,6 +30,9 @@ os.environ.setdefault("PULSE_QUIET_HOURS", "off")
 # The sms worker's accounts in the `stack`: the default sandbox SID, and a secondary to fail over to.
 PRIMARY_TWILIO_ACCOUNT = "AC" + "0" * 32
 SECONDARY_TWILIO_ACCOUNT = "AC" + "1" * 32
+# The push worker's Firebase projects in the `stack`: the default sandbox project, and a secondary.
+PRIMARY_FCM_PROJECT = "pulse-sandbox"
+SECONDARY_FCM_PROJECT = "pulse-secondary"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -160,10 +163,14 @@ def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFacto
     }
 
     def env(stack: Stack) -> dict[str, str]:
-        # A second Twilio account, on the same sandbox, for the sms worker to fail over to.
+        # A second Twilio account, SMTP relay and FCM project, on the same sandbox, to fail over to.
         secondary = {
             "PULSE_TWILIO_SECONDARY_BASE_URL": stack.sandbox_url,
             "PULSE_TWILIO_SECONDARY_ACCOUNT_SID": SECONDARY_TWILIO_ACCOUNT,
+            "PULSE_SMTP_SECONDARY_HOST": "127.0.0.1",
+            "PULSE_SMTP_SECONDARY_PORT": str(stack.ports["sandbox_smtp_secondary"]),
+            "PULSE_FCM_SECONDARY_BASE_URL": stack.sandbox_url,
+            "PULSE_FCM_SECONDARY_PROJECT_ID": SECONDARY_FCM_PROJECT,
         }
         return {**quick, **secondary}
 

@@ -3,15 +3,16 @@
 from celery import Celery
 
 from pulse.channels.email import SmtpProvider
+from pulse.delivery.providers import Provider
 from pulse.delivery.worker import make_channel_worker
 from pulse.vocabulary import Channel
 from services.email_worker.settings import EmailWorkerSettings
 
 
 def create_worker(settings: EmailWorkerSettings) -> Celery:
+    providers: list[Provider] = [SmtpProvider(settings.smtp)]
+    if (secondary := settings.smtp.secondary()) is not None:
+        providers.append(SmtpProvider(secondary, name="smtp-secondary"))
     return make_channel_worker(
-        "pulse-email-worker",
-        channels=[Channel.EMAIL],
-        providers=[SmtpProvider(settings.smtp)],
-        settings=settings,
+        "pulse-email-worker", channels=[Channel.EMAIL], providers=providers, settings=settings
     )

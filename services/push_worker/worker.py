@@ -4,6 +4,7 @@ from celery import Celery
 
 from pulse.channels.push import FcmProvider, invalid_token_recorder
 from pulse.db import make_engine, make_session_factory
+from pulse.delivery.providers import Provider
 from pulse.delivery.worker import make_channel_worker
 from pulse.vocabulary import Channel
 from services.push_worker.settings import PushWorkerSettings
@@ -13,7 +14,9 @@ def create_worker(settings: PushWorkerSettings) -> Celery:
     # A small pool of its own for the rare invalid-token records (the sending threads have theirs).
     database = settings.database.model_copy(update={"pool_size": 2})
     record_invalid = invalid_token_recorder(make_session_factory(make_engine(database)))
-    provider = FcmProvider(settings.fcm, on_invalid_token=record_invalid)
+    providers: list[Provider] = [FcmProvider(settings.fcm, on_invalid_token=record_invalid)]
+    if (secondary := settings.fcm.secondary()) is not None:
+        providers.append(FcmProvider(secondary, name="fcm-secondary", on_invalid_token=record_invalid))
     return make_channel_worker(
-        "pulse-push-worker", channels=[Channel.PUSH], providers=[provider], settings=settings
+        "pulse-push-worker", channels=[Channel.PUSH], providers=providers, settings=settings
     )

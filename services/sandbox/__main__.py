@@ -19,12 +19,14 @@ from services.sandbox.store import MessageStore
 log = logging.getLogger("services.sandbox")
 
 
-def smtp_lifespan(smtp: Controller, settings: SandboxSettings) -> Lifespan:
+def smtp_lifespan(smtp: Controller, settings: SandboxSettings, *more: Controller) -> Lifespan:
     # Tied to uvicorn's lifespan because uvicorn handles SIGINT/SIGTERM: it runs the shutdown half, then
     # re-raises the signal, so code after uvicorn.run() (even a finally) is not reached on SIGTERM.
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(smtp.start)
+        controllers = (smtp, *more)
+        for controller in controllers:
+            await asyncio.to_thread(controller.start)
         http_url = f"http://{settings.host}:{settings.http_port}"
         log.info(
             "sandbox up: SMTP smtp://%s:%d, inbox %s/, API %s/api/messages",
@@ -36,7 +38,8 @@ def smtp_lifespan(smtp: Controller, settings: SandboxSettings) -> Lifespan:
         try:
             yield
         finally:
-            await asyncio.to_thread(smtp.stop)
+            for controller in controllers:
+                await asyncio.to_thread(controller.stop)
             log.info("sandbox stopped")
 
     return lifespan
@@ -50,7 +53,20 @@ def main() -> None:
     settings = SandboxSettings()
     store, faults = MessageStore(settings.max_messages), FaultInjector()
     smtp = create_smtp_controller(store, faults, settings.host, settings.smtp_port)
-    app = create_app(store, faults, lifespan=smtp_lifespan(smtp, settings))
+    more: list[Controller] = []
+    if settings.smtp_secondary_port is not None:
+        # A second relay on the same store, for the email worker's failover (fault account "secondary").
+        more.append(
+            create_smtp_controller(
+                store,
+                faults,
+                settings.host,
+                settings.smtp_secondary_port,
+                account="secondary",
+                provider="smtp-secondary",
+            )
+        )
+    app = create_app(store, faults, lifespan=smtp_lifespan(smtp, settings, *more))
     uvicorn.run(
         app,
         host=settings.host,

@@ -17,7 +17,8 @@ class Fault(BaseModel):
     failure's status code: HTTP endpoints answer it as is; SMTP answers it to DATA, so
     4xx is a transient and 5xx a permanent failure (an HTTP-style 503 is permanent for SMTP).
     ``account``, when set, limits the fault to requests for that provider account (the Twilio
-    account SID), so that one account can fail while another works.
+    account SID, the FCM project id, or the SMTP listener: ``primary`` or ``secondary``), so that
+    one account can fail while another works.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -27,7 +28,9 @@ class Fault(BaseModel):
     rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Probability that a message fails.")
     latency_ms: int = Field(default=0, ge=0, le=600_000, description="Delay added to every answer.")
     fail_next: int = Field(default=0, ge=0, description="Number of upcoming messages that fail for sure.")
-    account: str | None = Field(default=None, description="Only requests for this account (Twilio SID).")
+    account: str | None = Field(
+        default=None, description="Only requests for this account (Twilio SID, FCM project, SMTP listener)."
+    )
 
 
 class Decision(NamedTuple):

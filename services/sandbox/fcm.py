@@ -78,7 +78,7 @@ def create_fcm_router(store: MessageStore, faults: FaultInjector) -> APIRouter:
         if device_token.startswith(UNREGISTERED_PREFIX):
             return fcm_error(404, "Requested entity was not found.")
 
-        delay_seconds, status = faults.decide("fcm")
+        delay_seconds, status = faults.decide("fcm", account=project)
         if delay_seconds:
             await asyncio.sleep(delay_seconds)
         if status is not None:

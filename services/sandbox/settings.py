@@ -9,6 +9,13 @@ class SandboxSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Interface both the SMTP and HTTP servers bind to.")
     smtp_port: int = Field(default=1025, ge=1, le=65535, description="Port of the fake SMTP relay.")
+    smtp_secondary_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of a second SMTP relay (provider `smtp-secondary`, fault account `secondary`); "
+        "off when unset.",
+    )
     http_port: int = Field(default=8025, ge=1, le=65535, description="Port of the inbox UI and JSON API.")
     max_messages: int = Field(
         default=200_000, ge=1, description="Messages kept in memory; the oldest are dropped beyond this."

@@ -23,12 +23,19 @@ _parser = BytesParser(policy=default_policy.clone(header_factory=lru_cache(maxsi
 
 
 class SandboxSmtpHandler:
-    def __init__(self, store: MessageStore, faults: FaultInjector) -> None:
+    """``account`` names this listener to faults (a fault without one applies to every listener);
+    ``provider`` is what its stored messages say they came through."""
+
+    def __init__(
+        self, store: MessageStore, faults: FaultInjector, *, account: str = "primary", provider: str = "smtp"
+    ) -> None:
         self._store = store
         self._faults = faults
+        self._account = account
+        self._provider = provider
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
-        delay_seconds, status = self._faults.decide("smtp")
+        delay_seconds, status = self._faults.decide("smtp", account=self._account)
         if delay_seconds:
             await asyncio.sleep(delay_seconds)
         if status is not None:
@@ -45,7 +52,7 @@ class SandboxSmtpHandler:
             self._store.add(
                 new_message(
                     channel="email",
-                    provider="smtp",
+                    provider=self._provider,
                     recipient=recipient,
                     subject=subject,
                     body=body or "",
@@ -69,9 +76,17 @@ def _text_part(mail: EmailMessage, subtype: str) -> str | None:
     return content
 
 
-def create_smtp_controller(store: MessageStore, faults: FaultInjector, host: str, port: int) -> Controller:
+def create_smtp_controller(
+    store: MessageStore,
+    faults: FaultInjector,
+    host: str,
+    port: int,
+    *,
+    account: str = "primary",
+    provider: str = "smtp",
+) -> Controller:
     return Controller(
-        SandboxSmtpHandler(store, faults),
+        SandboxSmtpHandler(store, faults, account=account, provider=provider),
         hostname=host,
         port=port,
         server_hostname=SERVER_HOSTNAME,

@@ -52,6 +52,44 @@ class SmtpSettings(BaseSettings):
     message_id_domain: str = Field(
         "pulse.localhost", description="Domain part of the stable Message-ID header."
     )
+    secondary_host: str | None = Field(
+        None, description="Host of a secondary SMTP relay to fail over to; no failover when empty."
+    )
+    secondary_port: int | None = Field(
+        None, description="Port of the secondary relay (default: the primary's)."
+    )
+    secondary_username: str | None = Field(
+        None, description="SMTP login user of the secondary relay (default: the primary's)."
+    )
+    secondary_password: SecretStr | None = Field(
+        None, description="SMTP login password of the secondary relay (default: the primary's)."
+    )
+    secondary_starttls: bool | None = Field(
+        None, description="STARTTLS towards the secondary relay (default: the primary's setting)."
+    )
+    secondary_use_tls: bool | None = Field(
+        None, description="Implicit TLS towards the secondary relay (default: the primary's setting)."
+    )
+
+    def secondary(self) -> "SmtpSettings | None":
+        """The secondary relay as settings of its own, if one is configured."""
+        if not self.secondary_host:
+            return None
+
+        def pick(value: object, default: object) -> object:
+            return default if value is None else value
+
+        return self.model_copy(
+            update={
+                "host": self.secondary_host,
+                "port": pick(self.secondary_port, self.port),
+                "username": pick(self.secondary_username, self.username),
+                "password": pick(self.secondary_password, self.password),
+                "starttls": pick(self.secondary_starttls, self.starttls),
+                "use_tls": pick(self.secondary_use_tls, self.use_tls),
+                "secondary_host": None,
+            }
+        )
 
 
 class TwilioSettings(BaseSettings):
@@ -109,6 +147,28 @@ class FcmSettings(BaseSettings):
         "(needs the optional `google-auth` package).",
     )
     timeout_seconds: float = Field(10.0, description="Connect and read timeout of one API request.")
+    secondary_base_url: str | None = Field(
+        None, description="Base URL of a secondary FCM project to fail over to; no failover when empty."
+    )
+    secondary_project_id: str | None = Field(
+        None, description="Firebase project id of the secondary (default: the primary's)."
+    )
+    secondary_access_token: SecretStr | None = Field(
+        None, description="Static bearer token of the secondary (default: the primary's)."
+    )
+
+    def secondary(self) -> "FcmSettings | None":
+        """The secondary project as settings of its own, if one is configured."""
+        if not self.secondary_base_url:
+            return None
+        return self.model_copy(
+            update={
+                "base_url": self.secondary_base_url,
+                "project_id": self.secondary_project_id or self.project_id,
+                "access_token": self.secondary_access_token or self.access_token,
+                "secondary_base_url": None,
+            }
+        )
 
 
 class WebhookSettings(BaseSettings):

@@ -67,8 +67,9 @@ def test_a_push_message_reaches_the_sandbox_with_the_bearer_token(
     seen: list[httpx.Request] = []
     provider = _provider(url, project_id="my-project", access_token=SecretStr("secret-token"))
     provider._client.event_hooks["request"].append(seen.append)
-    provider.send(_claim())
+    details = provider.send(_claim())
 
+    assert details["message_name"].startswith("projects/my-project/messages/")
     [request] = seen
     assert request.url.path == "/v1/projects/my-project/messages:send"
     assert request.headers["Authorization"] == "Bearer secret-token"

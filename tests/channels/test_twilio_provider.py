@@ -68,7 +68,7 @@ def test_an_sms_and_a_whatsapp_message_reach_the_sandbox(
 ) -> None:
     url, store, _ = sandbox
     provider = _provider(url)
-    provider.send(_claim(Channel.SMS, "Hello by SMS"))
+    sms_details = provider.send(_claim(Channel.SMS, "Hello by SMS"))
     provider.send(_claim(Channel.WHATSAPP, "Hello by WhatsApp"))
 
     items, _ = store.search(limit=10)
@@ -79,6 +79,15 @@ def test_an_sms_and_a_whatsapp_message_reach_the_sandbox(
     assert whatsapp["headers"]["To"] == "whatsapp:+14155550100"
     assert whatsapp["headers"]["From"] == "whatsapp:+15005550006"
     assert whatsapp["provider"] == "twilio"
+    # What the attempt keeps: Twilio's message sid and the segments the carrier bills.
+    assert sms_details["message_sid"].startswith("SM")
+    assert (sms_details["segments"], sms_details["encoding"]) == (1, "GSM-7")
+
+
+def test_a_ucs2_sms_reports_its_segments(sandbox: tuple[str, MessageStore, FaultInjector]) -> None:
+    url, _, _ = sandbox
+    details = _provider(url).send(_claim(body="Ж" * 71))
+    assert (details["segments"], details["encoding"]) == (2, "UCS-2")
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])

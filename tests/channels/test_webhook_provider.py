@@ -56,7 +56,7 @@ def _claim(url: str, notification_id: uuid.UUID | None = None) -> Claim:
 def test_a_delivery_is_signed_per_standard_webhooks(receiver: tuple[str, MessageStore]) -> None:
     url, store = receiver
     claim = _claim(f"{url}/webhooks/orders")
-    _provider().send(claim)
+    assert _provider().send(claim) == {"status": 200}
     [message] = store.search(channel="webhook", limit=10)[0]
     assert message["recipient"] == "/webhooks/orders"
     headers = message["headers"]

@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from pulse.delivery.circuit import (
     CircuitState,
     ProviderChain,
     ProvidersUnavailable,
+    Sent,
 )
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, TransientProviderError
@@ -28,18 +30,20 @@ class Clock:
 
 
 class ScriptedProvider:
-    """Answers each send with the next outcome of its script (None = accepted)."""
+    """Answers each send with the next outcome of its script (None = accepted); reports `details`."""
 
-    def __init__(self, name: str, *outcomes: Exception | None) -> None:
+    def __init__(self, name: str, *outcomes: Exception | None, details: dict[str, Any] | None = None) -> None:
         self.name = name
         self._outcomes = list(outcomes)
+        self._details = details
         self.sent = 0
 
-    def send(self, claim: Claim) -> None:
+    def send(self, claim: Claim) -> dict[str, Any] | None:
         self.sent += 1
         outcome = self._outcomes.pop(0) if self._outcomes else None
         if outcome is not None:
             raise outcome
+        return self._details
 
 
 CLAIM = Claim(
@@ -101,12 +105,18 @@ def test_a_breaker_opens_when_half_of_the_recent_calls_failed() -> None:
 
 
 def test_a_transient_failure_fails_over_to_the_secondary_within_the_same_attempt() -> None:
-    primary = ScriptedProvider("primary", TransientProviderError("503"))
-    secondary = ScriptedProvider("secondary")
+    primary = ScriptedProvider("primary", TransientProviderError("503"), details={"by": "primary"})
+    secondary = ScriptedProvider("secondary", details={"by": "secondary"})
     chain = ProviderChain([primary, secondary], SETTINGS)
 
-    assert chain.send(CLAIM) == "secondary"
+    assert chain.send(CLAIM) == Sent("secondary", {"by": "secondary"})
     assert (primary.sent, secondary.sent) == (1, 1)
+
+
+def test_a_provider_reporting_nothing_gives_empty_details() -> None:
+    chain = ProviderChain([ScriptedProvider("only")], SETTINGS)
+
+    assert chain.send(CLAIM) == Sent("only", {})
 
 
 def test_a_permanent_failure_does_not_fail_over() -> None:

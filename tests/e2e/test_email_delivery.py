@@ -74,6 +74,7 @@ def test_an_accepted_email_arrives_and_is_marked_delivered(
     assert message["body"].strip() == "Thanks for your order."  # type: ignore[union-attr]
     assert message["html"].strip() == "<p>Thanks for your order.</p>"  # type: ignore[union-attr]
     assert message["headers"]["Message-ID"] == f"<{notification_id}@pulse.localhost>"  # type: ignore[index]
+    assert attempt["details"] == {"message_id": message["headers"]["Message-ID"]}  # type: ignore[index]
 
 
 def test_a_permanent_smtp_refusal_fails_the_notification_into_the_dead_letter_queue(
@@ -88,6 +89,7 @@ def test_a_permanent_smtp_refusal_fails_the_notification_into_the_dead_letter_qu
     assert "550" in str(failed["last_error"])
     [attempt] = failed["attempts"]  # type: ignore[misc]
     assert attempt["outcome"] == "failed"
+    assert attempt["details"] == {}
     assert _messages_to(sandbox, recipient) == []
     wait_until(
         lambda: notification_id in _dead_lettered_ids(stack.infrastructure.broker_url, "pulse.email.dead"),
@@ -112,7 +114,8 @@ def test_a_transient_smtp_failure_is_retried_after_a_backoff_and_then_delivered(
     stack: Stack, tenant: Tenant, sandbox: httpx.Client
 ) -> None:
     recipient = f"greylisted-{uuid.uuid4().hex[:8]}@example.com"
-    sandbox.post("/api/faults", json={"endpoint": "smtp", "status": 451, "fail_next": 1}).raise_for_status()
+    # Two failures: the primary relay's and then the secondary's, so that the attempt fails.
+    sandbox.post("/api/faults", json={"endpoint": "smtp", "status": 451, "fail_next": 2}).raise_for_status()
     with stack.client(tenant.api_key) as client:
         notification_id = client.post("/v1/notifications", json=_email(recipient)).json()["id"]
         retrying = _wait_for_status(client, notification_id, "retrying")

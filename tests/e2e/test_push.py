@@ -113,13 +113,15 @@ def test_an_unavailable_fcm_is_retried_then_delivered(
     stack: Stack, tenant: Tenant, sandbox: httpx.Client
 ) -> None:
     token = _device_token()
-    sandbox.post("/api/faults", json={"endpoint": "fcm", "status": 503, "fail_next": 1}).raise_for_status()
+    # Two failures: the primary project's and then the secondary's, so that the attempt fails.
+    sandbox.post("/api/faults", json={"endpoint": "fcm", "status": 503, "fail_next": 2}).raise_for_status()
     with stack.client(tenant.api_key) as client:
         delivered = _wait_for_status(client, _send(client, token), "delivered")
 
     assert delivered["attempt_count"] == 2
     first, second = delivered["attempts"]
-    assert (first["outcome"], first["provider"]) == ("failed", "fcm")
+    # Both failed; the attempt names the last provider tried.
+    assert (first["outcome"], first["provider"]) == ("failed", "fcm-secondary")
     assert "FCM 503 (UNAVAILABLE)" in first["error"]
     assert (second["outcome"], second["provider"]) == ("delivered", "fcm")
     assert len(_messages(sandbox, token)) == 1

@@ -67,6 +67,13 @@ def test_an_sms_and_a_whatsapp_message_arrive_and_are_marked_delivered(
         [attempt] = notification["attempts"]
         assert (attempt["outcome"], attempt["provider"]) == ("delivered", "twilio")
     assert delivered[1]["recipient"] == whatsapp_to  # stored in E.164, without the prefix
+    # The segments the carrier bills are recorded with the attempt.
+    sms_details = delivered[0]["attempts"][0]["details"]
+    assert (sms_details["segments"], sms_details["encoding"]) == (1, "GSM-7")
+    assert sms_details["message_sid"].startswith("SM")
+    # The emoji needs UCS-2 (26 characters + a surrogate pair: still one segment).
+    whatsapp_details = delivered[1]["attempts"][0]["details"]
+    assert (whatsapp_details["segments"], whatsapp_details["encoding"]) == (1, "UCS-2")
 
     [sms] = _messages(sandbox, "sms", sms_to)
     assert sms["body"] == "Your code is 123456"
@@ -75,6 +82,19 @@ def test_an_sms_and_a_whatsapp_message_arrive_and_are_marked_delivered(
     assert whatsapp["body"] == "Your parcel is on its way 📦"
     assert whatsapp["headers"]["To"] == f"whatsapp:{whatsapp_to}"
     assert whatsapp["headers"]["From"] == "whatsapp:+15005550006"
+
+
+def test_a_ucs2_sms_over_70_characters_is_recorded_as_two_segments(
+    stack: Stack, tenant: Tenant, sandbox: httpx.Client
+) -> None:
+    body = "Привет " * 10 + "Ж"  # Cyrillic needs UCS-2: 71 characters, one over a single SMS
+    assert len(body) == 71
+    with stack.client(tenant.api_key) as client:
+        delivered = _wait_for_status(client, _send(client, "sms", _phone_number(), body), "delivered")
+
+    [attempt] = delivered["attempts"]
+    assert attempt["outcome"] == "delivered"
+    assert (attempt["details"]["segments"], attempt["details"]["encoding"]) == (2, "UCS-2")
 
 
 def test_a_permanent_twilio_error_fails_the_notification_into_the_dead_letter_queue(
@@ -89,6 +109,7 @@ def test_a_permanent_twilio_error_fails_the_notification_into_the_dead_letter_qu
     assert "Twilio 400 (code 21211)" in failed["last_error"]
     [attempt] = failed["attempts"]
     assert (attempt["outcome"], attempt["provider"]) == ("failed", "twilio")
+    assert attempt["details"] == {}
     assert _messages(sandbox, "sms", recipient) == []
     wait_until(
         lambda: notification_id in _dead_lettered_ids(stack.infrastructure.broker_url, "pulse.sms.dead"),

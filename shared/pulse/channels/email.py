@@ -13,6 +13,7 @@ from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import formataddr, formatdate, parseaddr
+from typing import Any
 
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, TransientProviderError
@@ -52,13 +53,12 @@ def _text_part(content: str, subtype: str) -> MIMENonMultipart:
 
 
 class SmtpProvider:
-    name = "smtp"
-
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(self, settings: SmtpSettings, *, name: str = "smtp") -> None:
+        self.name = name
         self._settings = settings
         self._local = threading.local()
 
-    def send(self, claim: Claim) -> None:
+    def send(self, claim: Claim) -> dict[str, Any]:
         message = build_message(
             claim, sender=self._settings.from_address, message_id_domain=self._settings.message_id_domain
         )
@@ -80,6 +80,7 @@ class SmtpProvider:
         except (OSError, smtplib.SMTPException) as error:
             self._drop_connection()
             raise TransientProviderError(f"SMTP connection failed: {error}") from error
+        return {"message_id": message["Message-ID"]}
 
     def close(self) -> None:
         self._drop_connection()

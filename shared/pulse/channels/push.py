@@ -58,7 +58,7 @@ class FcmProvider:
         )
         self._path = f"/v1/projects/{settings.project_id}/messages:send"
 
-    def send(self, claim: Claim) -> None:
+    def send(self, claim: Claim) -> dict[str, Any]:
         try:
             response = self._client.post(
                 self._path,
@@ -68,6 +68,7 @@ class FcmProvider:
         except httpx.TransportError as error:  # timeouts, refused or dropped connections
             raise TransientProviderError(f"FCM request failed: {error!r}") from error
         if response.is_success:
+            details = {"message_name": json_object(response).get("name")}
             log.info(
                 "accepted by %s",
                 self.name,
@@ -75,10 +76,10 @@ class FcmProvider:
                     "notification_id": str(claim.notification_id),
                     "channel": str(claim.channel),
                     "provider": self.name,
-                    "message_name": json_object(response).get("name"),
+                    **details,
                 },
             )
-            return
+            return details
         refusal = _classify(response)
         if isinstance(refusal, _InvalidToken):
             self._report_invalid(claim.recipient, refusal.reason)

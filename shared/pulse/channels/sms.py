@@ -6,7 +6,7 @@ Twilio answers 201 once it has queued the message; a 429 or 5xx is worth trying 
 """
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -65,7 +65,7 @@ class TwilioProvider:
         )
         self._path = f"/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
 
-    def send(self, claim: Claim) -> None:
+    def send(self, claim: Claim) -> dict[str, Any]:
         body: str = claim.content["body"]
         prefix = "whatsapp:" if claim.channel is Channel.WHATSAPP else ""
         form = {"To": prefix + claim.recipient, "From": prefix + self._settings.from_number, "Body": body}
@@ -75,6 +75,11 @@ class TwilioProvider:
             raise TransientProviderError(f"Twilio request failed: {error!r}") from error
         if response.is_success:
             encoding, segments = sms_segments(body)
+            details = {
+                "message_sid": json_object(response).get("sid"),
+                "segments": segments,
+                "encoding": encoding,
+            }
             log.info(
                 "accepted by %s",
                 self.name,
@@ -82,12 +87,10 @@ class TwilioProvider:
                     "notification_id": str(claim.notification_id),
                     "channel": str(claim.channel),
                     "provider": self.name,
-                    "message_sid": json_object(response).get("sid"),
-                    "segments": segments,
-                    "encoding": encoding,
+                    **details,
                 },
             )
-            return
+            return details
         raise _classify(response)
 
     def close(self) -> None:

@@ -112,7 +112,7 @@ class WebhookProvider:
             headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
         )
 
-    def send(self, claim: Claim) -> None:
+    def send(self, claim: Claim) -> dict[str, Any]:
         url = claim.recipient
         try:
             if self._resolver is None:
@@ -143,7 +143,7 @@ class WebhookProvider:
                     "status": response.status_code,
                 },
             )
-            return
+            return {"status": response.status_code}
         raise _classify(response)
 
     def close(self) -> None:

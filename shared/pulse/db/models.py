@@ -174,6 +174,8 @@ class DeliveryAttempt(Base):
     provider: Mapped[str] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
+    # What the provider reported (e.g. an SMS's segments and encoding); {} for failed attempts.
+    details: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
 
     __table_args__ = (UniqueConstraint("notification_id", "number"),)
 

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from pulse.delivery.providers import Claim, Provider
 from pulse.errors import PermanentProviderError, TransientProviderError
@@ -105,6 +106,14 @@ class CircuitBreaker:
         CIRCUIT_STATE.labels(self.provider).set(int(state))
 
 
+@dataclass(frozen=True)
+class Sent:
+    """Which provider took the message, and what it reported about it."""
+
+    provider: str
+    details: dict[str, Any]
+
+
 class ProvidersUnavailable(TransientProviderError):
     """Every provider of the channel is refusing calls (their circuits are open)."""
 
@@ -125,15 +134,15 @@ class ProviderChain:
         wait = min(breaker.wait_seconds() for _, breaker in self._links)
         return 0 if wait <= 0 else max(1, math.ceil(wait))
 
-    def send(self, claim: Claim) -> str:
-        """Deliver through the first provider that takes it; returns that provider's name."""
+    def send(self, claim: Claim) -> Sent:
+        """Deliver through the first provider that takes it; returns its name and what it reported."""
         failure: TransientProviderError | None = None
         for provider, breaker in self._links:
             if not breaker.allow():
                 continue
             started = time.perf_counter()
             try:
-                provider.send(claim)
+                details = provider.send(claim)
             except PermanentProviderError as error:
                 breaker.record_success()  # It answered: the provider is healthy, the message is not.
                 error.provider = provider.name
@@ -146,7 +155,7 @@ class ProviderChain:
             finally:
                 PROVIDER_REQUEST.labels(claim.channel, provider.name).observe(time.perf_counter() - started)
             breaker.record_success()
-            return provider.name
+            return Sent(provider.name, details or {})
         if failure is not None:
             raise failure
         raise ProvidersUnavailable(f"every provider's circuit is open ({', '.join(self.names)})")

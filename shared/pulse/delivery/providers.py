@@ -23,8 +23,11 @@ class Claim:
 
 
 class Provider(Protocol):
-    """Something that delivers a claimed notification, raising a ProviderError when it cannot."""
+    """Something that delivers a claimed notification, raising a ProviderError when it cannot.
+
+    `send` returns what is worth keeping with the attempt (a message id, an SMS's segment count), or
+    None when there is nothing."""
 
     name: str
 
-    def send(self, claim: Claim) -> None: ...
+    def send(self, claim: Claim) -> dict[str, Any] | None: ...

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -132,9 +133,11 @@ def record_attempt(
     started_at: datetime,
     error: str | None,
     retry_in_seconds: int | None = None,
+    details: dict[str, Any] | None = None,
 ) -> datetime:
-    """Store the attempt and move the notification on: delivered, retrying (when `retry_in_seconds`
-    is given) or failed. Returns when the attempt finished."""
+    """Store the attempt (with what the provider reported, `details`) and move the notification on:
+    delivered, retrying (when `retry_in_seconds` is given) or failed. Returns when the attempt
+    finished."""
     finished_at = datetime.now(UTC)
     next_attempt_at = None
     if error is None:
@@ -154,6 +157,7 @@ def record_attempt(
             "provider": provider,
             "outcome": Outcome.DELIVERED if error is None else Outcome.FAILED,
             "error": error,
+            "details": details or {},
         },
     )
     session.execute(
@@ -213,8 +217,10 @@ def deliver(
 
     started_at = datetime.now(UTC)
     error: ProviderError | None = None
+    details: dict[str, Any] = {}
     try:
-        provider = providers.send(claim)
+        sent = providers.send(claim)
+        provider, details = sent.provider, sent.details
     except ProviderError as raised:
         error, provider = raised, raised.provider or providers.names[0]
 
@@ -233,6 +239,7 @@ def deliver(
                 started_at=started_at,
                 error=None if error is None else str(error),
                 retry_in_seconds=retry_in,
+                details=details,
             )
 
     finished_at = record()

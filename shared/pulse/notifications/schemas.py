@@ -158,6 +158,10 @@ class DeliveryAttemptOut(BaseModel):
     provider: str
     outcome: str
     error: str | None
+    details: dict[str, Any] = Field(
+        description="What the provider reported, e.g. an SMS's `segments` and `encoding`, an email's "
+        "`message_id`; empty for failed attempts."
+    )
 
 
 class NotificationOut(BaseModel):
