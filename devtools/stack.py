@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,8 +236,10 @@ def running_stack(
     infrastructure: Infrastructure,
     log_dir: Path,
     extra_env: dict[str, str] | Callable[[Stack], dict[str, str]] | None = None,
+    services: Sequence[str] = tuple(SERVICES),
 ) -> Iterator[Stack]:
-    """Start every service on free ports against `infrastructure`; stop them (SIGTERM) on exit.
+    """Start `services` (default: all) on free ports against `infrastructure`; stop them (SIGTERM)
+    on exit.
 
     `extra_env` may be a function of the stack, for values that name its ports (say, its sandbox URL).
     """
@@ -279,7 +281,7 @@ def running_stack(
     stack.env.update((extra_env(stack) if callable(extra_env) else extra_env) or {})
     log_dir.mkdir(parents=True, exist_ok=True)
     try:
-        stack.start(*SERVICES)
+        stack.start(*services)
         yield stack
     finally:
         stack.stop_all()
