@@ -46,6 +46,19 @@ def infrastructure() -> Iterator[Infrastructure]:
         yield infrastructure
 
 
+def wait_for_status(client: Any, notification_id: str, status: str, timeout: float = 30) -> dict[str, Any]:
+    """Poll GET /v1/notifications/{id} until the notification has `status`; return it."""
+
+    def reached() -> dict[str, Any] | None:
+        body: dict[str, Any] = client.get(f"/v1/notifications/{notification_id}").json()
+        return body if body["status"] == status else None
+
+    found: dict[str, Any] = wait_until(
+        reached, timeout=timeout, what=f"notification {notification_id} to be {status}"
+    )
+    return found
+
+
 def wait_until(condition: Callable[[], Any], *, timeout: float = 30.0, what: str = "") -> Any:
     """Poll `condition` until it returns something truthy; fail the test at the deadline."""
     try:

@@ -19,8 +19,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
 from devtools.stack import Stack
-from tests.conftest import Tenant
-from tests.e2e.test_email_delivery import _email, _wait_for_status
+from tests.conftest import Tenant, wait_for_status
+from tests.e2e.test_email_delivery import _email
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -142,10 +142,10 @@ def test_the_dashboard_shows_the_tenant_s_figures_recent_notifications_and_queue
         sandbox.post(
             "/api/faults", json={"endpoint": "smtp", "status": 550, "fail_next": 1}
         ).raise_for_status()
-        _wait_for_status(client, _send(client, failing), "failed")
+        wait_for_status(client, _send(client, failing), "failed")
         sandbox.delete("/api/faults").raise_for_status()
         for notification_id in [_send(client, recipient) for recipient in delivered]:
-            _wait_for_status(client, notification_id, "delivered")
+            wait_for_status(client, notification_id, "delivered")
 
     browser.get(f"{stack.api_url}/dashboard")
     _enter_key(browser, tenant.api_key)

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from devtools.stack import Stack
-from tests.conftest import Tenant, wait_until
-from tests.e2e.test_email_delivery import _dead_lettered_ids, _email, _messages_to, _wait_for_status
+from tests.conftest import Tenant, wait_for_status, wait_until
+from tests.e2e.test_email_delivery import _dead_lettered_ids, _email, _messages_to
 
 PROBLEM_JSON = "application/problem+json"
 DEAD_QUEUE = "pulse.email.dead"
@@ -46,7 +46,7 @@ def _send_and_fail(stack: Stack, tenant: Tenant, sandbox: httpx.Client, prefix: 
     _fail_next(sandbox)
     with stack.client(tenant.api_key) as client:
         notification_id = _send(client, _recipient(prefix))
-        _wait_for_status(client, notification_id, "failed")
+        wait_for_status(client, notification_id, "failed")
     return notification_id
 
 
@@ -117,7 +117,7 @@ def test_a_replayed_notification_is_delivered_keeps_its_history_and_leaves_the_d
     _fail_next(sandbox)
     with stack.client(tenant.api_key) as client:
         notification_id = _send(client, recipient)
-        _wait_for_status(client, notification_id, "failed")
+        wait_for_status(client, notification_id, "failed")
         wait_until(
             lambda: _copies_in_dead_queue(stack, notification_id) == 1,
             timeout=10,
@@ -130,7 +130,7 @@ def test_a_replayed_notification_is_delivered_keeps_its_history_and_leaves_the_d
         assert response.json()["status"] == "queued"
         assert response.json()["failed_at"] is None
 
-        delivered = _wait_for_status(client, notification_id, "delivered")
+        delivered = wait_for_status(client, notification_id, "delivered")
         still_listed = _listed_ids(client)
 
     failed_attempt, delivered_attempt = delivered["attempts"]  # type: ignore[misc]
@@ -154,7 +154,7 @@ def test_a_replay_grants_a_fresh_attempt_budget(stack: Stack, tenant: Tenant, sa
     sandbox.post("/api/faults", json={"endpoint": "smtp", "status": 421, "rate": 1.0}).raise_for_status()
     with stack.client(tenant.api_key) as client:
         notification_id = _send(client, recipient, priority="low")  # 3 attempts
-        first = _wait_for_status(client, notification_id, "failed")
+        first = wait_for_status(client, notification_id, "failed")
 
         assert client.post(f"/v1/dead-letters/{notification_id}/replay").status_code == 202
         second = wait_until(
@@ -176,7 +176,7 @@ def test_a_replay_grants_a_fresh_attempt_budget(stack: Stack, tenant: Tenant, sa
 
         sandbox.delete("/api/faults").raise_for_status()
         assert client.post(f"/v1/dead-letters/{notification_id}/replay").status_code == 202
-        delivered = _wait_for_status(client, notification_id, "delivered")
+        delivered = wait_for_status(client, notification_id, "delivered")
 
     assert [attempt["outcome"] for attempt in first["attempts"]] == ["failed"] * 3  # type: ignore[union-attr]
     assert [attempt["outcome"] for attempt in second["attempts"]] == ["failed"] * 6
@@ -200,8 +200,8 @@ def test_a_bulk_replay_requeues_only_this_tenant_s_failures_of_the_channel_since
         in_range = [_send(client, _recipient("bulk")) for _ in range(2)]
         other_tenants = _send(other_client, _recipient("other"))
         for notification_id in in_range:
-            _wait_for_status(client, notification_id, "failed")
-        _wait_for_status(other_client, other_tenants, "failed")
+            wait_for_status(client, notification_id, "failed")
+        wait_for_status(other_client, other_tenants, "failed")
 
         response = client.post(
             "/v1/dead-letters/replay", json={"channel": "email", "since": since.isoformat()}
@@ -209,7 +209,7 @@ def test_a_bulk_replay_requeues_only_this_tenant_s_failures_of_the_channel_since
         assert response.status_code == 202, response.text
         result = response.json()
 
-        delivered = [_wait_for_status(client, notification_id, "delivered") for notification_id in in_range]
+        delivered = [wait_for_status(client, notification_id, "delivered") for notification_id in in_range]
         before_status = client.get(f"/v1/notifications/{before}").json()["status"]
         other_status = other_client.get(f"/v1/notifications/{other_tenants}").json()["status"]
         still_listed = _listed_ids(client)
@@ -230,7 +230,7 @@ def test_replay_errors(stack: Stack, make_tenant: Callable[..., Tenant], sandbox
 
     with stack.client(tenant.api_key) as client:
         delivered = _send(client, _recipient("fine"))
-        _wait_for_status(client, delivered, "delivered")
+        wait_for_status(client, delivered, "delivered")
 
         conflict = _assert_problem(client.post(f"/v1/dead-letters/{delivered}/replay"), 409)
         assert "delivered" in conflict["detail"]

@@ -18,7 +18,7 @@ from pulse.db.models import Notification
 from pulse.messaging.publisher import publish_notification
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
-from tests.conftest import Tenant, wait_until
+from tests.conftest import Tenant, wait_for_status, wait_until
 
 
 @pytest.fixture
@@ -34,14 +34,6 @@ def _email(recipient: str, **content: str) -> dict[str, object]:
         "recipient": recipient,
         "content": {"subject": "Your receipt", "body": "Thanks for your order.", **content},
     }
-
-
-def _wait_for_status(client: httpx.Client, notification_id: str, status: str) -> dict[str, object]:
-    def reached() -> dict[str, object] | None:
-        body: dict[str, object] = client.get(f"/v1/notifications/{notification_id}").json()
-        return body if body["status"] == status else None
-
-    return wait_until(reached, timeout=30, what=f"notification {notification_id} to be {status}")
 
 
 def _messages_to(sandbox: httpx.Client, recipient: str) -> list[dict[str, object]]:
@@ -62,7 +54,7 @@ def test_an_accepted_email_arrives_and_is_marked_delivered(
         assert response.status_code == 202, response.text
         notification_id = response.json()["id"]
 
-        delivered = _wait_for_status(client, notification_id, "delivered")
+        delivered = wait_for_status(client, notification_id, "delivered")
 
     assert delivered["attempt_count"] == 1
     [attempt] = delivered["attempts"]  # type: ignore[misc]
@@ -84,7 +76,7 @@ def test_a_permanent_smtp_refusal_fails_the_notification_into_the_dead_letter_qu
     sandbox.post("/api/faults", json={"endpoint": "smtp", "status": 550, "fail_next": 1}).raise_for_status()
     with stack.client(tenant.api_key) as client:
         notification_id = client.post("/v1/notifications", json=_email(recipient)).json()["id"]
-        failed = _wait_for_status(client, notification_id, "failed")
+        failed = wait_for_status(client, notification_id, "failed")
 
     assert "550" in str(failed["last_error"])
     [attempt] = failed["attempts"]  # type: ignore[misc]
@@ -118,8 +110,8 @@ def test_a_transient_smtp_failure_is_retried_after_a_backoff_and_then_delivered(
     sandbox.post("/api/faults", json={"endpoint": "smtp", "status": 451, "fail_next": 2}).raise_for_status()
     with stack.client(tenant.api_key) as client:
         notification_id = client.post("/v1/notifications", json=_email(recipient)).json()["id"]
-        retrying = _wait_for_status(client, notification_id, "retrying")
-        delivered = _wait_for_status(client, notification_id, "delivered")
+        retrying = wait_for_status(client, notification_id, "retrying")
+        delivered = wait_for_status(client, notification_id, "delivered")
 
     assert retrying["next_attempt_at"] is not None
     assert "451" in str(retrying["last_error"])
@@ -138,7 +130,7 @@ def test_a_notification_that_keeps_failing_is_dead_lettered_after_its_priority_s
         notification_id = client.post(
             "/v1/notifications", json={**_email(recipient), "priority": "low"}
         ).json()["id"]
-        failed = _wait_for_status(client, notification_id, "failed")
+        failed = wait_for_status(client, notification_id, "failed")
 
     assert [attempt["outcome"] for attempt in failed["attempts"]] == ["failed"] * 3  # type: ignore[union-attr]
     assert failed["failed_at"] is not None
@@ -170,7 +162,7 @@ def test_a_notification_whose_publish_never_happened_is_published_by_the_outbox_
     with transaction(session_factory) as session:
         notification_id = _accept_without_publishing(session, tenant, recipient, sweep_after=timedelta(0))
     with stack.client(tenant.api_key) as client:
-        _wait_for_status(client, str(notification_id), "delivered")
+        wait_for_status(client, str(notification_id), "delivered")
     assert len(_messages_to(sandbox, recipient)) == 1
 
 
@@ -190,7 +182,7 @@ def test_a_claim_left_by_a_killed_worker_expires_and_the_notification_is_deliver
             .values(status="sending", attempt_count=1, claimed_until=datetime.now(UTC) - timedelta(seconds=1))
         )
     with stack.client(tenant.api_key) as client:
-        delivered = _wait_for_status(client, str(notification_id), "delivered")
+        delivered = wait_for_status(client, str(notification_id), "delivered")
 
     lost, succeeded = delivered["attempts"]  # type: ignore[misc]
     assert (lost["outcome"], succeeded["outcome"]) == ("failed", "delivered")
@@ -205,7 +197,7 @@ def test_a_duplicated_message_does_not_send_twice(
     skipped = 'pulse_deliveries_skipped_total{channel="email"}'
     with stack.client(tenant.api_key) as client:
         notification_id = client.post("/v1/notifications", json=_email(recipient)).json()["id"]
-        _wait_for_status(client, notification_id, "delivered")
+        wait_for_status(client, notification_id, "delivered")
         skipped_before = metric_value(stack.metrics_url("email_worker"), skipped)
 
         for _ in range(2):

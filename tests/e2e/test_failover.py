@@ -12,10 +12,9 @@ import httpx
 import pytest
 
 from devtools.stack import Stack, metric_value
-from tests.conftest import PRIMARY_FCM_PROJECT, Tenant, wait_until
+from tests.conftest import PRIMARY_FCM_PROJECT, Tenant, wait_for_status, wait_until
 from tests.e2e.test_email_delivery import _email, _messages_to
 from tests.e2e.test_push import _device_token, _messages, _push
-from tests.e2e.test_sms import _wait_for_status
 from tests.e2e.test_webhooks import _path, _received
 from tests.e2e.test_webhooks import _send as _send_webhook
 
@@ -49,7 +48,7 @@ def test_a_failing_primary_smtp_relay_fails_over_to_the_secondary_within_the_att
     fault = {"endpoint": "smtp", "status": 421, "fail_next": 1, "account": "primary"}
     sandbox.post("/api/faults", json=fault).raise_for_status()
     with stack.client(tenant.api_key) as client:
-        delivered = _wait_for_status(client, _accepted(client, _email(recipient)), "delivered")
+        delivered = wait_for_status(client, _accepted(client, _email(recipient)), "delivered")
 
     assert delivered["attempt_count"] == 1
     [attempt] = delivered["attempts"]
@@ -65,7 +64,7 @@ def test_a_failing_primary_fcm_project_fails_over_to_the_secondary_within_the_at
     fault = {"endpoint": "fcm", "status": 503, "fail_next": 1, "account": PRIMARY_FCM_PROJECT}
     sandbox.post("/api/faults", json=fault).raise_for_status()
     with stack.client(tenant.api_key) as client:
-        delivered = _wait_for_status(client, _accepted(client, _push(token)), "delivered")
+        delivered = wait_for_status(client, _accepted(client, _push(token)), "delivered")
 
     assert delivered["attempt_count"] == 1
     [attempt] = delivered["attempts"]
@@ -98,14 +97,14 @@ def test_the_fcm_circuit_opens_when_both_projects_fail_and_closes_once_fcm_recov
         sandbox.delete("/api/faults").raise_for_status()
 
         for notification_id in waiting:
-            delivered = _wait_for_status(client, notification_id, "delivered")
+            delivered = wait_for_status(client, notification_id, "delivered")
             assert delivered["attempt_count"] < 6  # the open circuits kept them from using up their attempts
 
         def probe() -> None:
-            _wait_for_status(client, _critical_push(client), "delivered")
+            wait_for_status(client, _critical_push(client), "delivered")
 
         _wait_for_closure(stack, "push_worker", FCM_CIRCUIT, probe, "fcm")
-        [attempt] = _wait_for_status(client, _critical_push(client), "delivered")["attempts"]
+        [attempt] = wait_for_status(client, _critical_push(client), "delivered")["attempts"]
         assert attempt["provider"] == "fcm"
 
 
@@ -123,11 +122,11 @@ def test_the_webhook_circuit_opens_under_failures_and_closes_once_receivers_reco
         sandbox.delete("/api/faults").raise_for_status()
 
         for notification_id in waiting:
-            _wait_for_status(client, notification_id, "delivered")
+            wait_for_status(client, notification_id, "delivered")
         for path in paths:
             assert len(_received(sandbox, path)) == 1
 
         def probe() -> None:
-            _wait_for_status(client, _send_webhook(client, stack.sandbox_url + _path()), "delivered")
+            wait_for_status(client, _send_webhook(client, stack.sandbox_url + _path()), "delivered")
 
         _wait_for_closure(stack, "webhook_worker", WEBHOOK_CIRCUIT, probe, "webhook")

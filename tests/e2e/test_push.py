@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from devtools.stack import Stack
-from tests.conftest import Tenant, wait_until
+from tests.conftest import Tenant, wait_for_status, wait_until
 from tests.e2e.test_email_delivery import _dead_lettered_ids
 
 
@@ -38,15 +38,6 @@ def _send(client: httpx.Client, recipient: str) -> str:
     return notification_id
 
 
-def _wait_for_status(client: httpx.Client, notification_id: str, status: str) -> dict:
-    def reached() -> dict | None:
-        body: dict = client.get(f"/v1/notifications/{notification_id}").json()
-        return body if body["status"] == status else None
-
-    found: dict = wait_until(reached, timeout=30, what=f"notification {notification_id} to be {status}")
-    return found
-
-
 def _messages(sandbox: httpx.Client, recipient: str) -> list[dict]:
     params = {"channel": "push", "recipient": recipient}
     items: list[dict] = sandbox.get("/api/messages", params=params).json()["items"]
@@ -58,7 +49,7 @@ def test_a_push_notification_arrives_and_is_marked_delivered(
 ) -> None:
     token = _device_token()
     with stack.client(tenant.api_key) as client:
-        delivered = _wait_for_status(client, _send(client, token), "delivered")
+        delivered = wait_for_status(client, _send(client, token), "delivered")
 
     [attempt] = delivered["attempts"]
     assert (attempt["outcome"], attempt["provider"]) == ("delivered", "fcm")
@@ -87,7 +78,7 @@ def test_an_unregistered_token_fails_and_is_then_refused_by_the_gateway(
     token = f"invalid-{secrets.token_hex(8)}"
     with stack.client(tenant.api_key) as client:
         notification_id = _send(client, token)
-        failed = _wait_for_status(client, notification_id, "failed")
+        failed = wait_for_status(client, notification_id, "failed")
         assert "FCM 404 (UNREGISTERED)" in failed["last_error"]
         [attempt] = failed["attempts"]
         assert (attempt["outcome"], attempt["provider"]) == ("failed", "fcm")
@@ -116,7 +107,7 @@ def test_an_unavailable_fcm_is_retried_then_delivered(
     # Two failures: the primary project's and then the secondary's, so that the attempt fails.
     sandbox.post("/api/faults", json={"endpoint": "fcm", "status": 503, "fail_next": 2}).raise_for_status()
     with stack.client(tenant.api_key) as client:
-        delivered = _wait_for_status(client, _send(client, token), "delivered")
+        delivered = wait_for_status(client, _send(client, token), "delivered")
 
     assert delivered["attempt_count"] == 2
     first, second = delivered["attempts"]

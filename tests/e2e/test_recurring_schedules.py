@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from devtools.stack import Stack
-from tests.conftest import Tenant, wait_until
-from tests.e2e.test_email_delivery import _email, _messages_to, _wait_for_status
+from tests.conftest import Tenant, wait_for_status, wait_until
+from tests.e2e.test_email_delivery import _email, _messages_to
 
 PROBLEM_JSON = "application/problem+json"
 EVERY_SECOND = "* * * * * *"
@@ -82,7 +82,7 @@ def _wait_for_scheduler_ticks(client: httpx.Client) -> None:
     response = client.post("/v1/notifications", json={**_email(_recipient("marker")), "send_at": send_at})
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "scheduled"
-    _wait_for_status(client, response.json()["id"], "delivered")
+    wait_for_status(client, response.json()["id"], "delivered")
 
 
 def test_an_every_second_schedule_sends_pauses_resumes_and_is_deleted(

@@ -17,7 +17,7 @@ from pulse.messaging.publisher import publish_notification
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
 from pulse.tenants.service import configure_tenant
-from tests.conftest import Tenant, wait_until
+from tests.conftest import Tenant, wait_for_status, wait_until
 
 RELEASED = "pulse_scheduled_released_total"
 
@@ -37,14 +37,6 @@ def _email(**fields: Any) -> dict[str, Any]:
     }
 
 
-def _status(client: httpx.Client, notification_id: str, status: str, timeout: float = 15) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        body: dict[str, Any] = client.get(f"/v1/notifications/{notification_id}").json()
-        return body if body["status"] == status else None
-
-    return wait_until(reached, timeout=timeout, what=f"{notification_id} {status}")
-
-
 def _instant(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -57,7 +49,7 @@ def test_a_send_two_seconds_ahead_is_scheduled_and_delivered_on_time(client: htt
     assert body["status"] == "scheduled"
     assert _instant(body["scheduled_for"]) == send_at
 
-    delivered = _status(client, body["id"], "delivered")
+    delivered = wait_for_status(client, body["id"], "delivered", timeout=15)
 
     delivered_at = _instant(delivered["delivered_at"])
     assert send_at <= delivered_at < send_at + timedelta(seconds=2)
@@ -79,7 +71,7 @@ def test_a_send_at_in_the_past_is_sent_now(client: httpx.Client) -> None:
     body = client.post("/v1/notifications", json=_email(send_at="2020-01-01T00:00:00Z")).json()
 
     assert body["scheduled_for"] is None
-    _status(client, body["id"], "delivered")
+    wait_for_status(client, body["id"], "delivered", timeout=15)
 
 
 def test_an_unknown_time_zone_is_a_422_naming_the_field(client: httpx.Client) -> None:
@@ -109,7 +101,7 @@ def test_a_send_in_quiet_hours_waits_for_the_window_to_end(stack: Stack, quiet_t
         window_end = _instant(body["scheduled_for"])
         assert datetime.now(UTC) < window_end <= datetime.now(UTC) + timedelta(seconds=3)
 
-        delivered = _status(client, body["id"], "delivered")
+        delivered = wait_for_status(client, body["id"], "delivered", timeout=15)
 
     assert _instant(delivered["delivered_at"]) >= window_end
 
@@ -121,7 +113,7 @@ def test_critical_or_opted_out_sends_ignore_quiet_hours(
     with stack.client(quiet_tenant.api_key) as client:
         body = client.post("/v1/notifications", json=_email(**bypass)).json()
         assert (body["status"], body["deferred_reason"]) == ("queued", None)
-        _status(client, body["id"], "delivered")
+        wait_for_status(client, body["id"], "delivered", timeout=15)
 
 
 def test_cancel_stops_a_scheduled_notification_and_a_second_cancel_is_a_conflict(
@@ -181,7 +173,7 @@ def test_force_sends_a_scheduled_notification_now(client: httpx.Client) -> None:
         "queued",
         None,
     )
-    _status(client, notification_id, "delivered")
+    wait_for_status(client, notification_id, "delivered", timeout=15)
     assert client.post(f"/v1/notifications/{notification_id}/force").status_code == 409
 
 
@@ -228,7 +220,7 @@ def test_two_schedulers_release_each_due_notification_exactly_once(
     send_at = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
 
     ids = [client.post("/v1/notifications", json=_email(send_at=send_at)).json()["id"] for _ in range(30)]
-    delivered = [_status(client, notification_id, "delivered") for notification_id in ids]
+    delivered = [wait_for_status(client, notification_id, "delivered", timeout=15) for notification_id in ids]
 
     assert all(body["attempt_count"] == 1 for body in delivered)
     released = [metric_value(url, RELEASED) for url in schedulers]

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from devtools.stack import Stack, metric_value
-from tests.conftest import PRIMARY_TWILIO_ACCOUNT, Tenant, wait_until
+from tests.conftest import PRIMARY_TWILIO_ACCOUNT, Tenant, wait_for_status, wait_until
 from tests.e2e.test_email_delivery import _dead_lettered_ids
 
 TWILIO_CIRCUIT = 'pulse_circuit_state{provider="twilio"}'
@@ -38,15 +38,6 @@ def _send(client: httpx.Client, channel: str, recipient: str, body: str = "Your 
     return notification_id
 
 
-def _wait_for_status(client: httpx.Client, notification_id: str, status: str) -> dict:
-    def reached() -> dict | None:
-        body: dict = client.get(f"/v1/notifications/{notification_id}").json()
-        return body if body["status"] == status else None
-
-    found: dict = wait_until(reached, timeout=30, what=f"notification {notification_id} to be {status}")
-    return found
-
-
 def _messages(sandbox: httpx.Client, channel: str, recipient: str) -> list[dict]:
     params = {"channel": channel, "recipient": recipient}
     items: list[dict] = sandbox.get("/api/messages", params=params).json()["items"]
@@ -60,7 +51,7 @@ def test_an_sms_and_a_whatsapp_message_arrive_and_are_marked_delivered(
     with stack.client(tenant.api_key) as client:
         sms_id = _send(client, "sms", sms_to, "Your code is 123456")
         whatsapp_id = _send(client, "whatsapp", f"whatsapp:{whatsapp_to}", "Your parcel is on its way 📦")
-        delivered = [_wait_for_status(client, i, "delivered") for i in (sms_id, whatsapp_id)]
+        delivered = [wait_for_status(client, i, "delivered") for i in (sms_id, whatsapp_id)]
 
     for notification in delivered:
         assert notification["attempt_count"] == 1
@@ -90,7 +81,7 @@ def test_a_ucs2_sms_over_70_characters_is_recorded_as_two_segments(
     body = "Привет " * 10 + "Ж"  # Cyrillic needs UCS-2: 71 characters, one over a single SMS
     assert len(body) == 71
     with stack.client(tenant.api_key) as client:
-        delivered = _wait_for_status(client, _send(client, "sms", _phone_number(), body), "delivered")
+        delivered = wait_for_status(client, _send(client, "sms", _phone_number(), body), "delivered")
 
     [attempt] = delivered["attempts"]
     assert attempt["outcome"] == "delivered"
@@ -104,7 +95,7 @@ def test_a_permanent_twilio_error_fails_the_notification_into_the_dead_letter_qu
     sandbox.post("/api/faults", json={"endpoint": "twilio", "status": 400, "fail_next": 1}).raise_for_status()
     with stack.client(tenant.api_key) as client:
         notification_id = _send(client, "sms", recipient)
-        failed = _wait_for_status(client, notification_id, "failed")
+        failed = wait_for_status(client, notification_id, "failed")
 
     assert "Twilio 400 (code 21211)" in failed["last_error"]
     [attempt] = failed["attempts"]
@@ -125,7 +116,7 @@ def test_a_failing_primary_account_fails_over_to_the_secondary_within_the_attemp
     fault = {"endpoint": "twilio", "status": 503, "fail_next": 1, "account": PRIMARY_TWILIO_ACCOUNT}
     sandbox.post("/api/faults", json=fault).raise_for_status()
     with stack.client(tenant.api_key) as client:
-        delivered = _wait_for_status(client, _send(client, "sms", recipient), "delivered")
+        delivered = wait_for_status(client, _send(client, "sms", recipient), "delivered")
 
     assert delivered["attempt_count"] == 1
     [attempt] = delivered["attempts"]
@@ -147,16 +138,16 @@ def test_the_primary_accounts_circuit_opens_under_failures_and_closes_once_it_re
             lambda: metric_value(worker_metrics, TWILIO_CIRCUIT) == 1, what="the twilio circuit to open"
         )
         for notification_id in failed_over:
-            [attempt] = _wait_for_status(client, notification_id, "delivered")["attempts"]
+            [attempt] = wait_for_status(client, notification_id, "delivered")["attempts"]
             assert attempt["provider"] == "twilio-secondary"
 
         sandbox.delete("/api/faults").raise_for_status()
 
         # After the cooldown (2 s in tests) the next send is the probe that closes the circuit.
         def closed() -> bool:
-            _wait_for_status(client, _send(client, "sms", _phone_number()), "delivered")
+            wait_for_status(client, _send(client, "sms", _phone_number()), "delivered")
             return metric_value(worker_metrics, TWILIO_CIRCUIT) == 0
 
         wait_until(closed, timeout=30, what="the twilio circuit to close")
-        [attempt] = _wait_for_status(client, _send(client, "sms", _phone_number()), "delivered")["attempts"]
+        [attempt] = wait_for_status(client, _send(client, "sms", _phone_number()), "delivered")["attempts"]
         assert attempt["provider"] == "twilio"

@@ -9,7 +9,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from devtools.stack import Stack
-from tests.conftest import Tenant, wait_until
+from tests.conftest import Tenant, wait_for_status
 
 
 @pytest.fixture
@@ -31,15 +31,6 @@ def _send(client: httpx.Client, url: str, body: str = "Order A-1001 shipped") ->
     assert response.status_code == 202, response.text
     notification_id: str = response.json()["id"]
     return notification_id
-
-
-def _wait_for_status(client: httpx.Client, notification_id: str, status: str) -> dict:
-    def reached() -> dict | None:
-        body: dict = client.get(f"/v1/notifications/{notification_id}").json()
-        return body if body["status"] == status else None
-
-    found: dict = wait_until(reached, timeout=30, what=f"notification {notification_id} to be {status}")
-    return found
 
 
 def _received(sandbox: httpx.Client, path: str) -> list[dict]:
@@ -64,7 +55,7 @@ def test_a_webhook_arrives_signed_with_the_tenant_secret_and_rotation_changes_it
         assert _secret(client) == secret  # created once, then stable
         path = _path()
         notification_id = _send(client, stack.sandbox_url + path)
-        delivered = _wait_for_status(client, notification_id, "delivered")
+        delivered = wait_for_status(client, notification_id, "delivered")
         [message] = _received(sandbox, path)
         assert message["headers"]["webhook-id"] == notification_id
         payload = Webhook(secret).verify(message["body"], message["headers"])
@@ -80,7 +71,7 @@ def test_a_webhook_arrives_signed_with_the_tenant_secret_and_rotation_changes_it
         assert rotated != secret
         assert _secret(client) == rotated
         path = _path()
-        _wait_for_status(client, _send(client, stack.sandbox_url + path), "delivered")
+        wait_for_status(client, _send(client, stack.sandbox_url + path), "delivered")
         [message] = _received(sandbox, path)
         Webhook(rotated).verify(message["body"], message["headers"])
         with pytest.raises(Exception, match="signature"):
@@ -95,7 +86,7 @@ def test_a_503_is_retried_with_the_same_webhook_id_and_a_410_fails(
         sandbox.post("/api/faults", json={"endpoint": "webhook", "status": 503, "fail_next": 1})
         path = _path()
         notification_id = _send(client, stack.sandbox_url + path)
-        delivered = _wait_for_status(client, notification_id, "delivered")
+        delivered = wait_for_status(client, notification_id, "delivered")
         assert delivered["attempt_count"] == 2
         assert "503" in delivered["attempts"][0]["error"]
         [message] = _received(sandbox, path)
@@ -104,7 +95,7 @@ def test_a_503_is_retried_with_the_same_webhook_id_and_a_410_fails(
 
         sandbox.post("/api/faults", json={"endpoint": "webhook", "status": 410, "fail_next": 1})
         path = _path()
-        failed = _wait_for_status(client, _send(client, stack.sandbox_url + path), "failed")
+        failed = wait_for_status(client, _send(client, stack.sandbox_url + path), "failed")
         assert failed["attempt_count"] == 1
         assert "webhook answered 410" in failed["last_error"]
         assert _received(sandbox, path) == []
