@@ -40,6 +40,11 @@ class Tenant(Base):
     quiet_hours: Mapped[str | None] = mapped_column(String(32))
     # Standard Webhooks signing secret (`whsec_<base64>`), created on first use.
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    # Priority of sends that name none (and whose template names none); NULL means `normal`.
+    default_priority: Mapped[str | None] = mapped_column(String(16))
+    # Sends per (user or recipient, channel) per window; NULL means the deployment's default.
+    rate_limit: Mapped[int | None] = mapped_column(Integer)
+    rate_limit_window_seconds: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):
@@ -69,6 +74,12 @@ class Notification(Base):
     # "metadata" is reserved on declarative classes, hence the attribute name.
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=text("'{}'::jsonb"))
     callback_url: Mapped[str | None] = mapped_column(Text)
+    # The template the content was rendered from (the rendered content is what was sent).
+    template: Mapped[str | None] = mapped_column(String(100))
+    # Set on a status callback: the notification whose status change it reports.
+    callback_for: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("notifications.id", ondelete="SET NULL")
+    )
     respect_quiet_hours: Mapped[bool] = mapped_column(server_default=text("true"))
     schedule_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("schedules.id", ondelete="SET NULL"), index=True
@@ -135,6 +146,11 @@ class Notification(Base):
             postgresql_where=text("status IN ('delivered', 'failed', 'cancelled', 'read')"),
         ),
         Index(
+            "ix_notifications_callback_for",
+            "callback_for",
+            postgresql_where=text("callback_for IS NOT NULL"),
+        ),
+        Index(
             "ix_notifications_claim_expiry",
             "claimed_until",
             postgresql_where=text("status = 'sending'"),
@@ -161,6 +177,68 @@ class Schedule(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (Index("ix_schedules_due", "next_run_at", postgresql_where=text("NOT paused")),)
+
+
+class Template(Base):
+    """Reusable content, rendered with Jinja2 (sandboxed) when a send names it."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    # Names a send must provide.
+    variables: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    description: Mapped[str | None] = mapped_column(Text)
+    # Priority of sends that name none; NULL: the tenant's default (`otp` templates: critical).
+    priority: Mapped[str | None] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(server_default=text("true"))
+    # Incremented by every update.
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_templates_tenant_name"),)
+
+
+class Recipient(Base):
+    """An end user's addresses and preferences, so that sends may name just `user_id`."""
+
+    __tablename__ = "recipients"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    email: Mapped[str | None] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(String(32))
+    push_tokens: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    # `HH:MM-HH:MM` or `off`; NULL: the tenant's quiet hours.
+    quiet_hours: Mapped[str | None] = mapped_column(String(32))
+    locale: Mapped[str | None] = mapped_column(String(35))
+    # {channel: false} opts out of a channel; a channel not named is opted in.
+    preferences: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class RateLimitCounter(Base):
+    """Sends counted in the current fixed window, per (tenant, channel, user id or recipient)."""
+
+    __tablename__ = "rate_limit_counters"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject: Mapped[str] = mapped_column(Text, primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(index=True)
+    count: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
 
 
 class DeliveryAttempt(Base):

@@ -5,18 +5,14 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from pulse.channels.ssrf import RefusedUrl, split_url
+from pulse.notifications.addresses import MAX_DEVICE_TOKEN, channel_address, webhook_url
 from pulse.vocabulary import Channel, Priority, Status
 
 _MAX_SUBJECT = 998  # RFC 5322's line limit: a longer subject cannot be sent as one header line.
 _MAX_SMS_BODY = 1600  # Twilio refuses longer bodies (it splits the rest into segments itself).
 _PHONE_CHANNELS = (Channel.SMS, Channel.WHATSAPP)
-_MAX_RECIPIENT = 2048
-_MAX_DEVICE_TOKEN = 4096  # FCM registration tokens are far shorter; anything longer is not one.
 
 
 class Content(BaseModel):
@@ -51,7 +47,7 @@ class NotificationRequest(BaseModel):
         str,
         Field(
             min_length=1,
-            max_length=_MAX_DEVICE_TOKEN,
+            max_length=MAX_DEVICE_TOKEN,
             description="Address for the channel: an email address, for sms and whatsapp a phone number "
             "with its country code (normalised to E.164; a `whatsapp:` prefix is accepted), for push a "
             "device token (FCM registration token, up to 4096 characters; others up to 2048).",
@@ -74,26 +70,27 @@ class NotificationRequest(BaseModel):
         bool, Field(description="Wait for the recipient's quiet hours to end (`critical` never waits).")
     ] = True
     metadata: Annotated[dict[str, Any], Field(description="Stored and returned as given.")] = {}
+    callback_url: Annotated[
+        str | None,
+        Field(
+            max_length=2048,
+            description="Receives a signed (Standard Webhooks) event for each status change: "
+            "`delivered`, `failed`, `read`.",
+        ),
+    ] = None
 
     # Field validators (not one model validator) so that errors point at the offending field;
     # `channel` is declared first, hence already validated and present in `info.data`.
     @field_validator("recipient")
     @classmethod
     def _recipient_fits_channel(cls, recipient: str, info: ValidationInfo) -> str:
-        if info.data.get("channel") is not Channel.PUSH and len(recipient) > _MAX_RECIPIENT:
-            raise ValueError(f"at most {_MAX_RECIPIENT} characters")
-        if info.data.get("channel") is Channel.EMAIL:
-            try:
-                return validate_email(recipient, check_deliverability=False).normalized
-            except EmailNotValidError as error:
-                raise ValueError(f"not a valid email address: {error}") from error
-        if info.data.get("channel") in _PHONE_CHANNELS:
-            return _e164(recipient)
-        if info.data.get("channel") is Channel.PUSH:
-            return _device_token(recipient)
-        if info.data.get("channel") is Channel.WEBHOOK:
-            return _webhook_url(recipient)
-        return recipient
+        channel = info.data.get("channel")
+        return recipient if channel is None else channel_address(channel, recipient)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_is_a_url(cls, url: str | None) -> str | None:
+        return None if url is None else webhook_url(url)
 
     @field_validator("timezone")
     @classmethod
@@ -115,38 +112,6 @@ class NotificationRequest(BaseModel):
         if info.data.get("channel") in _PHONE_CHANNELS and len(content.body) > _MAX_SMS_BODY:
             raise ValueError(f"body is limited to {_MAX_SMS_BODY} characters for sms and whatsapp")
         return content
-
-
-def _e164(recipient: str) -> str:
-    """A phone number in E.164 (`+14155550100`); a `whatsapp:` prefix, as Twilio writes it, is dropped."""
-    number = recipient.strip().removeprefix("whatsapp:").strip()
-    try:
-        parsed = phonenumbers.parse(number, None)  # No default region: the country code is required.
-    except phonenumbers.NumberParseException as error:
-        raise ValueError(
-            "not a phone number in international format (+, country code, number: +14155550100)"
-        ) from error
-    if not phonenumbers.is_valid_number(parsed):
-        raise ValueError("not a valid phone number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
-def _device_token(recipient: str) -> str:
-    """A push device token (FCM registration token): opaque, but never blank, spaced or huge."""
-    if len(recipient) > _MAX_DEVICE_TOKEN:
-        raise ValueError(f"a device token is at most {_MAX_DEVICE_TOKEN} characters")
-    if not recipient or any(char.isspace() for char in recipient):
-        raise ValueError("not a device token: it must be non-empty and contain no whitespace")
-    return recipient
-
-
-def _webhook_url(recipient: str) -> str:
-    """An absolute http(s) URL (which addresses it may reach is the SSRF guard's business)."""
-    try:
-        split_url(recipient.strip())
-    except RefusedUrl as error:
-        raise ValueError(f"not a webhook URL: {error}") from error
-    return recipient.strip()
 
 
 class DeliveryAttemptOut(BaseModel):
@@ -177,6 +142,10 @@ class NotificationOut(BaseModel):
     status: Status
     content: Content
     metadata: dict[str, Any] = Field(validation_alias="meta")
+    callback_url: str | None = Field(None, description="Where status events are POSTed.")
+    callback_for: uuid.UUID | None = Field(
+        None, description="On a status callback: the notification whose status change it reports."
+    )
     created_at: datetime
     scheduled_for: datetime | None
     timezone: str | None

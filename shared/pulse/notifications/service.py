@@ -97,6 +97,7 @@ def accept_notification(
         "deferred_reason": timing.deferred_reason,
         "respect_quiet_hours": request.respect_quiet_hours,
         "schedule_id": schedule_id,
+        "callback_url": request.callback_url,
     }
     session.execute(_INSERT_NOTIFICATION, values)
     # The row as inserted, for the response; "metadata" is `meta` on the mapped class.
