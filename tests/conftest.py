@@ -170,6 +170,8 @@ def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFacto
         "PULSE_SCHEDULER_DEAD_LETTER_RECONCILE_SECONDS": "0.5",
         "PULSE_SCHEDULER_RETRY_OVERDUE_SECONDS": "3",
         "PULSE_PUBLISH_GRACE_SECONDS": "1",
+        # Tests send many notifications to few addresses; the rate-limit tests set their own limits.
+        "PULSE_RATE_LIMIT": "100000",
         # Retries a second apart, so that retry tests take seconds.
         **{f"PULSE_RETRY_{priority.upper()}_BASE_SECONDS": "1" for priority in Priority},
         **{f"PULSE_RETRY_{priority.upper()}_CAP_SECONDS": "1" for priority in Priority},

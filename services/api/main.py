@@ -17,7 +17,9 @@ from services.api.routes import (
     dead_letters,
     health,
     notifications,
+    recipients,
     schedules,
+    templates,
     webhook_secret,
 )
 from services.api.settings import ApiSettings
@@ -65,6 +67,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(notifications.router)
     app.include_router(dead_letters.router)
     app.include_router(schedules.router)
+    app.include_router(templates.router)
+    app.include_router(recipients.router)
     app.include_router(analytics.router)
     app.include_router(health.router)
     app.include_router(dashboard.router)

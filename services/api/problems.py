@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 
-from pulse.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from pulse.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         location = list(error.location) if error.location else ["body"]
         return problem(422, str(error), errors=[{"loc": location, "msg": str(error), "type": "value_error"}])
 
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_: Request, error: RateLimited) -> JSONResponse:
+        return problem(429, str(error), headers=rate_limited_headers(error))
+
     async def database_unavailable(_: Request, error: Exception) -> JSONResponse:
         log.error("database unavailable: %s", error)
         return problem(503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"})
@@ -79,6 +83,22 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def unexpected(_: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=error)
         return problem(500, "Internal error; it has been logged.")
+
+
+def rate_limit_headers(*, limit: int, remaining: int, reset_seconds: int) -> dict[str, str]:
+    """The RateLimit-* response headers (IETF httpapi-ratelimit-headers, delta-seconds reset)."""
+    return {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(reset_seconds),
+    }
+
+
+def rate_limited_headers(error: RateLimited) -> dict[str, str]:
+    return {
+        "Retry-After": str(error.reset_seconds),
+        **rate_limit_headers(limit=error.limit, remaining=0, reset_seconds=error.reset_seconds),
+    }
 
 
 def _is_connection_failure(error: DBAPIError) -> bool:

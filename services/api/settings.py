@@ -3,6 +3,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pulse.rate_limits.service import MAX_WINDOW_SECONDS
 from pulse.scheduling.quiet_hours import QuietHours
 from pulse.settings import BrokerSettings, DatabaseSettings
 from pulse.vocabulary import Channel
@@ -32,6 +33,15 @@ class ApiSettings(BaseSettings):
     webhook_allowlist: str = Field(
         "",
         description="Hosts, addresses or CIDRs exempt from the webhook SSRF guard (comma-separated).",
+    )
+    rate_limit: int = Field(
+        10,
+        ge=0,
+        description="Sends per (tenant, user id or recipient, channel) per window (0: no limit); "
+        "tenants may override.",
+    )
+    rate_limit_window_seconds: int = Field(
+        60, ge=1, le=MAX_WINDOW_SECONDS, description="The rate limit's window."
     )
     publish_grace_seconds: float = Field(
         5.0, description="How long the outbox sweep leaves a new notification to the gateway's own publish."

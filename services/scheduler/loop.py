@@ -21,6 +21,7 @@ from pulse.messaging.depths import queue_depths
 from pulse.messaging.topology import dead_letter_queue
 from pulse.observability.metrics import DEAD_LETTERS, OUTBOX_LAG, QUEUE_LENGTH
 from pulse.outbox.service import oldest_pending_age_seconds, sweep_outbox
+from pulse.rate_limits.service import MAX_WINDOW_SECONDS, delete_stale_counters
 from pulse.scheduling.release import release_due_notifications
 from pulse.scheduling.retention import delete_expired
 from pulse.scheduling.schedules import run_due_schedules
@@ -80,6 +81,11 @@ class Scheduler:
                 lambda s: delete_expired(
                     s, keep_for=timedelta(days=settings.retention_days), batch_size=batch
                 ),
+            ),
+            Job(
+                "forget old rate-limit counters",
+                settings.retention_every_seconds,
+                lambda s: delete_stale_counters(s, older_than_seconds=2 * MAX_WINDOW_SECONDS),
             ),
         ]
 

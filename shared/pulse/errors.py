@@ -48,3 +48,12 @@ class TransientProviderError(ProviderError):
 
 class PermanentProviderError(ProviderError):
     """Trying again cannot help: bad address, rejected content, revoked token."""
+
+
+class RateLimited(PulseError):
+    """Too many sends to one user (or recipient) on one channel in the current window."""
+
+    def __init__(self, message: str, *, limit: int, reset_seconds: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.reset_seconds = reset_seconds

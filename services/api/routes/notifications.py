@@ -1,23 +1,32 @@
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
+from pydantic import ValidationError
 
-from pulse.channels.push import refuse_invalid_token
 from pulse.channels.ssrf import Allowlist, RefusedUrl, check_literal
 from pulse.db import transaction
-from pulse.errors import InvalidInput
+from pulse.errors import InvalidInput, PulseError, RateLimited
 from pulse.messaging.topology import routing_key
 from pulse.notifications.schemas import (
+    BatchItemResult,
+    BatchMode,
+    BatchRequest,
+    BatchResponse,
+    ItemError,
     NotificationDetail,
     NotificationOut,
     NotificationPage,
     NotificationRequest,
 )
 from pulse.notifications.service import (
+    Accepted,
+    BatchRefused,
     ListFilters,
     accept_notification,
+    accept_notifications,
     cancel_notification,
     force_notification,
     get_notification,
@@ -25,7 +34,9 @@ from pulse.notifications.service import (
 )
 from pulse.observability.metrics import NOTIFICATIONS_ACCEPTED
 from pulse.vocabulary import Channel, Priority, Status
-from services.api.deps import GatewayDep, ReaderDep, SenderDep, SessionDep
+from services.api.deps import Gateway, GatewayDep, ReaderDep, SenderDep, SessionDep
+from services.api.problems import problem, rate_limit_headers
+from services.api.settings import ApiSettings
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 
@@ -45,6 +56,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         200: {"description": "Idempotent replay: the original notification (`Idempotent-Replayed: true`)"},
         409: {"description": "Idempotency-Key reused with a different body"},
         413: {"description": "Body over the size limit"},
+        429: {"description": "Rate limit exceeded (`Retry-After`; RateLimit-* headers)"},
         503: {"description": "Database unavailable; nothing was accepted"},
     },
 )
@@ -55,27 +67,15 @@ def send_notification(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
     """Accept a notification. The 202 is sent only after it is committed to PostgreSQL."""
-    if request.channel not in gateway.settings.enabled_channels:
-        enabled = ", ".join(gateway.settings.enabled_channels)
-        raise InvalidInput(
-            f"channel '{request.channel}' is not enabled on this deployment (enabled: {enabled})",
-            location=("body", "channel"),
-        )
-    if request.channel is Channel.WEBHOOK:
-        try:
-            check_literal(request.recipient, Allowlist.parse(gateway.settings.webhook_allowlist))
-        except RefusedUrl as error:
-            refused = f"refused by the SSRF guard: {error}"
-            raise InvalidInput(refused, location=("body", "recipient")) from error
+    _screen(request, gateway.settings)
     with transaction(gateway.session_factory) as session:
-        if request.channel is Channel.PUSH:
-            refuse_invalid_token(session, request.recipient)
         accepted = accept_notification(
             session,
             tenant_id=principal.tenant_id,
             request=request,
             idempotency_key=idempotency_key,
             policy=gateway.policy_for(principal),
+            rate=gateway.rate_for(principal),
             publish_grace=timedelta(seconds=gateway.settings.publish_grace_seconds),
         )
     notification = accepted.notification
@@ -83,14 +83,159 @@ def send_notification(
     body = NotificationDetail.model_validate(notification).model_dump_json()
     if accepted.replayed:
         return Response(body, status.HTTP_200_OK, {"Idempotent-Replayed": "true"}, "application/json")
-    if accepted.outbox_id is not None:
-        gateway.publisher.publish(
-            outbox_id=accepted.outbox_id,
-            notification_id=notification.id,
-            routing_key=routing_key(request.channel, request.priority),
+    _publish(gateway, [accepted])
+    headers = _quota_headers([accepted])
+    return Response(body, status.HTTP_202_ACCEPTED, headers, media_type="application/json")
+
+
+@router.post(
+    "/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchResponse,
+    responses={
+        **ERROR_RESPONSES,
+        413: {"description": "Body over the size limit"},
+        422: {"description": "Invalid body, or (`all_or_nothing`) an item was refused: `errors` name them"},
+        429: {"description": "`all_or_nothing`: items over their rate limit (and no other refusals)"},
+        503: {"description": "Database unavailable; nothing was accepted"},
+    },
+)
+def send_batch(batch: BatchRequest, principal: SenderDep, gateway: GatewayDep) -> Response:
+    """Accept up to 1000 notifications in one transaction. `best_effort` accepts the valid ones and
+    reports each refused item in its result; `all_or_nothing` accepts none if any is refused."""
+    requests: dict[int, NotificationRequest] = {}
+    refused: dict[int, ItemError] = {}
+    for index, item in enumerate(batch.notifications):
+        try:
+            requests[index] = NotificationRequest.model_validate(item)
+            _screen(requests[index], gateway.settings)
+        except ValidationError as error:
+            requests.pop(index, None)
+            refused[index] = _invalid_item(index, [(e["loc"], e["msg"], e["type"]) for e in error.errors()])
+        except InvalidInput as error:
+            requests.pop(index, None)
+            refused[index] = _refused_item(index, error)
+    all_or_nothing = batch.mode is BatchMode.ALL_OR_NOTHING
+    if all_or_nothing and refused:
+        return _refused_batch(refused, total=len(batch.notifications))
+    indexes = list(requests)
+    try:
+        with transaction(gateway.session_factory) as session:
+            outcomes = accept_notifications(
+                session,
+                tenant_id=principal.tenant_id,
+                requests=list(requests.values()),
+                policy=gateway.policy_for(principal),
+                rate=gateway.rate_for(principal),
+                all_or_nothing=all_or_nothing,
+                publish_grace=timedelta(seconds=gateway.settings.publish_grace_seconds),
+            )
+    except BatchRefused as refusal:
+        errors = {indexes[at]: _refused_item(indexes[at], error) for at, error in refusal.errors.items()}
+        return _refused_batch(errors, total=len(batch.notifications))
+    accepted = [outcome for outcome in outcomes if isinstance(outcome, Accepted)]
+    _publish(gateway, accepted)
+    results = [BatchItemResult(index=index, error=error) for index, error in refused.items()]
+    for index, outcome in zip(indexes, outcomes, strict=True):
+        if isinstance(outcome, Accepted):
+            notification = outcome.notification
+            results.append(
+                BatchItemResult(index=index, id=notification.id, status=Status(notification.status))
+            )
+        else:
+            results.append(BatchItemResult(index=index, error=_refused_item(index, outcome)))
+    results.sort(key=lambda result: result.index)
+    body = BatchResponse(accepted=len(accepted), refused=len(results) - len(accepted), results=results)
+    return Response(
+        body.model_dump_json(), status.HTTP_202_ACCEPTED, _quota_headers(accepted), "application/json"
+    )
+
+
+def _screen(request: NotificationRequest, settings: ApiSettings) -> None:
+    """The checks that need no database: the channel is enabled, URLs pass the SSRF guard."""
+    if request.channel not in settings.enabled_channels:
+        enabled = ", ".join(settings.enabled_channels)
+        raise InvalidInput(
+            f"channel '{request.channel}' is not enabled on this deployment (enabled: {enabled})",
+            location=("body", "channel"),
         )
-    NOTIFICATIONS_ACCEPTED.labels(request.channel, request.priority).inc()
-    return Response(body, status.HTTP_202_ACCEPTED, media_type="application/json")
+    allowlist = Allowlist.parse(settings.webhook_allowlist)
+    urls = {"callback_url": request.callback_url}
+    if request.channel is Channel.WEBHOOK:
+        urls["recipient"] = request.recipient
+    for field, url in urls.items():
+        if url is not None:
+            try:
+                check_literal(url, allowlist)
+            except RefusedUrl as error:
+                raise InvalidInput(f"refused by the SSRF guard: {error}", location=("body", field)) from error
+
+
+def _publish(gateway: Gateway, accepted: list[Accepted]) -> None:
+    """Publish what is due now (after commit); what fails stays in the outbox for the sweep."""
+    due = [
+        (
+            item.outbox_id,
+            item.notification.id,
+            routing_key(Channel(item.notification.channel), Priority(item.notification.priority)),
+        )
+        for item in accepted
+        if item.outbox_id is not None
+    ]
+    if len(due) == 1:
+        outbox_id, notification_id, key = due[0]
+        gateway.publisher.publish(outbox_id=outbox_id, notification_id=notification_id, routing_key=key)
+    elif due:
+        gateway.publisher.publish_many(due)
+    for item in accepted:
+        NOTIFICATIONS_ACCEPTED.labels(item.notification.channel, item.notification.priority).inc()
+
+
+def _quota_headers(accepted: list[Accepted]) -> dict[str, str]:
+    """RateLimit-* of the most constrained key among these sends (none when not rate-limited)."""
+    quotas = [item.quota for item in accepted if item.quota is not None]
+    if not quotas:
+        return {}
+    tightest = min(quotas, key=lambda quota: (quota.remaining, -quota.reset_seconds))
+    return rate_limit_headers(
+        limit=tightest.limit, remaining=tightest.remaining, reset_seconds=tightest.reset_seconds
+    )
+
+
+Loc = Sequence[str | int]
+
+
+def _invalid_item(index: int, problems: list[tuple[Loc, str, str]]) -> ItemError:
+    errors = [
+        {"loc": ["body", "notifications", index, *loc], "msg": message, "type": kind}
+        for loc, message, kind in problems
+    ]
+    detail = "; ".join(f"{'.'.join(map(str, loc)) or 'body'}: {message}" for loc, message, _ in problems)
+    return ItemError(status=422, title="Unprocessable Content", detail=detail, errors=errors)
+
+
+def _refused_item(index: int, error: PulseError) -> ItemError:
+    if isinstance(error, RateLimited):
+        return ItemError(
+            status=429,
+            title="Too Many Requests",
+            detail=str(error),
+            errors=[{"loc": ["body", "notifications", index], "msg": str(error), "type": "rate_limited"}],
+            retry_after=error.reset_seconds,
+        )
+    location = error.location[1:] if isinstance(error, InvalidInput) and error.location else ()
+    return _invalid_item(index, [(location, str(error), "value_error")])
+
+
+def _refused_batch(refused: dict[int, ItemError], *, total: int) -> Response:
+    """all_or_nothing: nothing was accepted; 429 when only rate limits stood in the way."""
+    items = [refused[index] for index in sorted(refused)]
+    detail = f"{len(items)} of {total} notifications were refused; nothing was accepted (see `errors`)"
+    errors = [error for item in items for error in item.errors]
+    if all(item.status == 429 for item in items):
+        retry_after = max(item.retry_after or 1 for item in items)
+        return problem(429, detail, headers={"Retry-After": str(retry_after)}, errors=errors)
+    return problem(422, detail, errors=errors)
 
 
 @router.post(

@@ -93,7 +93,16 @@ def _tenant_id(session: Session, name: str | None) -> uuid.UUID | None:
 
 def _describe(tenant: Tenant) -> str:
     quiet_hours = tenant.quiet_hours or "default (PULSE_QUIET_HOURS)"
-    return f"tenant {tenant.name}: timezone {tenant.timezone}, quiet hours {quiet_hours}"
+    priority = tenant.default_priority or "default (normal)"
+    if tenant.rate_limit is None:
+        rate_limit = "default (PULSE_RATE_LIMIT)"
+    else:
+        rate_limit = "off" if tenant.rate_limit == 0 else f"{tenant.rate_limit} sends"
+    window = tenant.rate_limit_window_seconds or "default (PULSE_RATE_LIMIT_WINDOW_SECONDS)"
+    return (
+        f"tenant {tenant.name}: timezone {tenant.timezone}, quiet hours {quiet_hours}, "
+        f"default priority {priority}, rate limit {rate_limit} per window of {window} s"
+    )
 
 
 def webhook_secret(session: Session, args: argparse.Namespace) -> str:
@@ -156,12 +165,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("init", help="wait for PostgreSQL and RabbitMQ, migrate, declare the topology")
     tenant = commands.add_parser("create-tenant", help="create a tenant (no-op if it exists)")
     tenant.add_argument("name")
-    configure = commands.add_parser("configure-tenant", help="set a tenant's time zone and quiet hours")
+    configure = commands.add_parser(
+        "configure-tenant", help="set a tenant's time zone, quiet hours, default priority and rate limit"
+    )
     configure.add_argument("name")
     configure.add_argument("--timezone", help="IANA name, e.g. Europe/Paris: the default for its recipients")
     configure.add_argument(
         "--quiet-hours", help="HH:MM-HH:MM in recipients' local time, 'off', or 'default' (PULSE_QUIET_HOURS)"
     )
+    configure.add_argument(
+        "--default-priority", help="priority of sends that name none: critical|high|normal|low, or 'default'"
+    )
+    configure.add_argument(
+        "--rate-limit",
+        help="sends per (user or recipient, channel) per window: a number, 'off', or 'default'",
+    )
+    configure.add_argument("--rate-limit-window", type=_positive_int, help="the window, in seconds")
     key = commands.add_parser("create-api-key", help="issue an API key; printed once, as the last line")
     key.add_argument("--tenant", required=True)
     key.add_argument("--scopes", default="send,read", help="comma-separated: send,read,admin")
@@ -194,7 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings,
             lambda session: _describe(
                 configure_tenant(
-                    session, name=args.name, timezone=args.timezone, quiet_hours=args.quiet_hours
+                    session,
+                    name=args.name,
+                    timezone=args.timezone,
+                    quiet_hours=args.quiet_hours,
+                    default_priority=args.default_priority,
+                    rate_limit=args.rate_limit,
+                    rate_limit_window_seconds=args.rate_limit_window,
                 )
             ),
         ),

@@ -15,7 +15,7 @@ the optional `google-auth` package (`pip install google-auth`).
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from pulse.channels.http import json_object, retry_after_seconds
 from pulse.db import transaction
 from pulse.db.models import InvalidPushToken
 from pulse.delivery.providers import Claim
-from pulse.errors import InvalidInput, PermanentProviderError, TransientProviderError
+from pulse.errors import PermanentProviderError, TransientProviderError
 from pulse.settings import FcmSettings
 
 log = logging.getLogger(__name__)
@@ -178,13 +178,13 @@ def invalid_token_recorder(session_factory: sessionmaker[Session]) -> InvalidTok
     return record
 
 
-def refuse_invalid_token(session: Session, token: str) -> None:
-    """The gateway's check: a token FCM reported invalid is refused with 422."""
-    invalidated_at: datetime | None = session.execute(
-        select(InvalidPushToken.invalidated_at).where(InvalidPushToken.token == token)
-    ).scalar_one_or_none()
-    if invalidated_at is not None:
-        raise InvalidInput(
-            f"device token was reported invalid by FCM at {invalidated_at.isoformat()}",
-            location=("body", "recipient"),
+def invalidated_tokens(session: Session, tokens: Collection[str]) -> dict[str, datetime]:
+    """Those of `tokens` FCM reported invalid, with when: the gateway refuses sends to them."""
+    if not tokens:
+        return {}
+    rows = session.execute(
+        select(InvalidPushToken.token, InvalidPushToken.invalidated_at).where(
+            InvalidPushToken.token.in_(tokens)
         )
+    )
+    return {row.token: row.invalidated_at for row in rows}

@@ -1,9 +1,10 @@
 """Webhooks: a signed JSON POST to the recipient URL, per Standard Webhooks (https://www.standardwebhooks.com).
 
 Body: `{"type": "notification", "id": <notification id>, "timestamp": <created_at>, "data": {"subject",
-"body", "data"}}`. Headers `webhook-id` (the notification id: the same on every retry, so receivers
-can drop repeats), `webhook-timestamp` (this attempt, Unix seconds) and `webhook-signature`
-(`v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">` under the tenant's `whsec_` secret).
+"body", "data"}}`; a status callback (pulse.callbacks) sends its stored event instead. Headers
+`webhook-id` (the notification id: the same on every retry, so receivers can drop repeats),
+`webhook-timestamp` (this attempt, Unix seconds) and `webhook-signature` (`v1,<base64 HMAC-SHA256
+of "<id>.<timestamp>.<body>">` under the tenant's `whsec_` secret).
 
 Every URL passes the SSRF guard (pulse.channels.ssrf) right before the request, and the request goes
 to the address that was checked (the Host header and TLS server name stay the URL's), so a name that
@@ -43,6 +44,9 @@ _TRANSIENT_STATUSES = frozenset({408, 425, 429})
 def webhook_payload(claim: Claim) -> str:
     """The JSON body of a notification's webhook: the same bytes on every attempt."""
     content = claim.content
+    if claim.callback_for is not None:
+        body: str = content["body"]  # the event, serialised when the callback was owed
+        return body
     return json.dumps(
         {
             "type": "notification",

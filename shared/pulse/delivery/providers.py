@@ -1,7 +1,7 @@
 """What a provider is given (a claimed notification) and what it must do (send it, or raise)."""
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -20,6 +20,13 @@ class Claim:
     # Attempts left in this notification's budget after this one.
     attempts_left: int
     created_at: datetime
+    # What a status callback reports besides the attempt's outcome (pulse.callbacks).
+    user_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # Where this notification's status events are POSTed, if anywhere.
+    callback_url: str | None = None
+    # Set when this notification is itself a status callback: the notification it reports on.
+    callback_for: uuid.UUID | None = None
 
 
 class Provider(Protocol):

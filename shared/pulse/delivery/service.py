@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from pulse.callbacks.service import CALLBACK_STATUSES, StatusChange, owe_status_callback
 from pulse.db import transaction
 from pulse.db.models import delivery_attempts_table
 from pulse.db.models import notifications_table as _notification
@@ -72,6 +73,11 @@ _CLAIM = (
         _notification.c.attempt_count,
         _notification.c.attempts_before_replay,
         _notification.c.created_at,
+        # For status callbacks: read with the claim, so that owing one costs no extra query.
+        _notification.c.user_id,
+        _notification.c["metadata"],
+        _notification.c.callback_url,
+        _notification.c.callback_for,
     )
 )
 _FINISH = (
@@ -122,6 +128,10 @@ def claim_for_delivery(
         attempt_number=row.attempt_count,
         attempts_left=retries.plan_for(priority).attempts - attempts_used,
         created_at=row.created_at,
+        user_id=row.user_id,
+        metadata=row.metadata,
+        callback_url=row.callback_url,
+        callback_for=row.callback_for,
     )
 
 
@@ -136,8 +146,8 @@ def record_attempt(
     details: dict[str, Any] | None = None,
 ) -> datetime:
     """Store the attempt (with what the provider reported, `details`) and move the notification on:
-    delivered, retrying (when `retry_in_seconds` is given) or failed. Returns when the attempt
-    finished."""
+    delivered, retrying (when `retry_in_seconds` is given) or failed, owing its status callback when
+    it has a `callback_url` and is now delivered or failed. Returns when the attempt finished."""
     finished_at = datetime.now(UTC)
     next_attempt_at = None
     if error is None:
@@ -147,6 +157,8 @@ def record_attempt(
     else:
         new_status = Status.RETRYING
         next_attempt_at = finished_at + timedelta(seconds=retry_in_seconds)
+    delivered_at = finished_at if new_status is Status.DELIVERED else None
+    failed_at = finished_at if new_status is Status.FAILED else None
     session.execute(
         _INSERT_ATTEMPT,
         {
@@ -160,19 +172,42 @@ def record_attempt(
             "details": details or {},
         },
     )
-    session.execute(
+    finished = session.execute(
         _FINISH,
         {
             "notification_id": claim.notification_id,
             "attempt_number": claim.attempt_number,
             "new_status": new_status,
-            "delivered": finished_at if new_status is Status.DELIVERED else None,
-            "failed": finished_at if new_status is Status.FAILED else None,
+            "delivered": delivered_at,
+            "failed": failed_at,
             "next_attempt": next_attempt_at,
             "error": error,
             "finished": finished_at,
         },
     )
+    # No row finished means the claim was lost (expired and recovered): the status did not change,
+    # so there is nothing to report; whoever delivers the notification next owes the callback.
+    callback_url = claim.callback_url if new_status in CALLBACK_STATUSES else None
+    if callback_url is not None and finished.rowcount:  # type: ignore[attr-defined]
+        owe_status_callback(
+            session,
+            callback_url=callback_url,
+            change=StatusChange(
+                notification_id=claim.notification_id,
+                tenant_id=claim.tenant_id,
+                channel=claim.channel,
+                priority=claim.priority,
+                recipient=claim.recipient,
+                user_id=claim.user_id,
+                status=new_status,
+                changed_at=finished_at,
+                attempt_count=claim.attempt_number,
+                delivered_at=delivered_at,
+                failed_at=failed_at,
+                last_error=error,
+                metadata=claim.metadata,
+            ),
+        )
     return finished_at
 
 

@@ -1,16 +1,23 @@
 """Publishing a notification's task: by name, with publisher confirms, never importing worker code."""
 
+import time
 import uuid
+from collections.abc import Sequence
 
+from amqp.exceptions import MessageNacked
 from celery import Celery
+from kombu import Producer
 from kombu.entity import PERSISTENT_DELIVERY_MODE
 
 from pulse.messaging.topology import NOTIFICATIONS_EXCHANGE, channel_of, task_name
 from pulse.observability.logging import request_id
 
 
-def publish_notification(app: Celery, notification_id: uuid.UUID, routing_key: str) -> None:
-    """Hand the notification to RabbitMQ; returns once the broker confirmed it, raises otherwise."""
+def publish_notification(
+    app: Celery, notification_id: uuid.UUID, routing_key: str, *, producer: Producer | None = None
+) -> None:
+    """Hand the notification to RabbitMQ; returns once the broker confirmed it, raises otherwise
+    (with a `producer` of publish_notifications, confirms are awaited there)."""
     args = [str(notification_id)]
     app.send_task(
         task_name(channel_of(routing_key)),
@@ -27,4 +34,38 @@ def publish_notification(app: Celery, notification_id: uuid.UUID, routing_key: s
         retry=False,
         # Custom message headers: the worker reads it back as task.request.request_id.
         headers={"request_id": request_id.get()},
+        producer=producer,
     )
+
+
+def publish_notifications(
+    app: Celery, messages: Sequence[tuple[uuid.UUID, str]], *, confirm_timeout: float = 10.0
+) -> None:
+    """Hand many notifications (id, routing key) to RabbitMQ and wait once for all the confirms:
+    one round trip for the lot instead of one per message. Raises if any is refused or unconfirmed."""
+    # A connection of its own, without the per-message wait of `confirm_publish`.
+    with app.connection_for_write(transport_options={"confirm_publish": False}) as connection:
+        channel = connection.channel()
+        channel.confirm_select()
+        unconfirmed = set(range(1, len(messages) + 1))  # the delivery tags RabbitMQ will confirm
+        refused: list[int] = []
+
+        def confirmed(delivery_tag: int, multiple: bool) -> None:
+            unconfirmed.difference_update(
+                {tag for tag in unconfirmed if tag <= delivery_tag} if multiple else {delivery_tag}
+            )
+
+        def nacked(delivery_tag: int, multiple: bool) -> None:
+            refused.append(delivery_tag)
+            confirmed(delivery_tag, multiple)
+
+        channel.events["basic_ack"].add(confirmed)
+        channel.events["basic_nack"].add(nacked)
+        producer = app.amqp.Producer(channel, auto_declare=False)
+        for notification_id, routing_key in messages:
+            publish_notification(app, notification_id, routing_key, producer=producer)
+        deadline = time.monotonic() + confirm_timeout
+        while unconfirmed:
+            connection.drain_events(timeout=max(0.0, deadline - time.monotonic()))
+        if refused:
+            raise MessageNacked(f"RabbitMQ refused {len(refused)} of {len(messages)} messages")

@@ -2,12 +2,14 @@
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pulse.notifications.addresses import MAX_DEVICE_TOKEN, channel_address, webhook_url
+from pulse.text import refuse_nul_characters
 from pulse.vocabulary import Channel, Priority, Status
 
 _MAX_SUBJECT = 998  # RFC 5322's line limit: a longer subject cannot be sent as one header line.
@@ -44,18 +46,40 @@ class NotificationRequest(BaseModel):
 
     channel: Channel
     recipient: Annotated[
-        str,
+        str | None,
         Field(
             min_length=1,
             max_length=MAX_DEVICE_TOKEN,
             description="Address for the channel: an email address, for sms and whatsapp a phone number "
             "with its country code (normalised to E.164; a `whatsapp:` prefix is accepted), for push a "
-            "device token (FCM registration token, up to 4096 characters; others up to 2048).",
+            "device token (FCM registration token, up to 4096 characters; others up to 2048). May be "
+            "left out when `user_id` names a recipient profile with an address for the channel.",
         ),
-    ]
-    user_id: Annotated[str | None, Field(max_length=255, description="Your id of the end user.")] = None
-    content: Content
-    priority: Priority = Priority.NORMAL
+    ] = None
+    user_id: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=255,
+            description="Your id of the end user: rate limits count per user, and their recipient "
+            "profile (addresses, time zone, quiet hours, locale, opt-outs) applies.",
+        ),
+    ] = None
+    template: Annotated[
+        str | None,
+        Field(min_length=1, max_length=100, description="A template's name; instead of `content`."),
+    ] = None
+    variables: Annotated[
+        dict[str, Any], Field(description="Values for the template's variables (with `template`).")
+    ] = {}
+    content: Annotated[Content | None, Field(description="The message itself; instead of `template`.")] = None
+    priority: Annotated[
+        Priority | None,
+        Field(
+            description="Default: the template's (a template whose name contains `otp`: `critical`), "
+            "else the tenant's, else `normal`."
+        ),
+    ] = None
     send_at: Annotated[
         datetime | None,
         Field(
@@ -83,9 +107,9 @@ class NotificationRequest(BaseModel):
     # `channel` is declared first, hence already validated and present in `info.data`.
     @field_validator("recipient")
     @classmethod
-    def _recipient_fits_channel(cls, recipient: str, info: ValidationInfo) -> str:
+    def _recipient_fits_channel(cls, recipient: str | None, info: ValidationInfo) -> str | None:
         channel = info.data.get("channel")
-        return recipient if channel is None else channel_address(channel, recipient)
+        return recipient if channel is None or recipient is None else channel_address(channel, recipient)
 
     @field_validator("callback_url")
     @classmethod
@@ -106,12 +130,35 @@ class NotificationRequest(BaseModel):
 
     @field_validator("content")
     @classmethod
-    def _content_fits_channel(cls, content: Content, info: ValidationInfo) -> Content:
-        if info.data.get("channel") is Channel.EMAIL and not content.subject:
-            raise ValueError("subject is required for email")
-        if info.data.get("channel") in _PHONE_CHANNELS and len(content.body) > _MAX_SMS_BODY:
-            raise ValueError(f"body is limited to {_MAX_SMS_BODY} characters for sms and whatsapp")
+    def _content_fits_channel(cls, content: Content | None, info: ValidationInfo) -> Content | None:
+        channel = info.data.get("channel")
+        if content is not None and channel is not None:
+            check_content_fits(channel, content)
         return content
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        refuse_nul_characters(data)
+        return data
+
+    @model_validator(mode="after")
+    def _complete(self) -> "NotificationRequest":
+        if (self.template is None) == (self.content is None):
+            raise ValueError("give either `template` (with its `variables`) or `content`")
+        if self.variables and self.template is None:
+            raise ValueError("`variables` are for a `template`")
+        if self.recipient is None and self.user_id is None:
+            raise ValueError("give `recipient`, or a `user_id` whose recipient profile has an address")
+        return self
+
+
+def check_content_fits(channel: Channel, content: Content) -> None:
+    """What each channel needs of content; raises ValueError."""
+    if channel is Channel.EMAIL and not content.subject:
+        raise ValueError("subject is required for email")
+    if channel in _PHONE_CHANNELS and len(content.body) > _MAX_SMS_BODY:
+        raise ValueError(f"body is limited to {_MAX_SMS_BODY} characters for sms and whatsapp")
 
 
 class DeliveryAttemptOut(BaseModel):
@@ -141,6 +188,7 @@ class NotificationOut(BaseModel):
     user_id: str | None
     status: Status
     content: Content
+    template: str | None = Field(None, description="The template the content was rendered from.")
     metadata: dict[str, Any] = Field(validation_alias="meta")
     callback_url: str | None = Field(None, description="Where status events are POSTed.")
     callback_for: uuid.UUID | None = Field(
@@ -173,3 +221,79 @@ class NotificationDetail(NotificationOut):
 class NotificationPage(BaseModel):
     items: list[NotificationOut]
     next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last.")
+
+
+MAX_BATCH = 1000
+
+
+class BatchMode(StrEnum):
+    BEST_EFFORT = "best_effort"
+    ALL_OR_NOTHING = "all_or_nothing"
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "mode": "best_effort",
+                    "notifications": [
+                        {
+                            "channel": "email",
+                            "user_id": "u-1",
+                            "template": "welcome",
+                            "variables": {"name": "Ada"},
+                        },
+                        {
+                            "channel": "sms",
+                            "recipient": "+14155550100",
+                            "content": {"body": "Your order shipped"},
+                        },
+                    ],
+                }
+            ]
+        },
+    )
+
+    mode: Annotated[
+        BatchMode,
+        Field(
+            description="`best_effort`: accept the valid items, report the others; `all_or_nothing`: "
+            "accept all or, if any item is refused, none."
+        ),
+    ] = BatchMode.BEST_EFFORT
+    # Plain objects, each validated on its own, so that one bad item is reported with its index
+    # instead of failing the whole body.
+    notifications: Annotated[
+        list[dict[str, Any]],
+        Field(
+            min_length=1,
+            max_length=MAX_BATCH,
+            description=f"1 to {MAX_BATCH} notifications, each as the body of POST /v1/notifications.",
+            json_schema_extra={"items": {"$ref": "#/components/schemas/NotificationRequest"}},
+        ),
+    ]
+
+
+class ItemError(BaseModel):
+    """Why one item of a batch was refused (problem details, as for a single send)."""
+
+    status: int = Field(description="422 (invalid) or 429 (rate limit).")
+    title: str
+    detail: str
+    errors: list[dict[str, Any]] = Field(description="Field-level errors, as in every 422.")
+    retry_after: int | None = Field(None, description="For 429: seconds until the rate limit resets.")
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    id: uuid.UUID | None = None
+    status: Status | None = None
+    error: ItemError | None = None
+
+
+class BatchResponse(BaseModel):
+    accepted: int
+    refused: int
+    results: list[BatchItemResult] = Field(description="One per item, in the order given.")

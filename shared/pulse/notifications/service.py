@@ -3,20 +3,35 @@
 import hashlib
 import json
 import uuid
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, selectinload
 
-from pulse.db.models import IdempotencyRecord, Notification, notifications_table, outbox_table
-from pulse.errors import Conflict, NotFound
+from pulse.channels.push import invalidated_tokens
+from pulse.db.models import (
+    IdempotencyRecord,
+    Notification,
+    Recipient,
+    Template,
+    notifications_table,
+    outbox_table,
+)
+from pulse.errors import Conflict, InvalidInput, NotFound, PulseError, RateLimited
 from pulse.messaging.topology import routing_key
-from pulse.notifications.schemas import NotificationRequest
+from pulse.notifications.schemas import Content, NotificationRequest, check_content_fits
 from pulse.pagination import after_cursor, encode_cursor
+from pulse.rate_limits.service import Quota, RateKey, RateLimit, take
+from pulse.recipients.service import address_for, find_recipients, opted_out, policy_for
 from pulse.scheduling.service import NO_QUIET_HOURS_UTC, TenantPolicy, plan_send_time
+from pulse.templates.rendering import render_template
+from pulse.templates.service import find_templates
 from pulse.vocabulary import Channel, Priority, Status
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -24,7 +39,9 @@ IDEMPOTENCY_TTL = timedelta(hours=24)
 # Acceptance is the gateway's hottest path: plain Core inserts (no unit of work), built once so
 # that SQLAlchemy reuses their compiled form; the values arrive as parameters.
 _INSERT_NOTIFICATION = insert(notifications_table)
-_INSERT_OUTBOX = insert(outbox_table).returning(outbox_table.c.id)
+_INSERT_OUTBOX = insert(outbox_table).returning(
+    outbox_table.c.id, outbox_table.c.notification_id, sort_by_parameter_order=True
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,16 @@ class Accepted:
     outbox_id: int | None = None
     # True when an idempotent repeat returned the original notification.
     replayed: bool = False
+    # Its rate-limit key's state after this send (None: not rate-limited).
+    quota: Quota | None = None
+
+
+class BatchRefused(PulseError):
+    """An all-or-nothing batch with refused items: nothing was written. `errors` by item index."""
+
+    def __init__(self, errors: dict[int, PulseError]) -> None:
+        super().__init__(f"{len(errors)} of the notifications were refused; nothing was accepted")
+        self.errors = errors
 
 
 @dataclass(frozen=True)
@@ -58,63 +85,292 @@ def accept_notification(
     request: NotificationRequest,
     idempotency_key: str | None = None,
     policy: TenantPolicy = NO_QUIET_HOURS_UTC,
+    rate: RateLimit | None = None,
     schedule_id: uuid.UUID | None = None,
     publish_grace: timedelta = timedelta(seconds=5),
 ) -> Accepted:
     """Store the notification, in the caller's transaction, with the publish it owes when it is due
-    now; a later one (`send_at`, quiet hours) is `scheduled` and released by the scheduler."""
-    notification_id = uuid.uuid4()
+    now; a later one (`send_at`, quiet hours) is `scheduled` and released by the scheduler. Raises
+    InvalidInput or RateLimited (the caller then rolls back: nothing is written)."""
     if idempotency_key is not None:
         original = _claim_idempotency_key(
             session,
             tenant_id=tenant_id,
             key=idempotency_key,
             fingerprint=request_fingerprint(request),
-            notification_id=notification_id,
+            notification_id=(notification_id := uuid.uuid4()),
         )
         if original is not None:
             return Accepted(
                 notification=get_notification(session, tenant_id=tenant_id, id=original), replayed=True
             )
-
-    now = datetime.now(UTC)
-    timing = plan_send_time(request, policy=policy, now=now)
-    values: dict[str, Any] = {
-        "id": notification_id,
-        "tenant_id": tenant_id,
-        "channel": request.channel,
-        "priority": request.priority,
-        "recipient": request.recipient,
-        "user_id": request.user_id,
-        "status": Status.QUEUED if timing.scheduled_for is None else Status.SCHEDULED,
-        "content": request.content.model_dump(exclude_none=True),
-        "metadata": request.metadata,
-        "created_at": now,
-        "updated_at": now,
-        "attempt_count": 0,
-        "scheduled_for": timing.scheduled_for,
-        "timezone": timing.timezone,
-        "deferred_reason": timing.deferred_reason,
-        "respect_quiet_hours": request.respect_quiet_hours,
-        "schedule_id": schedule_id,
-        "callback_url": request.callback_url,
-    }
-    session.execute(_INSERT_NOTIFICATION, values)
-    # The row as inserted, for the response; "metadata" is `meta` on the mapped class.
-    attributes = {name: value for name, value in values.items() if name != "metadata"}
-    notification = Notification(**attributes, meta=request.metadata, attempts=[])
-    if timing.scheduled_for is not None:
-        return Accepted(notification=notification)
-    outbox_id = session.scalar(
-        _INSERT_OUTBOX,
-        {
-            "notification_id": notification_id,
-            "routing_key": routing_key(request.channel, request.priority),
-            "available_at": now + publish_grace,
-        },
+    else:
+        notification_id = uuid.uuid4()
+    (result,) = accept_notifications(
+        session,
+        tenant_id=tenant_id,
+        requests=[request],
+        policy=policy,
+        rate=rate,
+        schedule_id=schedule_id,
+        publish_grace=publish_grace,
+        ids=[notification_id],
     )
-    assert outbox_id is not None
-    return Accepted(notification=notification, outbox_id=outbox_id)
+    if isinstance(result, PulseError):
+        raise result
+    return result
+
+
+def accept_notifications(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    requests: Sequence[NotificationRequest],
+    policy: TenantPolicy = NO_QUIET_HOURS_UTC,
+    rate: RateLimit | None = None,
+    all_or_nothing: bool = False,
+    schedule_id: uuid.UUID | None = None,
+    publish_grace: timedelta = timedelta(seconds=5),
+    ids: Sequence[uuid.UUID] | None = None,
+) -> list[Accepted | PulseError]:
+    """Accept many at once, in the caller's transaction, with a constant number of statements: one
+    query each for templates, recipient profiles and invalid push tokens, one to count rate limits,
+    one insert of all notifications and one of their outbox rows. Returns, per request in order, what
+    was accepted or why it was refused; with `all_or_nothing`, a refusal raises BatchRefused instead
+    (before anything is written)."""
+    now = datetime.now(UTC)
+    context = _Context.look_up(session, tenant_id=tenant_id, requests=requests, policy=policy, now=now)
+    results: list[_Resolved | PulseError] = []
+    for request in requests:
+        try:
+            results.append(context.resolve(request))
+        except InvalidInput as error:
+            results.append(error)
+    _refuse_invalid_push_tokens(session, results)
+    quotas = _take_rate_limits(session, tenant_id=tenant_id, rate=rate, results=results)
+    if all_or_nothing and (errors := _errors_by_index(results)):
+        raise BatchRefused(errors)
+    resolved = [result for result in results if isinstance(result, _Resolved)]
+    new_ids = iter(ids or [uuid.uuid4() for _ in resolved])
+    rows = [
+        {
+            **result.values,
+            "id": next(new_ids),
+            "tenant_id": tenant_id,
+            "created_at": now,
+            "updated_at": now,
+            "attempt_count": 0,
+            "schedule_id": schedule_id,
+        }
+        for result in resolved
+    ]
+    if rows:
+        session.execute(_INSERT_NOTIFICATION, rows)
+    due = [row for row in rows if row["scheduled_for"] is None]
+    outbox_ids = {}
+    if due:
+        owed = session.execute(
+            _INSERT_OUTBOX,
+            [
+                {
+                    "notification_id": row["id"],
+                    "routing_key": routing_key(row["channel"], row["priority"]),
+                    "available_at": now + publish_grace,
+                }
+                for row in due
+            ],
+        )
+        outbox_ids = {row.notification_id: row.id for row in owed}
+    accepted = iter(rows)
+    return [
+        result if isinstance(result, PulseError) else _accepted(next(accepted), outbox_ids, quotas)
+        for result in results
+    ]
+
+
+def _accepted(row: dict[str, Any], outbox_ids: dict[uuid.UUID, int], quotas: dict[Any, Quota]) -> Accepted:
+    # The row as inserted, for the response; "metadata" is `meta` on the mapped class.
+    attributes = {name: value for name, value in row.items() if name != "metadata"}
+    notification = Notification(**attributes, meta=row["metadata"], attempts=[])
+    return Accepted(
+        notification=notification,
+        outbox_id=outbox_ids.get(row["id"]),
+        quota=quotas.get(_rate_key(row)),
+    )
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A request with its template rendered and its profile applied: the row to insert, sans ids."""
+
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What resolving a batch of requests needs, looked up once for all of them."""
+
+    policy: TenantPolicy
+    templates: dict[str, Template]
+    profiles: dict[str, Recipient]
+    now: datetime
+
+    @classmethod
+    def look_up(
+        cls,
+        session: Session,
+        *,
+        tenant_id: uuid.UUID,
+        requests: Sequence[NotificationRequest],
+        policy: TenantPolicy,
+        now: datetime,
+    ) -> "_Context":
+        names = {request.template for request in requests if request.template is not None}
+        users = {request.user_id for request in requests if request.user_id is not None}
+        return cls(
+            policy=policy,
+            templates=find_templates(session, tenant_id, names) if names else {},
+            profiles=find_recipients(session, tenant_id, users) if users else {},
+            now=now,
+        )
+
+    def resolve(self, request: NotificationRequest) -> _Resolved:
+        """Raises InvalidInput naming the field at fault."""
+        channel = request.channel
+        profile = self.profiles.get(request.user_id) if request.user_id is not None else None
+        template = self._template(request)
+        priority = _priority(request, template, self.policy)
+        if profile is not None and opted_out(profile, channel) and priority is not Priority.CRITICAL:
+            raise InvalidInput(
+                f"user {request.user_id!r} opted out of {channel} (only critical notifications still "
+                "reach them there)",
+                location=("body", "user_id"),
+            )
+        recipient = request.recipient or (profile and address_for(profile, channel))
+        if not recipient:
+            raise InvalidInput(
+                f"no recipient: give `recipient`, or a user_id whose recipient profile has an address "
+                f"for {channel}",
+                location=("body", "recipient"),
+            )
+        if template is None:
+            assert request.content is not None
+            content = request.content.model_dump(exclude_none=True)
+        else:
+            content = _render(template, request, locale=profile.locale if profile else None)
+        policy = self.policy if profile is None else policy_for(profile, self.policy)
+        timing = plan_send_time(request, priority=priority, policy=policy, now=self.now)
+        return _Resolved(
+            {
+                "channel": channel,
+                "priority": priority,
+                "recipient": recipient,
+                "user_id": request.user_id,
+                "status": Status.QUEUED if timing.scheduled_for is None else Status.SCHEDULED,
+                "content": content,
+                "template": request.template,
+                "metadata": request.metadata,
+                "scheduled_for": timing.scheduled_for,
+                "timezone": timing.timezone,
+                "deferred_reason": timing.deferred_reason,
+                "respect_quiet_hours": request.respect_quiet_hours,
+                "callback_url": request.callback_url,
+            }
+        )
+
+    def _template(self, request: NotificationRequest) -> Template | None:
+        if request.template is None:
+            return None
+        template = self.templates.get(request.template)
+        problem = None
+        if template is None:
+            problem = f"there is no template named {request.template!r}"
+        elif not template.active:
+            problem = f"template {request.template!r} is inactive"
+        elif template.channel != request.channel:
+            problem = f"template {request.template!r} is for {template.channel}, not {request.channel}"
+        if problem is not None:
+            raise InvalidInput(problem, location=("body", "template"))
+        return template
+
+
+def _priority(request: NotificationRequest, template: Template | None, policy: TenantPolicy) -> Priority:
+    """The request's; else `critical` for one-time codes (a template named *otp*); else the
+    template's default; else the tenant's."""
+    if request.priority is not None:
+        return request.priority
+    if template is not None:
+        if "otp" in template.name.lower():
+            return Priority.CRITICAL
+        if template.priority is not None:
+            return Priority(template.priority)
+    return policy.default_priority
+
+
+def _render(template: Template, request: NotificationRequest, *, locale: str | None) -> dict[str, Any]:
+    rendered = render_template(template, request.variables, locale=locale)
+    try:
+        content = Content.model_validate(rendered)
+        check_content_fits(request.channel, content)
+    except (ValidationError, ValueError) as error:
+        reason = "; ".join(e["msg"] for e in error.errors()) if isinstance(error, ValidationError) else error
+        raise InvalidInput(
+            f"template {template.name!r} rendered content that {request.channel} cannot send: {reason}",
+            location=("body", "variables"),
+        ) from error
+    return content.model_dump(exclude_none=True)
+
+
+def _refuse_invalid_push_tokens(session: Session, results: list[_Resolved | PulseError]) -> None:
+    tokens = {
+        result.values["recipient"]
+        for result in results
+        if isinstance(result, _Resolved) and result.values["channel"] is Channel.PUSH
+    }
+    invalidated = invalidated_tokens(session, tokens)
+    for index, result in enumerate(results):
+        if not isinstance(result, _Resolved) or result.values["channel"] is not Channel.PUSH:
+            continue
+        if when := invalidated.get(result.values["recipient"]):
+            results[index] = InvalidInput(
+                f"device token was reported invalid by FCM at {when.isoformat()}",
+                location=("body", "recipient"),
+            )
+
+
+def _rate_key(values: dict[str, Any]) -> RateKey:
+    return RateKey.of(values["channel"], user_id=values["user_id"], recipient=values["recipient"])
+
+
+def _take_rate_limits(
+    session: Session, *, tenant_id: uuid.UUID, rate: RateLimit | None, results: list[_Resolved | PulseError]
+) -> dict[RateKey, Quota]:
+    """Count the resolved sends; those over their key's limit become RateLimited (the first ones of a
+    key are granted)."""
+    if rate is None or rate.unlimited:
+        return {}
+    wanted = Counter(_rate_key(result.values) for result in results if isinstance(result, _Resolved))
+    quotas = take(session, tenant_id=tenant_id, rate=rate, wanted=wanted)
+    left = {key: quota.granted for key, quota in quotas.items()}
+    for index, result in enumerate(results):
+        if isinstance(result, _Resolved):
+            key = _rate_key(result.values)
+            if left[key] > 0:
+                left[key] -= 1
+                continue
+            quota = quotas[key]
+            results[index] = RateLimited(
+                f"rate limit exceeded: at most {rate.limit} {key.channel} notifications per "
+                f"{rate.window_seconds} s to {key.subject.replace(':', ' ', 1)}; "
+                f"try again in {quota.reset_seconds} s",
+                limit=rate.limit,
+                reset_seconds=quota.reset_seconds,
+            )
+    return quotas
+
+
+def _errors_by_index(results: Sequence[object]) -> dict[int, PulseError]:
+    return {index: result for index, result in enumerate(results) if isinstance(result, PulseError)}
 
 
 def _claim_idempotency_key(
@@ -241,12 +497,16 @@ def force_notification(
     if forced is None:
         status = get_notification(session, tenant_id=tenant_id, id=id).status
         raise Conflict(f"notification {id} is {status}; only scheduled or retrying ones can be forced")
-    outbox_id = session.scalar(
-        _INSERT_OUTBOX,
-        {
-            "notification_id": id,
-            "routing_key": routing_key(Channel(forced.channel), Priority(forced.priority)),
-            "available_at": now + publish_grace,
-        },
+    outbox_id = (
+        session.execute(
+            _INSERT_OUTBOX,
+            {
+                "notification_id": id,
+                "routing_key": routing_key(Channel(forced.channel), Priority(forced.priority)),
+                "available_at": now + publish_grace,
+            },
+        )
+        .one()
+        .id
     )
     return Accepted(notification=get_notification(session, tenant_id=tenant_id, id=id), outbox_id=outbox_id)

@@ -5,7 +5,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.db import transaction
 from pulse.db.models import OutboxMessage
-from pulse.messaging.publisher import publish_notification
+from pulse.messaging.publisher import publish_notification, publish_notifications
 from pulse.messaging.topology import routing_key
 from pulse.observability import metrics
 from pulse.vocabulary import Channel, Priority
@@ -53,17 +53,33 @@ class AfterCommitPublisher:
 
     def publish(self, *, outbox_id: int, notification_id: uuid.UUID, routing_key: str) -> bool:
         """True once the broker confirmed; False if the row is left to the sweep."""
+        return self._attempt(
+            lambda: publish_notification(self._app, notification_id, routing_key),
+            [outbox_id],
+            context={"notification_id": str(notification_id)},
+        )
+
+    def publish_many(self, messages: Sequence[tuple[int, uuid.UUID, str]]) -> bool:
+        """`publish` for many (outbox id, notification id, routing key), confirmed all at once."""
+        return self._attempt(
+            lambda: publish_notifications(self._app, [(id, key) for _, id, key in messages]),
+            [outbox_id for outbox_id, _, _ in messages],
+            context={"messages": len(messages)},
+        )
+
+    def _attempt(
+        self, publish: Callable[[], None], outbox_ids: list[int], *, context: dict[str, Any]
+    ) -> bool:
         if time.monotonic() < self._standing_back_until:
             return False
         try:
-            publish_notification(self._app, notification_id, routing_key)
+            publish()
         except Exception as error:  # noqa: BLE001 - whatever broke, the sweep repairs it.
             self._standing_back_until = time.monotonic() + self._backoff_seconds
-            log.warning(
-                "publish left to the outbox sweep: %s", error, extra={"notification_id": str(notification_id)}
-            )
+            log.warning("publish left to the outbox sweep: %s", error, extra=context)
             return False
-        self._published.put(outbox_id)
+        for outbox_id in outbox_ids:
+            self._published.put(outbox_id)
         return True
 
     def close(self) -> None:

@@ -28,6 +28,8 @@ class QuietHours:
             start, end = (time.fromisoformat(part.strip()) for part in text.split("-"))
         except ValueError as error:
             raise ValueError(f"quiet hours must look like 22:00-08:00 (or be 'off'), not {text!r}") from error
+        if start.tzinfo is not None or end.tzinfo is not None:
+            raise ValueError("quiet hours are local wall-clock times: no UTC offset")
         if start == end:
             raise ValueError("quiet hours must not start and end at the same time")
         return cls(start, end)

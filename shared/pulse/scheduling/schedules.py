@@ -212,7 +212,7 @@ def run_due_schedules(session: Session, *, default_quiet_hours: QuietHours | Non
     """
     now = datetime.now(UTC)
     due = session.execute(
-        select(Schedule, Tenant.timezone, Tenant.quiet_hours)
+        select(Schedule, Tenant.timezone, Tenant.quiet_hours, Tenant.default_priority)
         .join(Tenant, Tenant.id == Schedule.tenant_id)
         .where(Schedule.paused.is_(False), Schedule.next_run_at <= now)
         .order_by(Schedule.next_run_at)
@@ -221,7 +221,7 @@ def run_due_schedules(session: Session, *, default_quiet_hours: QuietHours | Non
         .with_for_update(skip_locked=True, of=Schedule)
     ).all()
     ran = 0
-    for schedule, tenant_timezone, tenant_quiet_hours in due:
+    for schedule, tenant_timezone, tenant_quiet_hours, tenant_priority in due:
         schedule.updated_at = now
         schedule.next_run_at = next_run_after(schedule.cron, schedule.timezone, now)
         try:
@@ -231,15 +231,24 @@ def run_due_schedules(session: Session, *, default_quiet_hours: QuietHours | Non
             log.error("schedule %s paused: its notification is no longer valid: %s", schedule.id, error)
             schedule.paused = True
             continue
-        accept_notification(
-            session,
-            tenant_id=schedule.tenant_id,
-            request=request,
-            policy=TenantPolicy.of(tenant_timezone, tenant_quiet_hours, default=default_quiet_hours),
-            schedule_id=schedule.id,
-            # The scheduler's outbox sweep publishes it, in the same tick.
-            publish_grace=timedelta(0),
+        policy = TenantPolicy.of(
+            tenant_timezone, tenant_quiet_hours, default=default_quiet_hours, default_priority=tenant_priority
         )
+        try:
+            accept_notification(
+                session,
+                tenant_id=schedule.tenant_id,
+                request=request,
+                policy=policy,
+                schedule_id=schedule.id,
+                # The scheduler's outbox sweep publishes it, in the same tick.
+                publish_grace=timedelta(0),
+            )
+        except InvalidInput as error:
+            # Refused before anything was written (its template was deleted, its user opted out...):
+            # this run is skipped, the next one may succeed.
+            log.warning("schedule %s skipped a run: %s", schedule.id, error)
+            continue
         schedule.last_run_at = now
         schedule.run_count += 1
         ran += 1

@@ -14,15 +14,27 @@ QUIET_HOURS = "quiet_hours"
 
 @dataclass(frozen=True)
 class TenantPolicy:
-    """A tenant's defaults for its recipients."""
+    """A tenant's defaults for its recipients (a recipient profile may override the first two)."""
 
     timezone: str = "UTC"
     quiet_hours: QuietHours | None = None
+    default_priority: Priority = Priority.NORMAL
 
     @classmethod
-    def of(cls, timezone: str, quiet_hours: str | None, *, default: QuietHours | None) -> "TenantPolicy":
+    def of(
+        cls,
+        timezone: str,
+        quiet_hours: str | None,
+        *,
+        default: QuietHours | None,
+        default_priority: str | None = None,
+    ) -> "TenantPolicy":
         """From a tenant's stored settings; no quiet hours of its own means the deployment's `default`."""
-        return cls(timezone=timezone, quiet_hours=QuietHours.parse(quiet_hours) if quiet_hours else default)
+        return cls(
+            timezone=timezone,
+            quiet_hours=QuietHours.parse(quiet_hours) if quiet_hours else default,
+            default_priority=Priority(default_priority or Priority.NORMAL),
+        )
 
 
 NO_QUIET_HOURS_UTC = TenantPolicy()
@@ -35,9 +47,11 @@ class SendTiming:
     deferred_reason: str | None = None
 
 
-def plan_send_time(request: NotificationRequest, *, policy: TenantPolicy, now: datetime) -> SendTiming:
+def plan_send_time(
+    request: NotificationRequest, *, priority: Priority, policy: TenantPolicy, now: datetime
+) -> SendTiming:
     """`send_at` (naive: read in the recipient's zone; past: now), then pushed past quiet hours unless
-    the notification is critical or opted out. The zone is the request's, else the tenant's."""
+    the notification is critical or opted out. The zone is the request's, else the policy's."""
     zone_name = request.timezone or policy.timezone
     zone = ZoneInfo(zone_name)
     wanted = now
@@ -46,7 +60,7 @@ def plan_send_time(request: NotificationRequest, *, policy: TenantPolicy, now: d
         wanted = max(send_at, now)
     deferred_reason = None
     quiet = policy.quiet_hours
-    if quiet is not None and request.respect_quiet_hours and request.priority is not Priority.CRITICAL:
+    if quiet is not None and request.respect_quiet_hours and priority is not Priority.CRITICAL:
         allowed = quiet.next_allowed_send_time(wanted, zone)
         if allowed > wanted:
             wanted, deferred_reason = allowed, QUIET_HOURS

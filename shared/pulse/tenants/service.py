@@ -3,8 +3,10 @@
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import insert, select
@@ -13,10 +15,13 @@ from sqlalchemy.orm import Session
 
 from pulse.db.models import ApiKey, Tenant
 from pulse.errors import InvalidInput, NotFound
+from pulse.rate_limits.service import MAX_WINDOW_SECONDS
 from pulse.scheduling.quiet_hours import QuietHours
+from pulse.vocabulary import Priority
 
 API_KEY_PREFIX = "pk_"
-DEFAULT_QUIET_HOURS = "default"
+DEFAULT_SETTING = "default"
+_Setting = TypeVar("_Setting")
 
 
 class Scope(StrEnum):
@@ -35,6 +40,10 @@ class Principal:
     # The tenant's defaults for its recipients (quiet hours None: the deployment's default).
     timezone: str = "UTC"
     quiet_hours: str | None = None
+    default_priority: Priority | None = None
+    # Sends per (user or recipient, channel) per window; None: the deployment's default.
+    rate_limit: int | None = None
+    rate_limit_window_seconds: int | None = None
 
 
 def hash_api_key(key: str) -> str:
@@ -55,9 +64,17 @@ def create_tenant(session: Session, *, name: str) -> Tenant:
 
 
 def configure_tenant(
-    session: Session, *, name: str, timezone: str | None = None, quiet_hours: str | None = None
+    session: Session,
+    *,
+    name: str,
+    timezone: str | None = None,
+    quiet_hours: str | None = None,
+    default_priority: str | None = None,
+    rate_limit: str | None = None,
+    rate_limit_window_seconds: int | None = None,
 ) -> Tenant:
-    """Set a tenant's default time zone and quiet hours (`default` = the deployment's PULSE_QUIET_HOURS)."""
+    """Set a tenant's defaults; for quiet hours, priority and rate limit, `default` goes back to the
+    deployment's (PULSE_QUIET_HOURS, `normal`, PULSE_RATE_LIMIT); a rate limit of `off` is none."""
     tenant = session.scalars(select(Tenant).where(Tenant.name == name)).one_or_none()
     if tenant is None:
         raise NotFound(f"tenant {name!r} does not exist")
@@ -68,7 +85,7 @@ def configure_tenant(
             raise InvalidInput(f"unknown time zone {timezone!r}") from error
         tenant.timezone = timezone
     if quiet_hours is not None:
-        if quiet_hours == DEFAULT_QUIET_HOURS:
+        if quiet_hours == DEFAULT_SETTING:
             tenant.quiet_hours = None
         else:
             try:
@@ -76,7 +93,34 @@ def configure_tenant(
             except ValueError as error:
                 raise InvalidInput(str(error)) from error
             tenant.quiet_hours = quiet_hours
+    if default_priority is not None:
+        tenant.default_priority = _default_or(default_priority, _priority)
+    if rate_limit is not None:
+        tenant.rate_limit = _default_or(rate_limit, _rate_limit)
+    if rate_limit_window_seconds is not None:
+        if not 1 <= rate_limit_window_seconds <= MAX_WINDOW_SECONDS:
+            raise InvalidInput(f"the rate limit window is 1 to {MAX_WINDOW_SECONDS} seconds")
+        tenant.rate_limit_window_seconds = rate_limit_window_seconds
     return tenant
+
+
+def _default_or(value: str, parse: Callable[[str], _Setting]) -> _Setting | None:
+    return None if value == DEFAULT_SETTING else parse(value)
+
+
+def _priority(value: str) -> str:
+    try:
+        return Priority(value)
+    except ValueError as error:
+        raise InvalidInput(f"unknown priority {value!r}; choose from {', '.join(Priority)}") from error
+
+
+def _rate_limit(value: str) -> int:
+    if value == "off":
+        return 0
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidInput(f"a rate limit is a positive number of sends, 'off' or 'default', not {value!r}")
+    return int(value)
 
 
 def create_api_key(session: Session, *, tenant_name: str, scopes: list[Scope]) -> str:
@@ -101,7 +145,16 @@ def create_api_key(session: Session, *, tenant_name: str, scopes: list[Scope]) -
 
 def find_principal(session: Session, *, key: str) -> Principal | None:
     row = session.execute(
-        select(ApiKey.tenant_id, Tenant.name, ApiKey.scopes, Tenant.timezone, Tenant.quiet_hours)
+        select(
+            ApiKey.tenant_id,
+            Tenant.name,
+            ApiKey.scopes,
+            Tenant.timezone,
+            Tenant.quiet_hours,
+            Tenant.default_priority,
+            Tenant.rate_limit,
+            Tenant.rate_limit_window_seconds,
+        )
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
         .where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None))
     ).one_or_none()
@@ -113,4 +166,7 @@ def find_principal(session: Session, *, key: str) -> Principal | None:
         scopes=frozenset(map(Scope, row.scopes)),
         timezone=row.timezone,
         quiet_hours=row.quiet_hours,
+        default_priority=Priority(row.default_priority) if row.default_priority else None,
+        rate_limit=row.rate_limit,
+        rate_limit_window_seconds=row.rate_limit_window_seconds,
     )

@@ -1,0 +1,64 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from pulse.db import transaction
+from pulse.recipients.schemas import MAX_USER_ID, RecipientIn, RecipientOut
+from pulse.recipients.service import delete_recipient, get_recipient, put_recipient
+from services.api.deps import GatewayDep, ReaderDep, SenderDep, SessionDep
+from services.api.routes.notifications import ERROR_RESPONSES
+
+router = APIRouter(prefix="/v1/recipients", tags=["recipients"], responses=ERROR_RESPONSES)
+
+NOT_FOUND: dict[int | str, dict[str, str]] = {404: {"description": "No profile for this user id"}}
+
+# `:path` so that any user id a send accepts (up to 255 characters, `/` included) can have a profile.
+UserId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_USER_ID,
+        pattern="^[^\\x00]*$",  # PostgreSQL text cannot hold NUL.
+        description="Your id of the end user, as given in `user_id` when sending.",
+    ),
+]
+
+
+@router.put(
+    "/{user_id:path}",
+    response_model=RecipientOut,
+    responses={
+        201: {"description": "The profile was created", "model": RecipientOut},
+        200: {"description": "The profile was replaced"},
+        413: {"description": "Body over the size limit"},
+    },
+)
+def save_recipient(
+    user_id: UserId, profile: RecipientIn, principal: SenderDep, gateway: GatewayDep, response: Response
+) -> RecipientOut:
+    """Create or replace the end user's profile. The body is the whole profile: a field left out is
+    cleared (set to null, or emptied). Sends that give `user_id` without `recipient` are then
+    addressed from it, refused with 422 on a channel the user opted out of (unless `critical`), and
+    held by its time zone and quiet hours instead of the tenant's."""
+    with transaction(gateway.session_factory) as session:
+        recipient, created = put_recipient(
+            session, tenant_id=principal.tenant_id, user_id=user_id, profile=profile
+        )
+        if created:
+            response.status_code = status.HTTP_201_CREATED
+        return RecipientOut.model_validate(recipient)
+
+
+@router.get("/{user_id:path}", response_model=RecipientOut, responses=NOT_FOUND)
+def read_recipient(user_id: UserId, principal: ReaderDep, session: SessionDep) -> RecipientOut:
+    """The end user's profile."""
+    return RecipientOut.model_validate(get_recipient(session, tenant_id=principal.tenant_id, user_id=user_id))
+
+
+@router.delete("/{user_id:path}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
+def remove_recipient(user_id: UserId, principal: SenderDep, gateway: GatewayDep) -> Response:
+    """Forget the end user's profile; sends naming them must then give `recipient` again. Their
+    notifications stay."""
+    with transaction(gateway.session_factory) as session:
+        delete_recipient(session, tenant_id=principal.tenant_id, user_id=user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,1 @@
+"""Recipients: end users' addresses, channel preferences, time zone, quiet hours and locale."""

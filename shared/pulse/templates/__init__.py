@@ -1,0 +1,1 @@
+"""Templates: reusable content rendered with Jinja2 in a sandbox when a send names one."""
