@@ -47,4 +47,4 @@ def test_a_batch_of_a_thousand_is_accepted_in_one_call_and_delivered(
     wait_until(delivered, timeout=180, what="the batch to be delivered")
     with stack.sandbox() as sandbox:
         arrived = sandbox.get("/api/messages", params={"recipient": f"batch-{run}-999@example.com"}).json()
-    assert [message["body"] for message in arrived["items"]] == ["Item 999"]
+    assert [message["body"].strip() for message in arrived["items"]] == ["Item 999"]

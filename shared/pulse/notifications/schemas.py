@@ -4,11 +4,12 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pulse.notifications.addresses import MAX_DEVICE_TOKEN, channel_address, webhook_url
+from pulse.scheduling.clock import time_zone
 from pulse.text import refuse_nul_characters
 from pulse.vocabulary import Channel, Priority, Status
 
@@ -120,12 +121,7 @@ class NotificationRequest(BaseModel):
     @classmethod
     def _known_timezone(cls, name: str | None) -> str | None:
         if name is not None:
-            try:
-                ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError) as error:
-                raise ValueError(
-                    f"unknown time zone {name!r} (use an IANA name like Europe/Paris)"
-                ) from error
+            time_zone(name)
         return name
 
     @field_validator("content")

@@ -2,13 +2,13 @@
 
 from datetime import datetime, time
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
 from babel.core import parse_locale
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from pulse.notifications.addresses import device_token, email_address, phone_number
+from pulse.scheduling.clock import time_zone
 from pulse.scheduling.quiet_hours import OFF, QuietHours
 from pulse.vocabulary import Channel
 
@@ -112,12 +112,7 @@ class RecipientIn(BaseModel):
     @classmethod
     def _known_timezone(cls, name: str | None) -> str | None:
         if name is not None:
-            try:
-                ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError) as error:
-                raise ValueError(
-                    f"unknown time zone {name!r} (use an IANA name like Europe/Paris)"
-                ) from error
+            time_zone(name)
         return name
 
     @field_validator("quiet_hours")

@@ -5,7 +5,15 @@ a local time that exists twice (repeated by a fall-back) means its first occurre
 """
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+def time_zone(name: str) -> ZoneInfo:
+    """The IANA zone `name`; ValueError, saying what is expected, if there is none of that name."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name like Europe/Paris)") from error
 
 
 def to_instant(local: datetime, zone: ZoneInfo) -> datetime:

@@ -10,7 +10,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
 from pydantic import ValidationError
@@ -22,7 +22,7 @@ from pulse.errors import InvalidInput, NotFound
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
 from pulse.pagination import after_cursor, encode_cursor
-from pulse.scheduling.clock import to_instant
+from pulse.scheduling.clock import time_zone, to_instant
 from pulse.scheduling.quiet_hours import QuietHours
 from pulse.scheduling.service import TenantPolicy
 
@@ -58,12 +58,9 @@ def validate_cron(cron: str, timezone: str) -> ZoneInfo:
             location=("body", "cron"),
         )
     try:
-        return ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise InvalidInput(
-            f"unknown time zone {timezone!r} (use an IANA name like Europe/Paris)",
-            location=("body", "timezone"),
-        ) from error
+        return time_zone(timezone)
+    except ValueError as error:
+        raise InvalidInput(str(error), location=("body", "timezone")) from error
 
 
 def next_run_after(cron: str, timezone: str, after: datetime) -> datetime:

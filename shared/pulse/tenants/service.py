@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session
 from pulse.db.models import ApiKey, Tenant
 from pulse.errors import InvalidInput, NotFound
 from pulse.rate_limits.service import MAX_WINDOW_SECONDS
+from pulse.scheduling.clock import time_zone
 from pulse.scheduling.quiet_hours import QuietHours
 from pulse.vocabulary import Priority
 
@@ -80,9 +80,9 @@ def configure_tenant(
         raise NotFound(f"tenant {name!r} does not exist")
     if timezone is not None:
         try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise InvalidInput(f"unknown time zone {timezone!r}") from error
+            time_zone(timezone)
+        except ValueError as error:
+            raise InvalidInput(str(error)) from error
         tenant.timezone = timezone
     if quiet_hours is not None:
         if quiet_hours == DEFAULT_SETTING:

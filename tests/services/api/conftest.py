@@ -25,3 +25,8 @@ def gateway(infrastructure: Infrastructure) -> Iterator[TestClient]:
 
 def auth(tenant: Tenant) -> dict[str, str]:
     return {"Authorization": f"Bearer {tenant.api_key}"}
+
+
+@pytest.fixture(scope="module")
+def client(gateway: TestClient) -> TestClient:
+    return gateway

@@ -1,7 +1,7 @@
 """PUT/GET/DELETE /v1/recipients/{user_id} through the gateway in-process (FastAPI TestClient, lifespan
 running) against the test database."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -9,11 +9,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from devtools.stack import Infrastructure
-from pulse.settings import BrokerSettings, DatabaseSettings
-from services.api.main import create_app
-from services.api.settings import ApiSettings
 from tests.conftest import Tenant
+from tests.services.api.conftest import auth
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -28,20 +25,6 @@ ADA = {
 }
 
 
-@pytest.fixture(scope="module")
-def client(infrastructure: Infrastructure) -> Iterator[TestClient]:
-    settings = ApiSettings(
-        database=DatabaseSettings(url=infrastructure.database_url),
-        broker=BrokerSettings(url=infrastructure.broker_url),
-    )
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
-def _auth(tenant: Tenant) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tenant.api_key}"}
-
-
 def _problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
@@ -53,7 +36,7 @@ def _problem(response: httpx.Response, status: int) -> dict[str, Any]:
 def test_a_put_creates_the_profile_normalised_and_a_get_reads_it_back(
     client: TestClient, tenant: Tenant
 ) -> None:
-    response = client.put("/v1/recipients/ada", json=ADA, headers=_auth(tenant))
+    response = client.put("/v1/recipients/ada", json=ADA, headers=auth(tenant))
 
     assert response.status_code == 201, response.text
     body = response.json()
@@ -67,13 +50,13 @@ def test_a_put_creates_the_profile_normalised_and_a_get_reads_it_back(
         "locale": "fr_FR",
         "preferences": {"sms": False, "email": True},
     }
-    assert client.get("/v1/recipients/ada", headers=_auth(tenant)).json() == body
+    assert client.get("/v1/recipients/ada", headers=auth(tenant)).json() == body
 
 
 def test_a_second_put_replaces_the_whole_profile(client: TestClient, tenant: Tenant) -> None:
-    created = client.put("/v1/recipients/ada", json=ADA, headers=_auth(tenant)).json()
+    created = client.put("/v1/recipients/ada", json=ADA, headers=auth(tenant)).json()
 
-    response = client.put("/v1/recipients/ada", json={"phone": "+33 6 12 34 56 78"}, headers=_auth(tenant))
+    response = client.put("/v1/recipients/ada", json={"phone": "+33 6 12 34 56 78"}, headers=auth(tenant))
 
     assert response.status_code == 200, response.text
     replaced = response.json()
@@ -91,22 +74,22 @@ def test_a_second_put_replaces_the_whole_profile(client: TestClient, tenant: Ten
         "updated_at": None,
     }
     assert datetime.fromisoformat(replaced["updated_at"]) > datetime.fromisoformat(created["updated_at"])
-    assert client.get("/v1/recipients/ada", headers=_auth(tenant)).json() == replaced
+    assert client.get("/v1/recipients/ada", headers=auth(tenant)).json() == replaced
 
 
 def test_a_deleted_profile_is_gone(client: TestClient, tenant: Tenant) -> None:
-    client.put("/v1/recipients/ada", json=ADA, headers=_auth(tenant))
+    client.put("/v1/recipients/ada", json=ADA, headers=auth(tenant))
 
-    response = client.delete("/v1/recipients/ada", headers=_auth(tenant))
+    response = client.delete("/v1/recipients/ada", headers=auth(tenant))
 
     assert response.status_code == 204
     assert response.content == b""
-    _problem(client.get("/v1/recipients/ada", headers=_auth(tenant)), 404)
-    _problem(client.delete("/v1/recipients/ada", headers=_auth(tenant)), 404)
+    _problem(client.get("/v1/recipients/ada", headers=auth(tenant)), 404)
+    _problem(client.delete("/v1/recipients/ada", headers=auth(tenant)), 404)
 
 
 def test_an_unknown_user_has_no_profile(client: TestClient, tenant: Tenant) -> None:
-    body = _problem(client.get("/v1/recipients/nobody", headers=_auth(tenant)), 404)
+    body = _problem(client.get("/v1/recipients/nobody", headers=auth(tenant)), 404)
     assert "nobody" in body["detail"]
 
 
@@ -114,46 +97,44 @@ def test_another_tenants_profile_is_not_found_and_untouched(
     client: TestClient, make_tenant: Callable[..., Tenant]
 ) -> None:
     owner, stranger = make_tenant(), make_tenant()
-    client.put("/v1/recipients/ada", json=ADA, headers=_auth(owner))
+    client.put("/v1/recipients/ada", json=ADA, headers=auth(owner))
 
-    _problem(client.get("/v1/recipients/ada", headers=_auth(stranger)), 404)
-    _problem(client.delete("/v1/recipients/ada", headers=_auth(stranger)), 404)
+    _problem(client.get("/v1/recipients/ada", headers=auth(stranger)), 404)
+    _problem(client.delete("/v1/recipients/ada", headers=auth(stranger)), 404)
     # The same user id is a different person in another tenant.
-    response = client.put("/v1/recipients/ada", json={"email": "other@example.org"}, headers=_auth(stranger))
+    response = client.put("/v1/recipients/ada", json={"email": "other@example.org"}, headers=auth(stranger))
     assert response.status_code == 201, response.text
-    assert client.get("/v1/recipients/ada", headers=_auth(owner)).json()["email"] == "Ada@example.com"
+    assert client.get("/v1/recipients/ada", headers=auth(owner)).json()["email"] == "Ada@example.com"
 
 
 def test_user_ids_may_contain_slashes_and_other_characters(client: TestClient, tenant: Tenant) -> None:
     for user_id, path in (("team/ada", "team/ada"), ("a/b c|d", "a%2Fb%20c%7Cd")):
-        response = client.put(f"/v1/recipients/{path}", json={}, headers=_auth(tenant))
+        response = client.put(f"/v1/recipients/{path}", json={}, headers=auth(tenant))
         assert response.status_code == 201, response.text
         assert response.json()["user_id"] == user_id
-        assert client.get(f"/v1/recipients/{path}", headers=_auth(tenant)).json()["user_id"] == user_id
+        assert client.get(f"/v1/recipients/{path}", headers=auth(tenant)).json()["user_id"] == user_id
 
 
 @pytest.mark.parametrize("path", ["u" * 256, "a%00b"], ids=["over-255-characters", "nul"])
 def test_a_user_id_the_database_cannot_key_is_a_422_problem(
     client: TestClient, tenant: Tenant, path: str
 ) -> None:
-    body = _problem(client.put(f"/v1/recipients/{path}", json={}, headers=_auth(tenant)), 422)
+    body = _problem(client.put(f"/v1/recipients/{path}", json={}, headers=auth(tenant)), 422)
     assert [error["loc"] for error in body["errors"]] == [["path", "user_id"]]
 
 
 def test_a_user_id_of_255_characters_is_fine(client: TestClient, tenant: Tenant) -> None:
-    assert client.put(f"/v1/recipients/{'u' * 255}", json={}, headers=_auth(tenant)).status_code == 201
+    assert client.put(f"/v1/recipients/{'u' * 255}", json={}, headers=auth(tenant)).status_code == 201
 
 
 def test_writes_need_the_send_scope_and_reads_the_read_scope(
     client: TestClient, make_tenant: Callable[..., Tenant]
 ) -> None:
     reader, sender = make_tenant(scopes="read"), make_tenant(scopes="send")
-    assert (
-        "send" in _problem(client.put("/v1/recipients/ada", json=ADA, headers=_auth(reader)), 403)["detail"]
-    )
-    _problem(client.delete("/v1/recipients/ada", headers=_auth(reader)), 403)
-    assert client.put("/v1/recipients/ada", json=ADA, headers=_auth(sender)).status_code == 201
-    assert "read" in _problem(client.get("/v1/recipients/ada", headers=_auth(sender)), 403)["detail"]
+    assert "send" in _problem(client.put("/v1/recipients/ada", json=ADA, headers=auth(reader)), 403)["detail"]
+    _problem(client.delete("/v1/recipients/ada", headers=auth(reader)), 403)
+    assert client.put("/v1/recipients/ada", json=ADA, headers=auth(sender)).status_code == 201
+    assert "read" in _problem(client.get("/v1/recipients/ada", headers=auth(sender)), 403)["detail"]
 
 
 def test_a_request_without_a_key_is_a_401_problem(client: TestClient) -> None:
@@ -182,12 +163,12 @@ def test_a_request_without_a_key_is_a_401_problem(client: TestClient) -> None:
 def test_invalid_fields_are_a_422_problem_naming_the_field(
     client: TestClient, tenant: Tenant, change: dict[str, Any], loc: list[str | int], message: str
 ) -> None:
-    response = client.put("/v1/recipients/ada", json={**ADA, **change}, headers=_auth(tenant))
+    response = client.put("/v1/recipients/ada", json={**ADA, **change}, headers=auth(tenant))
 
     [error] = _problem(response, 422)["errors"]
     assert error["loc"] == loc
     assert message in error["msg"]
-    _problem(client.get("/v1/recipients/ada", headers=_auth(tenant)), 404)  # Nothing was stored.
+    _problem(client.get("/v1/recipients/ada", headers=auth(tenant)), 404)  # Nothing was stored.
 
 
 def test_the_openapi_schema_documents_the_profile_with_an_example(client: TestClient) -> None:

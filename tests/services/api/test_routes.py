@@ -23,19 +23,10 @@ from pulse.settings import BrokerSettings, DatabaseSettings
 from services.api.main import create_app
 from services.api.settings import ApiSettings
 from tests.conftest import Tenant, wait_until
+from tests.services.api.conftest import auth
 
 PROBLEM_JSON = "application/problem+json"
 UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/x"
-
-
-@pytest.fixture(scope="module")
-def client(infrastructure: Infrastructure) -> Iterator[TestClient]:
-    settings = ApiSettings(
-        database=DatabaseSettings(url=infrastructure.database_url),
-        broker=BrokerSettings(url=infrastructure.broker_url),
-    )
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +39,6 @@ def unreachable_database_client(infrastructure: Infrastructure) -> Iterator[Test
     # Server errors come back as responses, so a 500 would fail an assertion instead of raising.
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
-
-
-def _auth(tenant: Tenant) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tenant.api_key}"}
 
 
 def _email(recipient: str = "ada@example.com", **fields: Any) -> dict[str, Any]:
@@ -112,7 +99,7 @@ def _seed(
 
 
 def _list_ids(client: TestClient, tenant: Tenant, **params: Any) -> list[str]:
-    response = client.get("/v1/notifications", params=params, headers=_auth(tenant))
+    response = client.get("/v1/notifications", params=params, headers=auth(tenant))
     assert response.status_code == 200, response.text
     return [item["id"] for item in response.json()["items"]]
 
@@ -166,14 +153,14 @@ def test_the_api_key_is_accepted_in_the_x_api_key_header_as_well_as_bearer(
     client: TestClient, tenant: Tenant
 ) -> None:
     assert client.get("/v1/notifications", headers={"X-API-Key": tenant.api_key}).status_code == 200
-    assert client.get("/v1/notifications", headers=_auth(tenant)).status_code == 200
+    assert client.get("/v1/notifications", headers=auth(tenant)).status_code == 200
 
 
 def test_a_key_without_the_send_scope_cannot_send(
     client: TestClient, make_tenant: Callable[..., Tenant]
 ) -> None:
     reader = make_tenant(scopes="read")
-    body = _assert_problem(client.post("/v1/notifications", json=_email(), headers=_auth(reader)), 403)
+    body = _assert_problem(client.post("/v1/notifications", json=_email(), headers=auth(reader)), 403)
     assert "send" in body["detail"]
 
 
@@ -182,8 +169,8 @@ def test_a_key_without_the_read_scope_cannot_read(
 ) -> None:
     sender = make_tenant(scopes="send")
     notification_id = _seed(session_factory, sender)
-    _assert_problem(client.get("/v1/notifications", headers=_auth(sender)), 403)
-    _assert_problem(client.get(f"/v1/notifications/{notification_id}", headers=_auth(sender)), 403)
+    _assert_problem(client.get("/v1/notifications", headers=auth(sender)), 403)
+    _assert_problem(client.get(f"/v1/notifications/{notification_id}", headers=auth(sender)), 403)
 
 
 def test_another_tenants_notification_is_not_found(
@@ -191,16 +178,16 @@ def test_another_tenants_notification_is_not_found(
 ) -> None:
     owner, stranger = make_tenant(), make_tenant()
     notification_id = _seed(session_factory, owner)
-    _assert_problem(client.get(f"/v1/notifications/{notification_id}", headers=_auth(stranger)), 404)
-    assert client.get(f"/v1/notifications/{notification_id}", headers=_auth(owner)).status_code == 200
+    _assert_problem(client.get(f"/v1/notifications/{notification_id}", headers=auth(stranger)), 404)
+    assert client.get(f"/v1/notifications/{notification_id}", headers=auth(owner)).status_code == 200
 
 
 def test_an_unknown_notification_id_is_not_found(client: TestClient, tenant: Tenant) -> None:
-    _assert_problem(client.get(f"/v1/notifications/{uuid.uuid4()}", headers=_auth(tenant)), 404)
+    _assert_problem(client.get(f"/v1/notifications/{uuid.uuid4()}", headers=auth(tenant)), 404)
 
 
 def test_a_malformed_notification_id_is_a_422_problem(client: TestClient, tenant: Tenant) -> None:
-    [error] = _assert_validation_problem(client.get("/v1/notifications/not-a-uuid", headers=_auth(tenant)))
+    [error] = _assert_validation_problem(client.get("/v1/notifications/not-a-uuid", headers=auth(tenant)))
     assert error["loc"] == ["path", "notification_id"]
 
 
@@ -219,7 +206,7 @@ def test_an_accepted_notification_is_stored_and_its_task_published_to_the_priori
     request = _email("Ada@EXAMPLE.com", metadata={"order": "A-1001", "tags": ["x"]}, user_id="u-1")
     if priority is not None:
         request["priority"] = priority
-    response = client.post("/v1/notifications", json=request, headers=_auth(tenant))
+    response = client.post("/v1/notifications", json=request, headers=auth(tenant))
 
     assert response.status_code == 202, response.text
     body = response.json()
@@ -254,7 +241,7 @@ def test_a_fresh_notification_is_read_back_with_an_empty_attempt_list(
     client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
 ) -> None:
     notification_id = _seed(session_factory, tenant, metadata={"k": "v"})
-    response = client.get(f"/v1/notifications/{notification_id}", headers=_auth(tenant))
+    response = client.get(f"/v1/notifications/{notification_id}", headers=auth(tenant))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["id"] == notification_id
@@ -277,19 +264,19 @@ def test_invalid_input_is_a_422_problem_with_field_errors(
     client: TestClient, tenant: Tenant, change: dict[str, Any], expected_loc: list[str]
 ) -> None:
     errors = _assert_validation_problem(
-        client.post("/v1/notifications", json={**_email(), **change}, headers=_auth(tenant))
+        client.post("/v1/notifications", json={**_email(), **change}, headers=auth(tenant))
     )
     assert expected_loc in [error["loc"] for error in errors]
 
 
 def test_the_email_specific_errors_name_their_field_and_reason(client: TestClient, tenant: Tenant) -> None:
-    response = client.post("/v1/notifications", json=_email("not-an-email"), headers=_auth(tenant))
+    response = client.post("/v1/notifications", json=_email("not-an-email"), headers=auth(tenant))
     [error] = _assert_validation_problem(response)
     assert error["loc"] == ["body", "recipient"]
     assert "valid email address" in error["msg"]
 
     response = client.post(
-        "/v1/notifications", json={**_email(), "content": {"body": "b"}}, headers=_auth(tenant)
+        "/v1/notifications", json={**_email(), "content": {"body": "b"}}, headers=auth(tenant)
     )
     [error] = _assert_validation_problem(response)
     assert error["loc"] == ["body", "content"]
@@ -302,7 +289,7 @@ def test_phone_channels_refuse_invalid_numbers_and_long_bodies_with_422(
 ) -> None:
     def send(recipient: str, body: str = "Your code is 123456") -> httpx.Response:
         request = {"channel": channel, "recipient": recipient, "content": {"body": body}}
-        return client.post("/v1/notifications", json=request, headers=_auth(tenant))
+        return client.post("/v1/notifications", json=request, headers=auth(tenant))
 
     for invalid in ("not-a-number", "4155550100", "+1415555", "ada@example.com"):
         [error] = _assert_validation_problem(send(invalid))
@@ -319,7 +306,7 @@ def test_phone_numbers_are_stored_in_e164_without_a_whatsapp_prefix(
 ) -> None:
     for channel, recipient in (("sms", "+1 (415) 555-0100"), ("whatsapp", "whatsapp:+14155550100")):
         request = {"channel": channel, "recipient": recipient, "content": {"body": "x" * 1600}}
-        response = client.post("/v1/notifications", json=request, headers=_auth(tenant))
+        response = client.post("/v1/notifications", json=request, headers=auth(tenant))
         assert response.status_code == 202, response.text
         assert response.json()["recipient"] == "+14155550100"
 
@@ -328,7 +315,7 @@ def test_a_body_that_is_not_json_is_a_422_problem(client: TestClient, tenant: Te
     response = client.post(
         "/v1/notifications",
         content=b'{"channel": "email",',
-        headers={**_auth(tenant), "Content-Type": "application/json"},
+        headers={**auth(tenant), "Content-Type": "application/json"},
     )
     [error] = _assert_validation_problem(response)
     assert error["type"] == "json_invalid"
@@ -343,7 +330,7 @@ def test_a_channel_not_enabled_on_the_deployment_is_refused_with_422(
         "content": {"body": "Your code is 123456"},
         "metadata": {"marker": str(uuid.uuid4())},
     }
-    body = _assert_problem(client.post("/v1/notifications", json=request, headers=_auth(tenant)), 422)
+    body = _assert_problem(client.post("/v1/notifications", json=request, headers=auth(tenant)), 422)
     assert body["detail"] == (
         "channel 'inapp' is not enabled on this deployment (enabled: email, sms, whatsapp, push, webhook)"
     )
@@ -360,7 +347,7 @@ def test_a_list_limit_outside_1_to_200_is_a_422_problem(
     client: TestClient, tenant: Tenant, limit: int
 ) -> None:
     [error] = _assert_validation_problem(
-        client.get("/v1/notifications", params={"limit": limit}, headers=_auth(tenant))
+        client.get("/v1/notifications", params={"limit": limit}, headers=auth(tenant))
     )
     assert error["loc"] == ["query", "limit"]
 
@@ -369,7 +356,7 @@ def test_a_list_limit_outside_1_to_200_is_a_422_problem(
 def test_a_cursor_the_api_did_not_issue_is_a_422_problem(
     client: TestClient, tenant: Tenant, cursor: str
 ) -> None:
-    response = client.get("/v1/notifications", params={"cursor": cursor}, headers=_auth(tenant))
+    response = client.get("/v1/notifications", params={"cursor": cursor}, headers=auth(tenant))
     body = _assert_problem(response, 422)
     assert "cursor" in body["detail"]
     assert [error["loc"] for error in body["errors"]] == [["query", "cursor"]]
@@ -382,7 +369,7 @@ def test_a_body_over_256_kib_with_content_length_is_refused_with_413(
     response = client.post(
         "/v1/notifications",
         content=json.dumps(request).encode(),
-        headers={**_auth(tenant), "Content-Type": "application/json"},
+        headers={**auth(tenant), "Content-Type": "application/json"},
     )
     _assert_problem(response, 413)
 
@@ -394,7 +381,7 @@ def test_a_body_just_under_the_limit_is_accepted(client: TestClient, tenant: Ten
     content = json.dumps(request).encode()
     assert len(content) == 256 * 1024
     response = client.post(
-        "/v1/notifications", content=content, headers={**_auth(tenant), "Content-Type": "application/json"}
+        "/v1/notifications", content=content, headers={**auth(tenant), "Content-Type": "application/json"}
     )
     assert response.status_code == 202, response.text[:300]
 
@@ -409,7 +396,7 @@ def test_a_streamed_body_over_256_kib_without_content_length_is_refused_with_413
         yield b'"}, "content": {"subject": "s", "body": "b"}}'
 
     response = client.post(
-        "/v1/notifications", content=chunks(), headers={**_auth(tenant), "Content-Type": "application/json"}
+        "/v1/notifications", content=chunks(), headers={**auth(tenant), "Content-Type": "application/json"}
     )
     _assert_problem(response, 413)
 
@@ -420,7 +407,7 @@ def test_a_streamed_body_over_256_kib_without_content_length_is_refused_with_413
 def test_the_same_idempotency_key_and_body_replay_the_original_notification(
     client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
 ) -> None:
-    headers = {**_auth(tenant), "Idempotency-Key": f"order-{uuid.uuid4()}"}
+    headers = {**auth(tenant), "Idempotency-Key": f"order-{uuid.uuid4()}"}
     first = client.post("/v1/notifications", json=_email(), headers=headers)
     second = client.post("/v1/notifications", json=_email(), headers=headers)
 
@@ -439,7 +426,7 @@ def test_the_same_idempotency_key_and_body_replay_the_original_notification(
 def test_the_same_idempotency_key_with_a_different_body_is_a_409_problem(
     client: TestClient, tenant: Tenant
 ) -> None:
-    headers = {**_auth(tenant), "Idempotency-Key": f"order-{uuid.uuid4()}"}
+    headers = {**auth(tenant), "Idempotency-Key": f"order-{uuid.uuid4()}"}
     assert client.post("/v1/notifications", json=_email(), headers=headers).status_code == 202
     response = client.post("/v1/notifications", json=_email("grace@example.com"), headers=headers)
     assert "Idempotency-Key" in _assert_problem(response, 409)["detail"]
@@ -450,8 +437,8 @@ def test_tenants_use_the_same_idempotency_key_independently(
 ) -> None:
     key = f"order-{uuid.uuid4()}"
     first, second = make_tenant(), make_tenant()
-    one = client.post("/v1/notifications", json=_email(), headers={**_auth(first), "Idempotency-Key": key})
-    other = client.post("/v1/notifications", json=_email(), headers={**_auth(second), "Idempotency-Key": key})
+    one = client.post("/v1/notifications", json=_email(), headers={**auth(first), "Idempotency-Key": key})
+    other = client.post("/v1/notifications", json=_email(), headers={**auth(second), "Idempotency-Key": key})
     assert (one.status_code, other.status_code) == (202, 202)
     assert one.json()["id"] != other.json()["id"]
 
@@ -516,7 +503,7 @@ def test_the_list_is_newest_first_and_filters_by_every_field(
 def test_invalid_list_filters_are_a_422_problem(client: TestClient, tenant: Tenant) -> None:
     for params in ({"status": "lost"}, {"channel": "fax"}, {"priority": "urgent"}, {"created_after": "soon"}):
         [error] = _assert_validation_problem(
-            client.get("/v1/notifications", params=params, headers=_auth(tenant))
+            client.get("/v1/notifications", params=params, headers=auth(tenant))
         )
         assert error["loc"] == ["query", next(iter(params))]
 
@@ -536,7 +523,7 @@ def test_cursor_pagination_visits_every_notification_once(
     cursor: str | None = None
     while True:
         params: dict[str, Any] = {"limit": 3, **({"cursor": cursor} if cursor else {})}
-        response = client.get("/v1/notifications", params=params, headers=_auth(tenant))
+        response = client.get("/v1/notifications", params=params, headers=auth(tenant))
         assert response.status_code == 200, response.text
         page = response.json()
         pages.append(page["items"])
@@ -560,7 +547,7 @@ def test_a_tenant_lists_only_its_own_notifications(
     owner, stranger = make_tenant(), make_tenant()
     notification_id = _seed(session_factory, owner)
     assert _list_ids(client, owner) == [notification_id]
-    response = client.get("/v1/notifications", headers=_auth(stranger))
+    response = client.get("/v1/notifications", headers=auth(stranger))
     assert response.json() == {"items": [], "next_cursor": None}
 
 
@@ -610,7 +597,7 @@ def test_a_send_while_the_broker_is_down_is_accepted_and_left_to_the_outbox(
         publish_grace_seconds=600,
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        response = client.post("/v1/notifications", json=_email(), headers=_auth(tenant))
+        response = client.post("/v1/notifications", json=_email(), headers=auth(tenant))
         assert response.status_code == 202, response.text
         notification_id = uuid.UUID(response.json()["id"])
 
@@ -631,9 +618,9 @@ def test_metrics_count_accepted_notifications_and_time_requests_by_route_templat
 ) -> None:
     accepted = 'pulse_notifications_accepted_total{channel="email",priority="normal"}'
     before = _metric(client, accepted)
-    response = client.post("/v1/notifications", json=_email(), headers=_auth(tenant))
+    response = client.post("/v1/notifications", json=_email(), headers=auth(tenant))
     assert response.status_code == 202
-    client.get(f"/v1/notifications/{response.json()['id']}", headers=_auth(tenant))
+    client.get(f"/v1/notifications/{response.json()['id']}", headers=auth(tenant))
 
     metrics = client.get("/metrics")
     assert metrics.status_code == 200

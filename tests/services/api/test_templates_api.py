@@ -1,7 +1,7 @@
 """The templates API through the real gateway (in-process, lifespan running) and the test database;
 and `find_templates`, which sends use."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -10,30 +10,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from devtools.stack import Infrastructure
 from pulse.db import transaction
-from pulse.settings import BrokerSettings, DatabaseSettings
 from pulse.templates.service import find_templates
 from pulse.tenants.service import Scope, create_api_key
-from services.api.main import create_app
-from services.api.settings import ApiSettings
 from tests.conftest import Tenant
+from tests.services.api.conftest import auth
 
 PROBLEM_JSON = "application/problem+json"
-
-
-@pytest.fixture(scope="module")
-def client(infrastructure: Infrastructure) -> Iterator[TestClient]:
-    settings = ApiSettings(
-        database=DatabaseSettings(url=infrastructure.database_url),
-        broker=BrokerSettings(url=infrastructure.broker_url),
-    )
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
-def _auth(tenant: Tenant) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tenant.api_key}"}
 
 
 def _welcome(name: str = "welcome", **fields: Any) -> dict[str, Any]:
@@ -50,7 +33,7 @@ def _welcome(name: str = "welcome", **fields: Any) -> dict[str, Any]:
 
 
 def _create(client: TestClient, tenant: Tenant, body: dict[str, Any]) -> dict[str, Any]:
-    response = client.post("/v1/templates", json=body, headers=_auth(tenant))
+    response = client.post("/v1/templates", json=body, headers=auth(tenant))
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created
@@ -82,12 +65,12 @@ def test_a_template_is_created_read_replaced_and_deleted(client: TestClient, ten
     assert created["variables"] == ["first_name", "amount"]
     assert created["priority"] is None
 
-    read = client.get("/v1/templates/welcome", headers=_auth(tenant))
+    read = client.get("/v1/templates/welcome", headers=auth(tenant))
     assert read.status_code == 200
     assert read.json() == created
 
     replacement = _welcome(body="Hi {{ first_name }}", html=None, variables=["first_name"], priority="high")
-    replaced = client.put("/v1/templates/welcome", json=replacement, headers=_auth(tenant))
+    replaced = client.put("/v1/templates/welcome", json=replacement, headers=auth(tenant))
     assert replaced.status_code == 200, replaced.text
     body = replaced.json()
     assert body["version"] == 2
@@ -96,19 +79,19 @@ def test_a_template_is_created_read_replaced_and_deleted(client: TestClient, ten
     assert body["priority"] == "high"
     assert body["updated_at"] > created["updated_at"]
 
-    again = client.put("/v1/templates/welcome", json=replacement, headers=_auth(tenant))
+    again = client.put("/v1/templates/welcome", json=replacement, headers=auth(tenant))
     assert again.json()["version"] == 3
 
-    deleted = client.delete("/v1/templates/welcome", headers=_auth(tenant))
+    deleted = client.delete("/v1/templates/welcome", headers=auth(tenant))
     assert deleted.status_code == 204
     assert deleted.content == b""
-    _assert_problem(client.get("/v1/templates/welcome", headers=_auth(tenant)), 404)
-    _assert_problem(client.delete("/v1/templates/welcome", headers=_auth(tenant)), 404)
+    _assert_problem(client.get("/v1/templates/welcome", headers=auth(tenant)), 404)
+    _assert_problem(client.delete("/v1/templates/welcome", headers=auth(tenant)), 404)
 
 
 def test_a_duplicate_name_is_a_conflict(client: TestClient, tenant: Tenant) -> None:
     _create(client, tenant, _welcome())
-    problem = _assert_problem(client.post("/v1/templates", json=_welcome(), headers=_auth(tenant)), 409)
+    problem = _assert_problem(client.post("/v1/templates", json=_welcome(), headers=auth(tenant)), 409)
     assert "welcome" in problem["detail"]
 
 
@@ -116,7 +99,7 @@ def test_two_tenants_may_use_the_same_name(client: TestClient, make_tenant: Call
     first, second = make_tenant(), make_tenant()
     _create(client, first, _welcome())
     _create(client, second, _welcome(body="Second tenant's {{ first_name }} {{ amount }}"))
-    assert client.get("/v1/templates/welcome", headers=_auth(first)).json()["body"].startswith("Hello")
+    assert client.get("/v1/templates/welcome", headers=auth(first)).json()["body"].startswith("Hello")
 
 
 def test_another_tenants_template_is_not_found(
@@ -124,23 +107,23 @@ def test_another_tenants_template_is_not_found(
 ) -> None:
     owner, stranger = make_tenant(), make_tenant()
     _create(client, owner, _welcome())
-    headers = _auth(stranger)
+    headers = auth(stranger)
     _assert_problem(client.get("/v1/templates/welcome", headers=headers), 404)
     _assert_problem(client.put("/v1/templates/welcome", json=_welcome(), headers=headers), 404)
     _assert_problem(client.delete("/v1/templates/welcome", headers=headers), 404)
     preview = {"variables": {"first_name": "Eve", "amount": 1}}
     _assert_problem(client.post("/v1/templates/welcome/preview", json=preview, headers=headers), 404)
     assert client.get("/v1/templates", headers=headers).json()["total"] == 0
-    assert client.get("/v1/templates/welcome", headers=_auth(owner)).status_code == 200
+    assert client.get("/v1/templates/welcome", headers=auth(owner)).status_code == 200
 
 
 def test_replacing_an_unknown_template_is_not_found(client: TestClient, tenant: Tenant) -> None:
-    _assert_problem(client.put("/v1/templates/nope", json=_welcome("nope"), headers=_auth(tenant)), 404)
+    _assert_problem(client.put("/v1/templates/nope", json=_welcome("nope"), headers=auth(tenant)), 404)
 
 
 def test_a_template_cannot_be_renamed_by_put(client: TestClient, tenant: Tenant) -> None:
     _create(client, tenant, _welcome())
-    response = client.put("/v1/templates/welcome", json=_welcome("farewell"), headers=_auth(tenant))
+    response = client.put("/v1/templates/welcome", json=_welcome("farewell"), headers=auth(tenant))
     problem = _assert_problem(response, 422)
     assert problem["errors"][0]["loc"] == ["body", "name"]
 
@@ -178,9 +161,9 @@ def test_reading_templates_needs_the_read_scope(
     client: TestClient, make_tenant: Callable[..., Tenant]
 ) -> None:
     sender = make_tenant(scopes="send")
-    _assert_problem(client.get("/v1/templates", headers=_auth(sender)), 403)
-    _assert_problem(client.get("/v1/templates/welcome", headers=_auth(sender)), 403)
-    _assert_problem(client.post("/v1/templates/welcome/preview", json={}, headers=_auth(sender)), 403)
+    _assert_problem(client.get("/v1/templates", headers=auth(sender)), 403)
+    _assert_problem(client.get("/v1/templates/welcome", headers=auth(sender)), 403)
+    _assert_problem(client.post("/v1/templates/welcome/preview", json={}, headers=auth(sender)), 403)
     _assert_problem(client.get("/v1/templates"), 401)
 
 
@@ -199,7 +182,7 @@ def test_templates_are_listed_by_name_with_filters_and_pages(client: TestClient,
         _create(client, tenant, body)
 
     def names(**params: Any) -> tuple[list[str], int]:
-        response = client.get("/v1/templates", params=params, headers=_auth(tenant))
+        response = client.get("/v1/templates", params=params, headers=auth(tenant))
         assert response.status_code == 200, response.text
         page = response.json()
         return [item["name"] for item in page["items"]], page["total"]
@@ -212,13 +195,13 @@ def test_templates_are_listed_by_name_with_filters_and_pages(client: TestClient,
     assert names(size=2, page=2) == (["c-otp", "d-old-otp"], 5)
     assert names(size=2, page=3) == (["e-receipt"], 5)
     assert names(size=2, page=4) == ([], 5)
-    page = client.get("/v1/templates", params={"size": 2, "page": 2}, headers=_auth(tenant)).json()
+    page = client.get("/v1/templates", params={"size": 2, "page": 2}, headers=auth(tenant)).json()
     assert (page["page"], page["size"]) == (2, 2)
 
 
 @pytest.mark.parametrize("params", [{"size": 201}, {"size": 0}, {"page": 0}, {"channel": "pigeon"}])
 def test_bad_list_parameters_are_refused(client: TestClient, tenant: Tenant, params: dict[str, Any]) -> None:
-    _assert_problem(client.get("/v1/templates", params=params, headers=_auth(tenant)), 422)
+    _assert_problem(client.get("/v1/templates", params=params, headers=auth(tenant)), 422)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -241,14 +224,14 @@ def test_an_invalid_template_is_refused(
     client: TestClient, tenant: Tenant, change: dict[str, Any], location: list[Any]
 ) -> None:
     problem = _assert_problem(
-        client.post("/v1/templates", json=_welcome(**change), headers=_auth(tenant)), 422
+        client.post("/v1/templates", json=_welcome(**change), headers=auth(tenant)), 422
     )
     assert location in [error["loc"] for error in problem["errors"]]
 
 
 def test_a_syntax_error_is_refused_naming_the_part_and_line(client: TestClient, tenant: Tenant) -> None:
     response = client.post(
-        "/v1/templates", json=_welcome(html="<p>\n{% for x in %}</p>"), headers=_auth(tenant)
+        "/v1/templates", json=_welcome(html="<p>\n{% for x in %}</p>"), headers=auth(tenant)
     )
     problem = _assert_problem(response, 422)
     assert problem["detail"].startswith("the html has a syntax error on line 2")
@@ -268,7 +251,7 @@ def test_preview_renders_every_part_for_a_locale(client: TestClient, tenant: Ten
     response = client.post(
         "/v1/templates/welcome/preview",
         json={"variables": {"first_name": "<Zoé>", "amount": 1234.5}, "locale": "fr-FR"},
-        headers=_auth(tenant),
+        headers=auth(tenant),
     )
     assert response.status_code == 200, response.text
     assert response.json() == {
@@ -282,7 +265,7 @@ def test_preview_renders_every_part_for_a_locale(client: TestClient, tenant: Ten
 def test_preview_names_the_missing_variables(client: TestClient, tenant: Tenant) -> None:
     _create(client, tenant, _welcome())
     response = client.post(
-        "/v1/templates/welcome/preview", json={"variables": {"nickname": "Ada"}}, headers=_auth(tenant)
+        "/v1/templates/welcome/preview", json={"variables": {"nickname": "Ada"}}, headers=auth(tenant)
     )
     problem = _assert_problem(response, 422)
     assert problem["detail"] == "missing variables: first_name, amount"
@@ -296,7 +279,7 @@ def test_preview_refuses_an_unknown_locale(client: TestClient, tenant: Tenant) -
     response = client.post(
         "/v1/templates/welcome/preview",
         json={"variables": {"first_name": "Ada", "amount": 1}, "locale": "elvish"},
-        headers=_auth(tenant),
+        headers=auth(tenant),
     )
     assert ["body", "locale"] in [error["loc"] for error in _assert_problem(response, 422)["errors"]]
 
@@ -306,7 +289,7 @@ def test_preview_of_an_inactive_template_works(client: TestClient, tenant: Tenan
     response = client.post(
         "/v1/templates/welcome/preview",
         json={"variables": {"first_name": "Ada", "amount": 2}},
-        headers=_auth(tenant),
+        headers=auth(tenant),
     )
     assert response.json()["body"] == "Hello Ada, you owe €2.00."
 
@@ -322,12 +305,12 @@ def test_preview_of_an_inactive_template_works(client: TestClient, tenant: Tenan
     ],
 )
 def test_template_injection_is_refused_at_creation(client: TestClient, tenant: Tenant, payload: str) -> None:
-    response = client.post("/v1/templates", json=_welcome(body=payload), headers=_auth(tenant))
+    response = client.post("/v1/templates", json=_welcome(body=payload), headers=auth(tenant))
     problem = _assert_problem(response, 422)
     assert problem["detail"].startswith("the template tried an unsafe operation")
     assert problem["errors"][0]["loc"] == ["body", "body"]
     _assert_no_internals(response.text)
-    _assert_problem(client.get("/v1/templates/welcome", headers=_auth(tenant)), 404)
+    _assert_problem(client.get("/v1/templates/welcome", headers=auth(tenant)), 404)
 
 
 def test_template_injection_built_at_render_time_is_refused_at_preview(
@@ -338,7 +321,7 @@ def test_template_injection_built_at_render_time_is_refused_at_preview(
     response = client.post(
         "/v1/templates/welcome/preview",
         json={"variables": {"first_name": "Ada", "amount": 1}},
-        headers=_auth(tenant),
+        headers=auth(tenant),
     )
     problem = _assert_problem(response, 422)
     assert problem["detail"].startswith("the template tried an unsafe operation: ")
@@ -351,7 +334,7 @@ def test_resource_exhaustion_is_refused_at_preview(client: TestClient, tenant: T
     response = client.post(
         "/v1/templates/welcome/preview",
         json={"variables": {"first_name": "Ada", "amount": 1}},
-        headers=_auth(tenant),
+        headers=auth(tenant),
     )
     assert "exceed" in _assert_problem(response, 422)["detail"]
 
