@@ -1,5 +1,6 @@
 import uuid
 from collections.abc import Sequence
+from http import HTTPStatus
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -211,14 +212,14 @@ def _invalid_item(index: int, problems: list[tuple[Loc, str, str]]) -> ItemError
         for loc, message, kind in problems
     ]
     detail = "; ".join(f"{'.'.join(map(str, loc)) or 'body'}: {message}" for loc, message, _ in problems)
-    return ItemError(status=422, title="Unprocessable Content", detail=detail, errors=errors)
+    return ItemError(status=422, title=HTTPStatus.UNPROCESSABLE_ENTITY.phrase, detail=detail, errors=errors)
 
 
 def _refused_item(index: int, error: PulseError) -> ItemError:
     if isinstance(error, RateLimited):
         return ItemError(
             status=429,
-            title="Too Many Requests",
+            title=HTTPStatus.TOO_MANY_REQUESTS.phrase,
             detail=str(error),
             errors=[{"loc": ["body", "notifications", index], "msg": str(error), "type": "rate_limited"}],
             retry_after=error.reset_seconds,
