@@ -1,7 +1,7 @@
 import uuid
 from collections.abc import Sequence
-from http import HTTPStatus
 from datetime import datetime, timedelta
+from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
