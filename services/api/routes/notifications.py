@@ -160,16 +160,17 @@ def _screen(request: NotificationRequest, settings: ApiSettings) -> None:
             f"channel '{request.channel}' is not enabled on this deployment (enabled: {enabled})",
             location=("body", "channel"),
         )
-    allowlist = Allowlist.parse(settings.webhook_allowlist)
-    urls = {"callback_url": request.callback_url}
-    if request.channel is Channel.WEBHOOK:
-        urls["recipient"] = request.recipient
+    urls = {
+        "recipient": request.recipient if request.channel is Channel.WEBHOOK else None,
+        "callback_url": request.callback_url,
+    }
     for field, url in urls.items():
-        if url is not None:
-            try:
-                check_literal(url, allowlist)
-            except RefusedUrl as error:
-                raise InvalidInput(f"refused by the SSRF guard: {error}", location=("body", field)) from error
+        if url is None:
+            continue
+        try:
+            check_literal(url, Allowlist.parse(settings.webhook_allowlist))
+        except RefusedUrl as error:
+            raise InvalidInput(f"refused by the SSRF guard: {error}", location=("body", field)) from error
 
 
 def _publish(gateway: Gateway, accepted: list[Accepted]) -> None:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pulse.notifications.addresses import MAX_DEVICE_TOKEN, channel_address, webhook_url
-from pulse.scheduling.clock import time_zone
+from pulse.scheduling.clock import TimeZoneName
 from pulse.text import refuse_nul_characters
 from pulse.vocabulary import Channel, Priority, Status
 
@@ -88,7 +88,7 @@ class NotificationRequest(BaseModel):
         ),
     ] = None
     timezone: Annotated[
-        str | None,
+        TimeZoneName | None,
         Field(description="The recipient's IANA time zone (default: the tenant's, else UTC).", max_length=64),
     ] = None
     respect_quiet_hours: Annotated[
@@ -116,13 +116,6 @@ class NotificationRequest(BaseModel):
     @classmethod
     def _callback_is_a_url(cls, url: str | None) -> str | None:
         return None if url is None else webhook_url(url)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, name: str | None) -> str | None:
-        if name is not None:
-            time_zone(name)
-        return name
 
     @field_validator("content")
     @classmethod

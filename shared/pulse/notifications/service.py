@@ -92,20 +92,19 @@ def accept_notification(
     """Store the notification, in the caller's transaction, with the publish it owes when it is due
     now; a later one (`send_at`, quiet hours) is `scheduled` and released by the scheduler. Raises
     InvalidInput or RateLimited (the caller then rolls back: nothing is written)."""
+    notification_id = uuid.uuid4()
     if idempotency_key is not None:
         original = _claim_idempotency_key(
             session,
             tenant_id=tenant_id,
             key=idempotency_key,
             fingerprint=request_fingerprint(request),
-            notification_id=(notification_id := uuid.uuid4()),
+            notification_id=notification_id,
         )
         if original is not None:
             return Accepted(
                 notification=get_notification(session, tenant_id=tenant_id, id=original), replayed=True
             )
-    else:
-        notification_id = uuid.uuid4()
     (result,) = accept_notifications(
         session,
         tenant_id=tenant_id,

@@ -8,7 +8,7 @@ from babel.core import parse_locale
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from pulse.notifications.addresses import device_token, email_address, phone_number
-from pulse.scheduling.clock import time_zone
+from pulse.scheduling.clock import TimeZoneName
 from pulse.scheduling.quiet_hours import OFF, QuietHours
 from pulse.vocabulary import Channel
 
@@ -66,7 +66,7 @@ class RecipientIn(BaseModel):
         ),
     ] = []
     timezone: Annotated[
-        str | None,
+        TimeZoneName | None,
         Field(max_length=64, description="IANA time zone (e.g. Europe/Paris); null: the tenant's."),
     ] = None
     quiet_hours: Annotated[
@@ -107,13 +107,6 @@ class RecipientIn(BaseModel):
     @classmethod
     def _distinct_tokens(cls, tokens: list[str]) -> list[str]:
         return list(dict.fromkeys(tokens))
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, name: str | None) -> str | None:
-        if name is not None:
-            time_zone(name)
-        return name
 
     @field_validator("quiet_hours")
     @classmethod

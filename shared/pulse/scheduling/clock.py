@@ -5,7 +5,10 @@ a local time that exists twice (repeated by a fall-back) means its first occurre
 """
 
 from datetime import UTC, datetime
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator
 
 
 def time_zone(name: str) -> ZoneInfo:
@@ -14,6 +17,15 @@ def time_zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as error:
         raise ValueError(f"unknown time zone {name!r} (use an IANA name like Europe/Paris)") from error
+
+
+def _known_zone_name(name: str) -> str:
+    time_zone(name)
+    return name
+
+
+# A request field holding an IANA zone name, checked to exist.
+TimeZoneName = Annotated[str, AfterValidator(_known_zone_name)]
 
 
 def to_instant(local: datetime, zone: ZoneInfo) -> datetime:
