@@ -65,7 +65,11 @@ class Scheduler:
                     s, default_quiet_hours=settings.default_quiet_hours, batch_size=batch
                 ),
             ),
-            Job("recover expired claims", self._tick, lambda s: recover_expired_claims(s, batch_size=batch)),
+            Job(
+                "recover expired claims",
+                self._tick,
+                lambda s: recover_expired_claims(s, celery, retries=settings.retries, batch_size=batch),
+            ),
             Job(
                 "recover overdue retries",
                 self._tick,

@@ -1,6 +1,7 @@
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pulse.delivery.retry import RetrySettings
 from pulse.scheduling.quiet_hours import QuietHours
 from pulse.settings import BrokerSettings, DatabaseSettings
 
@@ -10,6 +11,10 @@ class SchedulerSettings(BaseSettings):
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="PostgreSQL.")
     broker: BrokerSettings = Field(default_factory=BrokerSettings, description="RabbitMQ.")
+    retries: RetrySettings = Field(
+        default_factory=RetrySettings,
+        description="The workers' retry plans (PULSE_RETRY_*): attempts lost with their worker count too.",
+    )
     tick_seconds: float = Field(0.5, description="Pause between two rounds of the scheduler's jobs.")
     batch_size: int = Field(500, description="Rows one job handles per transaction.")
     retry_overdue_seconds: float = Field(

@@ -1,19 +1,28 @@
-"""The scheduler's recovery of retries whose delayed message never came, in a private database
-(no scheduler or worker of the `stack` touches it)."""
+"""The scheduler's recovery of retries whose delayed message never came and of claims whose worker
+was lost, in a private database and vhost (no scheduler or worker of the `stack` touches them)."""
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from celery import Celery
+from kombu import Connection
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from devtools.stack import Infrastructure
 from pulse.db import transaction
-from pulse.db.models import Notification, OutboxMessage
-from pulse.delivery.recovery import recover_overdue_retries
+from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage
+from pulse.dead_letters.service import ReplaySelection, list_dead_letters, replay
+from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries
+from pulse.delivery.retry import RetrySettings
+from pulse.delivery.service import claim_for_delivery
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
 from pulse.tenants.service import create_tenant
+from pulse.vocabulary import Channel
 
+DEAD_QUEUE = "pulse.email.dead"
 OVERDUE_AFTER = timedelta(seconds=30)
 
 
@@ -102,3 +111,92 @@ def test_only_retrying_notifications_are_recovered(factory: sessionmaker[Session
 
     assert _recover(factory) == 0
     assert all(_owed(factory, notification_id) == [] for notification_id in ids)
+
+
+# --- expired claims: a worker that crashed or hung -------------------------------------------------
+
+THREE_ATTEMPTS = RetrySettings(high_attempts=3)
+
+
+def _lose_the_worker(factory: sessionmaker[Session], notification_id: uuid.UUID, publisher: Celery) -> str:
+    """A worker claims the notification and is never heard of again; the scheduler then finds the
+    expired claim. Returns the notification's status afterwards."""
+    with transaction(factory) as session:
+        # A lease that has already run out: the worker is gone as soon as it claimed.
+        claim = claim_for_delivery(
+            session, notification_id=notification_id, lease=timedelta(seconds=-1), retries=THREE_ATTEMPTS
+        )
+        assert claim is not None
+    with transaction(factory) as session:
+        assert recover_expired_claims(session, publisher, retries=THREE_ATTEMPTS, batch_size=100) == 1
+    with factory() as session:
+        return session.get_one(Notification, notification_id).status
+
+
+def test_a_notification_that_keeps_losing_its_worker_is_dead_lettered_once_its_budget_is_spent(
+    factory: sessionmaker[Session], publisher: Celery, private: Infrastructure
+) -> None:
+    [notification_id] = _retrying(factory, datetime.now(UTC))
+    with transaction(factory) as session:  # A fresh notification, as accepted.
+        session.execute(
+            update(Notification)
+            .where(Notification.id == notification_id)
+            .values(status="queued", attempt_count=0, next_attempt_at=None, last_error=None)
+        )
+    _drain(private.broker_url, DEAD_QUEUE)
+
+    statuses = [_lose_the_worker(factory, notification_id, publisher) for _ in range(3)]
+
+    assert statuses == ["queued", "queued", "failed"]
+    with factory() as session:
+        failed = session.get_one(Notification, notification_id)
+        lost = session.scalars(
+            select(DeliveryAttempt.outcome).where(DeliveryAttempt.notification_id == notification_id)
+        ).all()
+        owed = session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(OutboxMessage.notification_id == notification_id)
+        )
+    assert failed.attempt_count == 3 and lost == ["failed"] * 3
+    assert failed.last_error is not None and "worker lost 3 times" in failed.last_error
+    assert failed.failed_at is not None and failed.claimed_until is None
+    assert owed == 2  # The two re-queues; nothing more once failed.
+    # Where every failed notification is: in the dead-letter queue, and listed as a dead letter.
+    assert _drain(private.broker_url, DEAD_QUEUE) == [str(notification_id)]
+    with factory() as session:
+        assert notification_id in {
+            row.id for row in list_dead_letters(session, tenant_id=None, channel=Channel.EMAIL, limit=100)
+        }
+
+
+def test_lost_attempts_count_against_the_budget_left_after_a_replay(
+    factory: sessionmaker[Session], publisher: Celery, private: Infrastructure
+) -> None:
+    """A replay grants a fresh budget: attempts lost before it do not count again."""
+    [notification_id] = _retrying(factory, datetime.now(UTC))
+    with transaction(factory) as session:
+        session.execute(
+            update(Notification)
+            .where(Notification.id == notification_id)
+            .values(status="failed", attempt_count=3, next_attempt_at=None, failed_at=datetime.now(UTC))
+        )
+        replay(session, ReplaySelection(notification_id=notification_id))
+
+    statuses = [_lose_the_worker(factory, notification_id, publisher) for _ in range(3)]
+
+    assert statuses == ["queued", "queued", "failed"]
+    with factory() as session:
+        assert "worker lost 3 times" in (session.get_one(Notification, notification_id).last_error or "")
+    assert _drain(private.broker_url, DEAD_QUEUE) == [str(notification_id)]
+
+
+def _drain(broker_url: str, queue: str) -> list[str]:
+    """Notification ids of every message in the queue, consuming them."""
+    ids = []
+    with Connection(broker_url) as connection:
+        channel = connection.channel()
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            ids.extend(json.loads(message.body)[0])
+        channel.close()
+    return ids

@@ -14,6 +14,7 @@ from devtools.stack import Infrastructure
 from pulse.db import transaction
 from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage
 from pulse.delivery.recovery import recover_expired_claims
+from pulse.delivery.retry import RetrySettings
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
 from pulse.outbox.service import sweep_outbox
@@ -82,7 +83,7 @@ def test_a_row_still_in_the_gateways_grace_period_is_left_alone(
 
 
 def test_an_expired_claim_is_requeued_with_the_lost_attempt_recorded_and_a_live_one_is_kept(
-    factory: sessionmaker[Session],
+    factory: sessionmaker[Session], publisher: Celery
 ) -> None:
     expired, live = _accept(factory, 2, due_in=timedelta(hours=1))
     now = datetime.now(UTC)
@@ -98,7 +99,7 @@ def test_an_expired_claim_is_requeued_with_the_lost_attempt_recorded_and_a_live_
             )
 
     with transaction(factory) as session:
-        assert recover_expired_claims(session, batch_size=100) == 1
+        assert recover_expired_claims(session, publisher, retries=RetrySettings(), batch_size=100) == 1
 
     with factory() as session:
         statuses = dict(

@@ -14,10 +14,16 @@ from pulse.observability.logging import request_id
 
 
 def publish_notification(
-    app: Celery, notification_id: uuid.UUID, routing_key: str, *, producer: Producer | None = None
+    app: Celery,
+    notification_id: uuid.UUID,
+    routing_key: str,
+    *,
+    producer: Producer | None = None,
+    exchange: str = NOTIFICATIONS_EXCHANGE.name,
 ) -> None:
     """Hand the notification to RabbitMQ; returns once the broker confirmed it, raises otherwise
-    (with a `producer` of publish_notifications, confirms are awaited there)."""
+    (with a `producer` of publish_notifications, confirms are awaited there). The `exchange` is
+    pulse.notifications, or pulse.dlx for a notification that failed without its message."""
     args = [str(notification_id)]
     app.send_task(
         task_name(channel_of(routing_key)),
@@ -25,7 +31,7 @@ def publish_notification(
         # Given, so Celery skips its (costly) safe repr of the arguments.
         argsrepr=repr(args),
         kwargsrepr="{}",
-        exchange=NOTIFICATIONS_EXCHANGE.name,
+        exchange=exchange,
         routing_key=routing_key,
         # `pulse-admin init` declared the topology; without this Celery would declare its default queue.
         declare=[],
