@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.db import transaction
 from pulse.dead_letters.queue import reconcile_dead_letter_queues
-from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries
+from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries, requeue_stuck_queued
 from pulse.messaging.depths import queue_depths
 from pulse.messaging.topology import dead_letter_queue
 from pulse.observability.metrics import DEAD_LETTERS, OUTBOX_LAG, QUEUE_LENGTH
@@ -74,6 +74,13 @@ class Scheduler:
                 "recover overdue retries",
                 self._tick,
                 lambda s: recover_overdue_retries(s, overdue_after=overdue, batch_size=batch),
+            ),
+            Job(
+                "publish stuck queued notifications again",
+                settings.stuck_queued_every_seconds,
+                lambda s: requeue_stuck_queued(
+                    s, older_than=timedelta(seconds=settings.stuck_queued_seconds), batch_size=batch
+                ),
             ),
             Job("sweep outbox", self._tick, lambda s: sweep_outbox(s, celery, batch_size=batch)),
             Job("measure outbox lag", self._tick, lambda s: OUTBOX_LAG.set(oldest_pending_age_seconds(s))),

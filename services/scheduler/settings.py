@@ -20,6 +20,15 @@ class SchedulerSettings(BaseSettings):
     retry_overdue_seconds: float = Field(
         60.0, description="A retry this late is published again (its delayed message was lost)."
     )
+    stuck_queued_seconds: float = Field(
+        300.0,
+        description="A `queued` notification untouched this long, with no publish owed, is published "
+        "again (its message was unroutable or lost).",
+    )
+    stuck_queued_every_seconds: float = Field(
+        30.0,
+        description="How often stuck `queued` notifications are looked for (at most batch_size each time).",
+    )
     dead_letter_reconcile_seconds: float = Field(
         10.0, description="How often dead-letter queues are checked against PostgreSQL (after replays)."
     )

@@ -14,7 +14,7 @@ from devtools.stack import Infrastructure
 from pulse.db import transaction
 from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage
 from pulse.dead_letters.service import ReplaySelection, list_dead_letters, replay
-from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries
+from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries, requeue_stuck_queued
 from pulse.delivery.retry import RetrySettings
 from pulse.delivery.service import claim_for_delivery
 from pulse.notifications.schemas import NotificationRequest
@@ -200,3 +200,42 @@ def _drain(broker_url: str, queue: str) -> list[str]:
             ids.extend(json.loads(message.body)[0])
         channel.close()
     return ids
+
+
+# --- queued notifications whose message never reached a queue ---------------------------------------
+
+STUCK_AFTER = timedelta(minutes=5)
+
+
+def test_a_queued_notification_without_a_message_is_published_again_once_and_others_are_left_alone(
+    factory: sessionmaker[Session],
+) -> None:
+    """Unroutable, or lost after the broker confirmed it: nothing but PostgreSQL remembers it."""
+    long_ago = datetime.now(UTC) - STUCK_AFTER - timedelta(minutes=1)
+    stuck, owed, recent, sending = _retrying(factory, *[datetime.now(UTC)] * 4)
+    with transaction(factory) as session:
+        for notification_id, status, updated_at in (
+            (stuck, "queued", long_ago),
+            (owed, "queued", long_ago),  # Its publish is still owed: the outbox sweep's business.
+            (recent, "queued", datetime.now(UTC)),
+            (sending, "sending", long_ago),
+        ):
+            session.execute(
+                update(Notification)
+                .where(Notification.id == notification_id)
+                .values(status=status, updated_at=updated_at, next_attempt_at=None)
+            )
+        session.add(OutboxMessage(notification_id=owed, routing_key="email.high"))
+
+    assert _requeue_stuck(factory) == 1
+
+    [republished] = _owed(factory, stuck)
+    assert republished.routing_key == "email.high"
+    assert [len(_owed(factory, other)) for other in (owed, recent, sending)] == [1, 0, 0]
+    # Published again at most once per STUCK_AFTER.
+    assert _requeue_stuck(factory) == 0
+
+
+def _requeue_stuck(factory: sessionmaker[Session]) -> int:
+    with transaction(factory) as session:
+        return requeue_stuck_queued(session, older_than=STUCK_AFTER, batch_size=100)

@@ -151,6 +151,11 @@ class Notification(Base):
             postgresql_where=text("callback_for IS NOT NULL"),
         ),
         Index(
+            "ix_notifications_queued_updated",
+            "updated_at",
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index(
             "ix_notifications_claim_expiry",
             "claimed_until",
             postgresql_where=text("status = 'sending'"),

@@ -6,8 +6,10 @@
   that takes it) it is `failed` and goes to its channel's dead-letter queue.
 - A retry whose delayed message never came (the worker died between recording `retrying` and
   publishing the retry, or the message was lost) is published again once it is well overdue.
+- A notification `queued` for long with no publish owed (its message was unroutable, or lost after
+  RabbitMQ confirmed it) is published again.
 
-Both re-publish through the outbox; the worker's claim makes any extra copy harmless.
+All re-publish through the outbox; the worker's claim makes any extra copy harmless.
 """
 
 from collections.abc import Sequence
@@ -15,12 +17,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from pulse.callbacks.service import StatusChange, owe_status_callback
-from pulse.db.models import DeliveryAttempt, Notification
+from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage
 from pulse.dead_letters.queue import dead_letter
 from pulse.delivery.retry import RetrySettings
 from pulse.delivery.service import Outcome
@@ -171,3 +173,29 @@ def recover_overdue_retries(session: Session, *, overdue_after: timedelta, batch
     owe_publish(session, overdue)
     metrics.RETRIES_RECOVERED.inc(len(overdue))
     return len(overdue)
+
+
+def requeue_stuck_queued(session: Session, *, older_than: timedelta, batch_size: int) -> int:
+    """Publish again `queued` notifications untouched for `older_than` whose publish is not owed any
+    more. One may merely wait behind a long backlog: the extra copy costs a skipped message, and the
+    row is not picked again before another `older_than`."""
+    now = datetime.now(UTC)
+    stuck = session.execute(
+        select(Notification.id, Notification.channel, Notification.priority)
+        .where(
+            Notification.status == Status.QUEUED,
+            Notification.updated_at < now - older_than,
+            ~exists().where(OutboxMessage.notification_id == Notification.id),
+        )
+        .order_by(Notification.updated_at)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not stuck:
+        return 0
+    session.execute(
+        update(Notification).where(Notification.id.in_([row.id for row in stuck])).values(updated_at=now)
+    )
+    owe_publish(session, stuck)
+    metrics.QUEUED_REQUEUED.inc(len(stuck))
+    return len(stuck)

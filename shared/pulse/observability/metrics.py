@@ -47,6 +47,10 @@ OUTBOX_PUBLISHED = Counter("pulse_outbox_published", "Publishes made by the outb
 CLAIMS_RECOVERED = Counter(
     "pulse_claims_recovered", "Notifications re-queued after their worker's claim expired."
 )
+QUEUED_REQUEUED = Counter(
+    "pulse_queued_requeued",
+    "Queued notifications published again because their message never reached a worker.",
+)
 SCHEDULED_RELEASED = Counter("pulse_scheduled_released", "Scheduled notifications released when due.")
 RETRIES_RECOVERED = Counter(
     "pulse_retries_recovered", "Retries published again because their delayed message was overdue."
