@@ -50,6 +50,7 @@ class Scheduler:
         # Replays before this scheduler started were handled by its predecessor, or are found by depth.
         self._dead_letters_checked_at = datetime.now(UTC)
         self._reconcile_period = timedelta(seconds=settings.dead_letter_reconcile_seconds)
+        self._reconcile_limit = settings.dead_letter_reconcile_batch_size
         batch = settings.batch_size
         overdue = timedelta(seconds=settings.retry_overdue_seconds)
         self.jobs = [
@@ -113,7 +114,10 @@ class Scheduler:
         started = datetime.now(UTC)
         with self._celery.connection_for_write() as connection:
             pruned = reconcile_dead_letter_queues(
-                session, connection, replayed_since=self._dead_letters_checked_at - self._reconcile_period
+                session,
+                connection,
+                replayed_since=self._dead_letters_checked_at - self._reconcile_period,
+                limit=self._reconcile_limit,
             )
         self._dead_letters_checked_at = started
         return pruned

@@ -32,6 +32,11 @@ class SchedulerSettings(BaseSettings):
     dead_letter_reconcile_seconds: float = Field(
         10.0, description="How often dead-letter queues are checked against PostgreSQL (after replays)."
     )
+    dead_letter_reconcile_batch_size: int = Field(
+        1000,
+        ge=1,
+        description="Messages one reconciliation looks at per dead-letter queue (the rest on later passes).",
+    )
     retention_days: float = Field(30, description="Finished notifications older than this are deleted.")
     retention_every_seconds: float = Field(60, description="How often the retention job runs.")
     quiet_hours: str = Field(

@@ -30,6 +30,7 @@ from tests.conftest import wait_until
 WORK_QUEUE = "pulse.email.normal"
 DEAD_QUEUE = "pulse.email.dead"
 FOREIGN = b"not json"
+LIMIT = 100  # Messages a prune looks at: more than any test here dead-letters.
 
 
 @pytest.fixture
@@ -144,7 +145,7 @@ def test_a_prune_drops_copies_of_notifications_no_longer_failed_and_keeps_foreig
         asked.append(set(ids))
         return {kept}
 
-    assert prune_dead_letters(connection, Channel.EMAIL, still_failed) == 2
+    assert prune_dead_letters(connection, Channel.EMAIL, still_failed, limit=LIMIT) == 2
 
     assert asked == [{kept, replayed, deleted}]  # One question, Pulse messages only.
     assert Counter(_contents(connection, depth=2)) == Counter([str(kept), FOREIGN])
@@ -156,13 +157,34 @@ def test_a_prune_keeps_one_copy_per_failed_notification(publisher: Celery, conne
     _dead_letter_foreign(connection, depth=4)
     _dead_letter(publisher, connection, failed, depth=5)
 
-    assert prune_dead_letters(connection, Channel.EMAIL, lambda ids: {failed, other}) == 2
+    assert prune_dead_letters(connection, Channel.EMAIL, lambda ids: {failed, other}, limit=LIMIT) == 2
 
     assert Counter(_contents(connection, depth=3)) == Counter([str(failed), str(other), FOREIGN])
     # A second pass has nothing left to drop.
     _settled(connection, 3)
-    assert prune_dead_letters(connection, Channel.EMAIL, lambda ids: {failed, other}) == 0
+    assert prune_dead_letters(connection, Channel.EMAIL, lambda ids: {failed, other}, limit=LIMIT) == 0
     _settled(connection, 3)
+
+
+def test_a_prune_looks_at_no_more_than_its_limit_and_the_next_pass_sees_the_messages_after_them(
+    publisher: Celery, connection: Connection
+) -> None:
+    first, second, stale, also_stale = (uuid.uuid4() for _ in range(4))
+    _dead_letter(publisher, connection, first, second, depth=2)
+    _dead_letter_foreign(connection, depth=3)
+    _dead_letter(publisher, connection, stale, also_stale, depth=5)
+    asked: list[set[uuid.UUID]] = []
+
+    def still_failed(ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+        asked.append(set(ids))
+        return {first, second}
+
+    assert prune_dead_letters(connection, Channel.EMAIL, still_failed, limit=3) == 0
+    _settled(connection, 5)
+    assert prune_dead_letters(connection, Channel.EMAIL, still_failed, limit=3) == 2
+
+    assert asked == [{first, second}, {stale, also_stale, first}]
+    assert Counter(_contents(connection, depth=3)) == Counter([str(first), str(second), FOREIGN])
 
 
 def test_a_prune_of_an_empty_queue_asks_nothing_and_drops_nothing(connection: Connection) -> None:
@@ -170,7 +192,7 @@ def test_a_prune_of_an_empty_queue_asks_nothing_and_drops_nothing(connection: Co
         assert not ids
         return set()
 
-    assert prune_dead_letters(connection, Channel.EMAIL, still_failed) == 0
+    assert prune_dead_letters(connection, Channel.EMAIL, still_failed, limit=LIMIT) == 0
 
 
 # For the tests of the depth rule: a window in which no replay can have happened.
@@ -189,9 +211,11 @@ def test_reconciliation_prunes_after_a_replay_even_when_the_queue_is_not_deeper_
         replay(session, ReplaySelection(notification_id=replayed))
 
     with transaction(factory) as session:
-        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS) == 0
+        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS, limit=LIMIT) == 0
     with transaction(factory) as session:
-        assert reconcile_dead_letter_queues(session, connection, replayed_since=before_replay) == 1
+        assert (
+            reconcile_dead_letter_queues(session, connection, replayed_since=before_replay, limit=LIMIT) == 1
+        )
     assert _contents(connection, depth=1) == [str(kept)]
     with factory() as session:
         assert session.get_one(Notification, copyless).status == "failed"
@@ -204,7 +228,7 @@ def test_reconciliation_leaves_queues_holding_no_more_messages_than_failed_notif
     _dead_letter(publisher, connection, first, second, depth=2)
 
     with transaction(factory) as session:
-        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS) == 0
+        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS, limit=LIMIT) == 0
     assert Counter(_contents(connection, depth=2)) == Counter([str(first), str(second)])
 
 
@@ -216,7 +240,7 @@ def test_reconciliation_prunes_a_queue_holding_more_messages_than_failed_notific
     _set_status(factory, replayed, "queued")  # A replay: 3 messages for 2 failed notifications.
 
     with transaction(factory) as session:
-        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS) == 1
+        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS, limit=LIMIT) == 1
     assert Counter(_contents(connection, depth=2)) == Counter([str(failed), str(also_failed)])
 
     # Replayed and failed again: a second copy of the same notification.
@@ -225,7 +249,7 @@ def test_reconciliation_prunes_a_queue_holding_more_messages_than_failed_notific
     _dead_letter(publisher, connection, replayed, depth=3)
     _dead_letter(publisher, connection, failed, depth=4)  # A duplicate: 4 messages, 3 failed notifications.
     with transaction(factory) as session:
-        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS) == 1
+        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS, limit=LIMIT) == 1
     assert Counter(_contents(connection, depth=3)) == Counter([str(failed), str(replayed), str(also_failed)])
 
 
@@ -241,5 +265,5 @@ def test_reconciliation_counts_failed_notifications_per_channel(
     _set_status(factory, stale, "delivered")
 
     with transaction(factory) as session:
-        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS) == 1
+        assert reconcile_dead_letter_queues(session, connection, replayed_since=NO_REPLAYS, limit=LIMIT) == 1
     assert _contents(connection, depth=1) == [str(email)]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
+import amqp
 from celery import Celery
 from kombu import Connection
 from sqlalchemy import func, select
@@ -48,31 +49,44 @@ def prune_dead_letters(
     connection: Connection,
     channel: Channel,
     still_failed: Callable[[Collection[uuid.UUID]], set[uuid.UUID]],
+    *,
+    limit: int,
 ) -> int:
-    """One pass over the queue: acknowledge (drop) every message whose notification is no longer
-    failed, or that repeats one already kept; the rest return to the queue. Returns how many were
-    dropped."""
+    """One pass over at most `limit` messages from the head of the queue: acknowledge (drop) every
+    message whose notification is no longer failed, or that repeats one already kept. Returns how
+    many were dropped.
+
+    Kept messages held unacknowledged return to the *head* of the queue when the channel closes, so
+    a pass that saw only part of the queue moves them to its back instead (a confirmed copy, then the
+    original acknowledged): the next pass sees the messages after them."""
     queue = dead_letter_queue(channel).name
     amqp_channel = connection.channel()
     try:
         _name, depth, _consumers = amqp_channel.queue_declare(queue, passive=True)
         # Held unacknowledged until the channel closes, so one pass sees every message once.
         held = []
-        for _ in range(depth):
+        for _ in range(min(depth, limit)):
             message = amqp_channel.basic_get(queue, no_ack=False)
             if message is None:
                 break
-            held.append((message.delivery_tag, _notification_id(message.body)))
+            held.append((message, _notification_id(message.body)))
+        rotate = len(held) < depth
         failed = still_failed({notification_id for _, notification_id in held if notification_id})
         kept: set[uuid.UUID] = set()
         dropped = 0
-        for delivery_tag, notification_id in held:
-            if notification_id is None:
-                continue  # Not a Pulse message: not ours to judge.
-            if notification_id in failed and notification_id not in kept:
-                kept.add(notification_id)
+        for message, notification_id in held:
+            # Not a Pulse message (notification_id None): not ours to judge, kept.
+            if notification_id is None or (notification_id in failed and notification_id not in kept):
+                if notification_id is not None:
+                    kept.add(notification_id)
+                if rotate:
+                    # A crash between the two leaves a duplicate, which a later pass drops.
+                    amqp_channel.basic_publish_confirm(
+                        amqp.Message(message.body, **message.properties), exchange="", routing_key=queue
+                    )
+                    amqp_channel.basic_ack(message.delivery_tag)
                 continue
-            amqp_channel.basic_ack(delivery_tag)
+            amqp_channel.basic_ack(message.delivery_tag)
             dropped += 1
         return dropped
     finally:
@@ -80,11 +94,12 @@ def prune_dead_letters(
 
 
 def reconcile_dead_letter_queues(
-    session: Session, connection: Connection, *, replayed_since: datetime
+    session: Session, connection: Connection, *, replayed_since: datetime, limit: int
 ) -> int:
     """Prune the queue of every channel with a replay since `replayed_since`, or with more messages
-    than failed notifications (e.g. some were deleted). Other queues are left alone: a pass returns
-    every message it keeps to the queue, which is not free."""
+    than failed notifications (e.g. some were deleted), looking at no more than `limit` messages per
+    queue. Other queues are left alone: a pass returns every message it keeps to the queue, which
+    is not free."""
     failed_counts = dict(
         session.execute(
             select(Notification.channel, func.count())
@@ -106,7 +121,7 @@ def reconcile_dead_letter_queues(
         )
 
     return sum(
-        prune_dead_letters(connection, channel, still_failed)
+        prune_dead_letters(connection, channel, still_failed, limit=limit)
         for channel in Channel
         if channel in replayed or dead_letter_depth(connection, channel) > failed_counts.get(channel, 0)
     )
