@@ -43,6 +43,12 @@ class ApiSettings(BaseSettings):
     rate_limit_window_seconds: int = Field(
         60, ge=1, le=MAX_WINDOW_SECONDS, description="The rate limit's window."
     )
+    tenant_sends_per_minute: int = Field(
+        60_000,
+        ge=0,
+        description="A tenant's quota: its sends per minute, every channel together (0: no quota), "
+        "so that one tenant cannot fill the shared queues; tenants may have their own.",
+    )
     publish_grace_seconds: float = Field(
         5.0, description="How long the outbox sweep leaves a new notification to the gateway's own publish."
     )

@@ -114,3 +114,24 @@ def test_a_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) 
         main([])
     assert exit_info.value.code == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_configure_tenant_sets_and_resets_its_quota(
+    capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    name = _name()
+    main(["create-tenant", name])
+    capsys.readouterr()
+
+    quotas = []
+    for value in ("600", "off", "default"):
+        assert main(["configure-tenant", name, "--sends-per-minute", value]) == 0
+        with session_factory() as session:
+            quotas.append(session.scalar(select(Tenant.sends_per_minute).where(Tenant.name == name)))
+    output = capsys.readouterr().out
+
+    assert quotas == [600, 0, None]
+    assert "quota 600 sends per minute" in output
+    assert "quota default (PULSE_TENANT_SENDS_PER_MINUTE)" in output
+    assert main(["configure-tenant", name, "--sends-per-minute", "lots"]) == 2
+    assert "'lots'" in capsys.readouterr().err

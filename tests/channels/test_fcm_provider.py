@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from devtools.stack import free_port
-from pulse.channels.push import FcmProvider, fcm_message
+from pulse.channels.push import FcmProvider, InvalidToken, classify_refusal, fcm_message
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, TransientProviderError
 from pulse.settings import FcmSettings
@@ -92,41 +92,95 @@ def test_throttling_and_server_errors_are_transient_with_retry_after(
     assert store.count() == 0
 
 
-def test_an_unregistered_token_is_permanent_and_reported(
+def test_an_unregistered_token_is_permanent_and_reported_with_its_tenant(
     sandbox: tuple[str, MessageStore, FaultInjector],
 ) -> None:
     url, store, _ = sandbox
-    reported: list[tuple[str, str]] = []
-    provider = _provider(url, on_invalid_token=lambda token, reason: reported.append((token, reason)))
+    reported: list[tuple[uuid.UUID, str, str]] = []
+    provider = _provider(url, on_invalid_token=lambda *report: reported.append(report))
+    claim = _claim("invalid-abc123")
     with pytest.raises(PermanentProviderError, match=r"FCM 404 \(UNREGISTERED\)"):
-        provider.send(_claim("invalid-abc123"))
-    assert reported == [("invalid-abc123", "UNREGISTERED")]
+        provider.send(claim)
+    assert reported == [(claim.tenant_id, "invalid-abc123", "UNREGISTERED")]
     assert store.count() == 0
 
 
-def test_an_invalid_argument_is_permanent_and_reported_but_a_failing_callback_is_not_fatal(
-    sandbox: tuple[str, MessageStore, FaultInjector],
-) -> None:
-    url, _, faults = sandbox
-    faults.set_fault(Fault(endpoint="fcm", status=400, fail_next=1))
+def test_a_failing_report_is_not_fatal(sandbox: tuple[str, MessageStore, FaultInjector]) -> None:
+    url, _, _ = sandbox
 
-    def broken(token: str, reason: str) -> None:
+    def broken(tenant_id: uuid.UUID, token: str, reason: str) -> None:
         raise RuntimeError("database down")
 
-    with pytest.raises(PermanentProviderError, match=r"FCM 400 \(INVALID_ARGUMENT\)"):
-        _provider(url, on_invalid_token=broken).send(_claim())
+    with pytest.raises(PermanentProviderError, match=r"FCM 404 \(UNREGISTERED\)"):
+        _provider(url, on_invalid_token=broken).send(_claim("invalid-abc123"))
 
 
+@pytest.mark.parametrize("status", [400, 403])
 def test_other_client_errors_are_permanent_without_a_report(
-    sandbox: tuple[str, MessageStore, FaultInjector],
+    sandbox: tuple[str, MessageStore, FaultInjector], status: int
 ) -> None:
+    """The sandbox's injected 400 is an INVALID_ARGUMENT that does not say the token is at fault
+    (a bad payload answers the same code); 403 SENDER_ID_MISMATCH is about this project, and a
+    secondary project may well accept the token."""
     url, _, faults = sandbox
-    faults.set_fault(Fault(endpoint="fcm", status=403, fail_next=1))
-    reported: list[tuple[str, str]] = []
-    provider = _provider(url, on_invalid_token=lambda token, reason: reported.append((token, reason)))
-    with pytest.raises(PermanentProviderError, match=r"FCM 403 \(SENDER_ID_MISMATCH\)"):
+    faults.set_fault(Fault(endpoint="fcm", status=status, fail_next=1))
+    reported: list[tuple[uuid.UUID, str, str]] = []
+    provider = _provider(url, on_invalid_token=lambda *report: reported.append(report))
+    with pytest.raises(
+        PermanentProviderError, match=rf"FCM {status} \((INVALID_ARGUMENT|SENDER_ID_MISMATCH)\)"
+    ):
         provider.send(_claim())
     assert reported == []
+
+
+# The two error answers of FCM's documentation (firebase.google.com/docs/cloud-messaging/error-codes),
+# and a field violation that names the token.
+_BAD_DATA = {
+    "code": 400,
+    "message": "Invalid value at 'message.data[0].value' (TYPE_STRING), 12",
+    "status": "INVALID_ARGUMENT",
+    "details": [
+        {
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [
+                {
+                    "field": "message.data[0].value",
+                    "description": "Invalid value at 'message.data[0].value' (TYPE_STRING), 12",
+                }
+            ],
+        }
+    ],
+}
+_BAD_TOKEN = {
+    "code": 400,
+    "message": "The registration token is not a valid FCM registration token",
+    "status": "INVALID_ARGUMENT",
+    "details": [
+        {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "INVALID_ARGUMENT"}
+    ],
+}
+_BAD_TOKEN_FIELD = {
+    "code": 400,
+    "message": "Invalid value at 'message.token'",
+    "status": "INVALID_ARGUMENT",
+    "details": [
+        {
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{"field": "message.token", "description": "Invalid registration token"}],
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("error", "dead_token"), [(_BAD_DATA, False), (_BAD_TOKEN, True), (_BAD_TOKEN_FIELD, True)]
+)
+def test_an_invalid_argument_marks_the_token_only_when_fcm_says_the_token_is_invalid(
+    error: dict[str, Any], dead_token: bool
+) -> None:
+    refusal = classify_refusal(httpx.Response(400, json={"error": error}))
+    assert isinstance(refusal, PermanentProviderError)
+    assert isinstance(refusal, InvalidToken) is dead_token
 
 
 def test_a_refused_access_token_is_permanent(sandbox: tuple[str, MessageStore, FaultInjector]) -> None:

@@ -99,9 +99,13 @@ def _describe(tenant: Tenant) -> str:
     else:
         rate_limit = "off" if tenant.rate_limit == 0 else f"{tenant.rate_limit} sends"
     window = tenant.rate_limit_window_seconds or "default (PULSE_RATE_LIMIT_WINDOW_SECONDS)"
+    if tenant.sends_per_minute is None:
+        quota = "default (PULSE_TENANT_SENDS_PER_MINUTE)"
+    else:
+        quota = "off" if tenant.sends_per_minute == 0 else f"{tenant.sends_per_minute} sends per minute"
     return (
         f"tenant {tenant.name}: timezone {tenant.timezone}, quiet hours {quiet_hours}, "
-        f"default priority {priority}, rate limit {rate_limit} per window of {window} s"
+        f"default priority {priority}, rate limit {rate_limit} per window of {window} s, quota {quota}"
     )
 
 
@@ -166,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tenant = commands.add_parser("create-tenant", help="create a tenant (no-op if it exists)")
     tenant.add_argument("name")
     configure = commands.add_parser(
-        "configure-tenant", help="set a tenant's time zone, quiet hours, default priority and rate limit"
+        "configure-tenant",
+        help="set a tenant's time zone, quiet hours, default priority, rate limit and quota",
     )
     configure.add_argument("name")
     configure.add_argument("--timezone", help="IANA name, e.g. Europe/Paris: the default for its recipients")
@@ -181,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="sends per (user or recipient, channel) per window: a number, 'off', or 'default'",
     )
     configure.add_argument("--rate-limit-window", type=_positive_int, help="the window, in seconds")
+    configure.add_argument(
+        "--sends-per-minute",
+        help="the tenant's quota, every channel together: a number, 'off', or 'default'",
+    )
     key = commands.add_parser("create-api-key", help="issue an API key; printed once, as the last line")
     key.add_argument("--tenant", required=True)
     key.add_argument("--scopes", default="send,read", help="comma-separated: send,read,admin")
@@ -220,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     default_priority=args.default_priority,
                     rate_limit=args.rate_limit,
                     rate_limit_window_seconds=args.rate_limit_window,
+                    sends_per_minute=args.sends_per_minute,
                 )
             ),
         ),

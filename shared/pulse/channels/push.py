@@ -3,9 +3,11 @@
 
 One pooled HTTP client per provider, shared by every worker thread (httpx clients are thread-safe).
 FCM answers 200 with the message name; a 429 or 5xx is worth trying again. A device token FCM
-reports as `UNREGISTERED` (404) or `INVALID_ARGUMENT` (400) will never work again: the provider
-raises a permanent error and reports the token through `on_invalid_token`, which the push worker
-records in `invalid_push_tokens`, so that the gateway refuses further sends to it.
+reports as `UNREGISTERED` (404), or as the invalid argument of a 400 `INVALID_ARGUMENT`, will never
+work again: the provider raises a permanent error and reports the token through `on_invalid_token`,
+which the push worker records in `invalid_push_tokens` for the tenant that sent to it, so that the
+gateway refuses that tenant's further sends to it. Other tenants' sends are not affected: what one
+tenant's send taught Pulse about a token is that tenant's business.
 
 Authentication is an OAuth2 bearer token: a static one from settings (development, the sandbox),
 or, when `PULSE_FCM_CREDENTIALS_FILE` names a service-account file, tokens minted and refreshed by
@@ -15,6 +17,7 @@ the optional `google-auth` package (`pip install google-auth`).
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
@@ -34,10 +37,10 @@ from pulse.settings import FcmSettings
 log = logging.getLogger(__name__)
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
-# FCM error codes (the FcmError detail, else the google.rpc status) meaning "this token is dead".
-INVALID_TOKEN_CODES = {404: "UNREGISTERED", 400: "INVALID_ARGUMENT"}
+_BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 
-InvalidTokenCallback = Callable[[str, str], None]
+# Called with the tenant, the token and FCM's error code.
+InvalidTokenCallback = Callable[[uuid.UUID, str, str], None]
 
 
 class FcmProvider:
@@ -80,16 +83,16 @@ class FcmProvider:
                 },
             )
             return details
-        refusal = _classify(response)
-        if isinstance(refusal, _InvalidToken):
-            self._report_invalid(claim.recipient, refusal.reason)
+        refusal = classify_refusal(response)
+        if isinstance(refusal, InvalidToken):
+            self._report_invalid(claim.tenant_id, claim.recipient, refusal.reason)
         raise refusal
 
-    def _report_invalid(self, token: str, reason: str) -> None:
+    def _report_invalid(self, tenant_id: uuid.UUID, token: str, reason: str) -> None:
         if self._on_invalid_token is None:
             return
         try:
-            self._on_invalid_token(token, reason)
+            self._on_invalid_token(tenant_id, token, reason)
         except Exception:  # The send failed either way; a lost record only costs another attempt later.
             log.exception("could not record an invalid push token")
 
@@ -112,13 +115,16 @@ def fcm_message(token: str, content: dict[str, Any]) -> dict[str, Any]:
     return {"message": message}
 
 
-class _InvalidToken(PermanentProviderError):
+class InvalidToken(PermanentProviderError):
+    """FCM said the device token itself is dead; `reason` is its error code."""
+
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
 
 
-def _classify(response: httpx.Response) -> TransientProviderError | PermanentProviderError:
+def classify_refusal(response: httpx.Response) -> TransientProviderError | PermanentProviderError:
+    """The error an FCM error answer stands for (FCM v1 REST error codes)."""
     error = json_object(response).get("error")
     error = error if isinstance(error, dict) else {}
     status = str(error.get("status") or "")
@@ -135,9 +141,28 @@ def _classify(response: httpx.Response) -> TransientProviderError | PermanentPro
         message += f": {response.text[:200]}"
     if response.status_code == 429 or response.status_code >= 500:
         return TransientProviderError(message, retry_after=retry_after_seconds(response))
-    if INVALID_TOKEN_CODES.get(response.status_code) in codes:
-        return _InvalidToken(message, reason=fcm_code)
+    if (response.status_code == 404 and "UNREGISTERED" in codes) or (
+        response.status_code == 400 and "INVALID_ARGUMENT" in codes and _about_the_token(error)
+    ):
+        return InvalidToken(message, reason=fcm_code)
     return PermanentProviderError(message)
+
+
+def _about_the_token(error: dict[str, Any]) -> bool:
+    """Whether an INVALID_ARGUMENT is about the registration token rather than the message (a bad
+    data value, say, answers the same code): FCM names the fields at fault in a BadRequest detail,
+    and says so in words when it is the token ("The registration token is not a valid FCM
+    registration token")."""
+    fields = {
+        str(violation.get("field"))
+        for detail in error.get("details") or []
+        if isinstance(detail, dict) and detail.get("@type") == _BAD_REQUEST
+        for violation in detail.get("fieldViolations") or []
+        if isinstance(violation, dict)
+    }
+    if fields:
+        return "message.token" in fields
+    return "registration token" in str(error.get("message", "")).lower()
 
 
 def _token_source(settings: FcmSettings) -> Callable[[], str]:
@@ -164,27 +189,33 @@ def _token_source(settings: FcmSettings) -> Callable[[], str]:
 
 
 def invalid_token_recorder(session_factory: sessionmaker[Session]) -> InvalidTokenCallback:
-    """The push worker's `on_invalid_token`: remember the token (the first report wins)."""
+    """The push worker's `on_invalid_token`: remember the token for the tenant (the first report wins)."""
 
-    def record(token: str, reason: str) -> None:
+    def record(tenant_id: uuid.UUID, token: str, reason: str) -> None:
         with transaction(session_factory) as session:
             session.execute(
                 insert(InvalidPushToken)
-                .values(token=token, reason=reason)
-                .on_conflict_do_nothing(index_elements=["token"])
+                .values(tenant_id=tenant_id, token=token, reason=reason)
+                .on_conflict_do_nothing(index_elements=["tenant_id", "token"])
             )
-        log.warning("push token reported invalid by FCM (%s); further sends are refused", reason)
+        log.warning(
+            "push token reported invalid by FCM (%s); the tenant's further sends are refused",
+            reason,
+            extra={"tenant": str(tenant_id)},
+        )
 
     return record
 
 
-def invalidated_tokens(session: Session, tokens: Collection[str]) -> dict[str, datetime]:
-    """Those of `tokens` FCM reported invalid, with when: the gateway refuses sends to them."""
+def invalidated_tokens(
+    session: Session, tenant_id: uuid.UUID, tokens: Collection[str]
+) -> dict[str, datetime]:
+    """Those of `tokens` FCM reported invalid to the tenant, with when: the gateway refuses them."""
     if not tokens:
         return {}
     rows = session.execute(
         select(InvalidPushToken.token, InvalidPushToken.invalidated_at).where(
-            InvalidPushToken.token.in_(tokens)
+            InvalidPushToken.tenant_id == tenant_id, InvalidPushToken.token.in_(tokens)
         )
     )
     return {row.token: row.invalidated_at for row in rows}

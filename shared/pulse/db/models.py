@@ -45,6 +45,8 @@ class Tenant(Base):
     # Sends per (user or recipient, channel) per window; NULL means the deployment's default.
     rate_limit: Mapped[int | None] = mapped_column(Integer)
     rate_limit_window_seconds: Mapped[int | None] = mapped_column(Integer)
+    # Sends per minute, every channel together; NULL means the deployment's default, 0 none.
+    sends_per_minute: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):
@@ -142,6 +144,12 @@ class Notification(Base):
         ),
         Index(
             "ix_notifications_finished_updated",
+            "updated_at",
+            postgresql_where=text("status IN ('delivered', 'failed', 'cancelled', 'read')"),
+        ),
+        Index(
+            "ix_notifications_tenant_finished_updated",
+            "tenant_id",
             "updated_at",
             postgresql_where=text("status IN ('delivered', 'failed', 'cancelled', 'read')"),
         ),
@@ -294,10 +302,14 @@ class IdempotencyRecord(Base):
 
 
 class InvalidPushToken(Base):
-    """A device token FCM reported as unregistered or invalid: the gateway refuses further sends to it."""
+    """A device token FCM reported as unregistered (or invalid): the gateway refuses the tenant's
+    further sends to it."""
 
     __tablename__ = "invalid_push_tokens"
 
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
     token: Mapped[str] = mapped_column(Text, primary_key=True)
     reason: Mapped[str] = mapped_column(Text)
     invalidated_at: Mapped[datetime] = mapped_column(server_default=func.now())

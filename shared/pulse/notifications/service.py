@@ -3,7 +3,6 @@
 import hashlib
 import json
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,11 +22,11 @@ from pulse.db.models import (
     notifications_table,
     outbox_table,
 )
-from pulse.errors import Conflict, InvalidInput, NotFound, PulseError, RateLimited
+from pulse.errors import Conflict, InvalidInput, NotFound, PulseError
 from pulse.messaging.topology import routing_key
 from pulse.notifications.schemas import Content, NotificationRequest, check_content_fits
 from pulse.pagination import after_cursor, encode_cursor
-from pulse.rate_limits.service import Quota, RateKey, RateLimit, take
+from pulse.rate_limits.service import Quota, Send, SendLimits, admit
 from pulse.recipients.service import address_for, find_recipients, opted_out, policy_for
 from pulse.scheduling.service import NO_QUIET_HOURS_UTC, TenantPolicy, plan_send_time
 from pulse.templates.rendering import render_template
@@ -85,7 +84,7 @@ def accept_notification(
     request: NotificationRequest,
     idempotency_key: str | None = None,
     policy: TenantPolicy = NO_QUIET_HOURS_UTC,
-    rate: RateLimit | None = None,
+    rate: SendLimits | None = None,
     schedule_id: uuid.UUID | None = None,
     publish_grace: timedelta = timedelta(seconds=5),
 ) -> Accepted:
@@ -126,7 +125,7 @@ def accept_notifications(
     tenant_id: uuid.UUID,
     requests: Sequence[NotificationRequest],
     policy: TenantPolicy = NO_QUIET_HOURS_UTC,
-    rate: RateLimit | None = None,
+    rate: SendLimits | None = None,
     all_or_nothing: bool = False,
     schedule_id: uuid.UUID | None = None,
     publish_grace: timedelta = timedelta(seconds=5),
@@ -145,7 +144,7 @@ def accept_notifications(
             results.append(context.resolve(request))
         except InvalidInput as error:
             results.append(error)
-    _refuse_invalid_push_tokens(session, results)
+    _refuse_invalid_push_tokens(session, tenant_id, results)
     quotas = _take_rate_limits(session, tenant_id=tenant_id, rate=rate, results=results)
     if all_or_nothing and (errors := _errors_by_index(results)):
         raise BatchRefused(errors)
@@ -320,13 +319,15 @@ def _render(template: Template, request: NotificationRequest, *, locale: str | N
     return content.model_dump(exclude_none=True)
 
 
-def _refuse_invalid_push_tokens(session: Session, results: list[_Resolved | PulseError]) -> None:
+def _refuse_invalid_push_tokens(
+    session: Session, tenant_id: uuid.UUID, results: list[_Resolved | PulseError]
+) -> None:
     tokens = {
         result.values["recipient"]
         for result in results
         if isinstance(result, _Resolved) and result.values["channel"] is Channel.PUSH
     }
-    invalidated = invalidated_tokens(session, tokens)
+    invalidated = invalidated_tokens(session, tenant_id, tokens)
     for index, result in enumerate(results):
         if not isinstance(result, _Resolved) or result.values["channel"] is not Channel.PUSH:
             continue
@@ -337,35 +338,26 @@ def _refuse_invalid_push_tokens(session: Session, results: list[_Resolved | Puls
             )
 
 
-def _rate_key(values: dict[str, Any]) -> RateKey:
-    return RateKey.of(values["channel"], user_id=values["user_id"], recipient=values["recipient"])
+def _rate_key(values: dict[str, Any]) -> Send:
+    return Send(values["channel"], user_id=values["user_id"], recipient=values["recipient"])
 
 
 def _take_rate_limits(
-    session: Session, *, tenant_id: uuid.UUID, rate: RateLimit | None, results: list[_Resolved | PulseError]
-) -> dict[RateKey, Quota]:
-    """Count the resolved sends; those over their key's limit become RateLimited (the first ones of a
-    key are granted)."""
-    if rate is None or rate.unlimited:
+    session: Session, *, tenant_id: uuid.UUID, rate: SendLimits | None, results: list[_Resolved | PulseError]
+) -> dict[Send, Quota]:
+    """Count the resolved sends; those over a limit become RateLimited (the first ones are granted)."""
+    if rate is None:
         return {}
-    wanted = Counter(_rate_key(result.values) for result in results if isinstance(result, _Resolved))
-    quotas = take(session, tenant_id=tenant_id, rate=rate, wanted=wanted)
-    left = {key: quota.granted for key, quota in quotas.items()}
-    for index, result in enumerate(results):
-        if isinstance(result, _Resolved):
-            key = _rate_key(result.values)
-            if left[key] > 0:
-                left[key] -= 1
-                continue
-            quota = quotas[key]
-            results[index] = RateLimited(
-                f"rate limit exceeded: at most {rate.limit} {key.channel} notifications per "
-                f"{rate.window_seconds} s to {key.subject.replace(':', ' ', 1)}; "
-                f"try again in {quota.reset_seconds} s",
-                limit=rate.limit,
-                reset_seconds=quota.reset_seconds,
-            )
-    return quotas
+    sends = {
+        index: _rate_key(result.values)
+        for index, result in enumerate(results)
+        if isinstance(result, _Resolved)
+    }
+    admission = admit(session, tenant_id=tenant_id, limits=rate, sends=list(sends.values()))
+    indexes = list(sends)
+    for position, refusal in admission.refusals.items():
+        results[indexes[position]] = refusal
+    return admission.quotas
 
 
 def _errors_by_index(results: Sequence[object]) -> dict[int, PulseError]:

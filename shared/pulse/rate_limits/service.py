@@ -1,10 +1,21 @@
-"""Rate limits per (tenant, channel, user id or recipient): at most `limit` sends per fixed window.
+"""Rate limits: per recipient (its user id, and its address) and per tenant, over fixed windows.
+
+A send counts against up to three counters: its user's (`user:<user id>`, when it names one) and its
+address's (`to:<address>`, normalised) per (tenant, channel), both held to the per-recipient limit,
+so that neither varying the user id nor the spelling of an address lifts it; and its tenant's quota,
+all channels together, per minute, so that one tenant cannot fill the shared queues. A webhook URL
+is the sender's own endpoint rather than a person's: it counts only for sends without a user id.
 
 The counters live in PostgreSQL (an UNLOGGED table), so every gateway replica shares them. One
-statement counts a whole request (or batch): it adds the sends wanted per key and returns the new
-counts; the row locks it takes serialise concurrent requests for the same key until they commit, so
-two replicas can never both take the last send. A refused request rolls back with its transaction, so
-it uses up nothing.
+statement counts a whole request (or batch): it adds the sends wanted per counter and returns the
+new counts; the row locks it takes serialise concurrent requests for the same recipient until they
+commit, so two replicas can never both take a recipient's last send. A refused request rolls back
+with its transaction, so it uses up nothing.
+
+The tenant's quota is spread over QUOTA_SLOTS counters, one picked at random per request, so that
+a tenant's concurrent requests do not all queue for one row lock; the statement adds the other
+slots' committed counts. The quota is therefore exact for sequential requests and may be exceeded
+by the sends in flight at the same instant.
 
 Windows are aligned to the epoch (every key's minute starts together) and follow the database's
 clock, not the gateways'. A fixed window admits a burst of up to twice the limit across a boundary;
@@ -12,8 +23,10 @@ in exchange, `RateLimit-Reset` has one plain meaning: when the current window en
 """
 
 import math
+import random
 import uuid
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, text
@@ -21,9 +34,13 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Integer, Text
 
+from pulse.errors import RateLimited
 from pulse.vocabulary import Channel
 
 MAX_WINDOW_SECONDS = 86_400  # A day: counters older than two are deleted.
+QUOTA_WINDOW_SECONDS = 60  # Tenant quotas are per minute.
+QUOTA_SLOTS = 32
+_ALL_CHANNELS = "*"  # The `channel` of a tenant's quota counters.
 
 
 @dataclass(frozen=True)
@@ -39,45 +56,78 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
-class RateKey:
-    channel: Channel
-    subject: str  # `user:<user id>`, else `to:<recipient address>`
+class SendLimits:
+    """What a tenant's sends are held to."""
 
-    @classmethod
-    def of(cls, channel: Channel, *, user_id: str | None, recipient: str) -> "RateKey":
-        return cls(channel, f"user:{user_id}" if user_id is not None else f"to:{recipient}")
+    per_recipient: RateLimit
+    # Per QUOTA_WINDOW_SECONDS, every channel together.
+    per_tenant: RateLimit
+
+
+@dataclass(frozen=True)
+class Send:
+    """Whom one send goes to, which is all a rate limit looks at."""
+
+    channel: Channel
+    user_id: str | None
+    recipient: str  # As validated for the channel (e.g. E.164, normalised email address).
 
 
 @dataclass(frozen=True)
 class Quota:
-    """What one key may still send: the `RateLimit-*` headers, and how many of the wanted sends fit."""
+    """The `RateLimit-*` headers of a send: its most constrained counter after the request."""
 
     limit: int
     remaining: int
     reset_seconds: int
-    granted: int
+
+
+@dataclass(frozen=True)
+class Admission:
+    # Per send: its Quota (sends without any limit have none).
+    quotas: dict[Send, Quota]
+    # The refused sends, by their position in the request.
+    refusals: dict[int, RateLimited]
+
+
+@dataclass(frozen=True)
+class _Counter:
+    channel: str
+    subject: str
+    rate: RateLimit
 
 
 _COUNT = text(
     """
-    INSERT INTO rate_limit_counters AS counter (tenant_id, channel, subject, window_start, count)
-    SELECT :tenant_id, wanted.channel, wanted.subject, current_window.start, wanted.sends
-    FROM unnest(:channels, :subjects, :sends) AS wanted (channel, subject, sends),
-         (SELECT to_timestamp(floor(extract(epoch FROM now()) / :window) * :window) AS start)
-             AS current_window
-    -- A stable order takes the row locks in the same order in every transaction: no deadlocks.
-    ORDER BY wanted.channel, wanted.subject
-    ON CONFLICT (tenant_id, channel, subject) DO UPDATE SET
-        count = CASE WHEN counter.window_start = excluded.window_start
-                     THEN counter.count + excluded.count ELSE excluded.count END,
-        window_start = excluded.window_start
-    RETURNING channel, subject, count AS counted,
-              extract(epoch FROM window_start - now()) + :window AS reset_seconds
+    WITH counted AS (
+        INSERT INTO rate_limit_counters AS counter (tenant_id, channel, subject, window_start, count)
+        SELECT :tenant_id, wanted.channel, wanted.subject,
+               to_timestamp(floor(extract(epoch FROM now()) / wanted.seconds) * wanted.seconds),
+               wanted.sends
+        FROM unnest(:channels, :subjects, :sends, :seconds) AS wanted (channel, subject, sends, seconds)
+        -- A stable order takes the row locks in the same order in every transaction: no deadlocks.
+        ORDER BY wanted.channel, wanted.subject
+        ON CONFLICT (tenant_id, channel, subject) DO UPDATE SET
+            count = CASE WHEN counter.window_start = excluded.window_start
+                         THEN counter.count + excluded.count ELSE excluded.count END,
+            window_start = excluded.window_start
+        RETURNING channel, subject, count, window_start
+    )
+    SELECT channel, subject, count AS counted, extract(epoch FROM now() - window_start) AS elapsed,
+           -- The tenant's other quota slots, as committed (not locked: see the module docstring).
+           (SELECT coalesce(sum(slot.count), 0) FROM rate_limit_counters AS slot
+            WHERE slot.tenant_id = :tenant_id AND slot.channel = :all_channels
+              AND slot.subject <> :quota_slot
+              AND slot.window_start = to_timestamp(
+                  floor(extract(epoch FROM now()) / :quota_window) * :quota_window)
+           ) AS other_slots
+    FROM counted
     """
 ).bindparams(
     bindparam("channels", type_=ARRAY(Text)),
     bindparam("subjects", type_=ARRAY(Text)),
     bindparam("sends", type_=ARRAY(Integer)),
+    bindparam("seconds", type_=ARRAY(Integer)),
 )
 _GIVE_BACK = text(
     """
@@ -93,49 +143,101 @@ _GIVE_BACK = text(
 )
 
 
-def take(
-    session: Session, *, tenant_id: uuid.UUID, rate: RateLimit, wanted: Mapping[RateKey, int]
-) -> dict[RateKey, Quota]:
-    """Count `wanted` sends per key against the limit, in the caller's transaction; each key's Quota
-    says how many were granted (the first ones, up to what is left). Sends not granted are not counted."""
+def admit(session: Session, *, tenant_id: uuid.UUID, limits: SendLimits, sends: Sequence[Send]) -> Admission:
+    """Count `sends` against their counters, in the caller's transaction, in one statement (two when
+    some are refused: what they took is given back). A send is refused when one of its counters is
+    spent; the first sends of a request are the ones admitted."""
+    quota_slot = _Counter(_ALL_CHANNELS, f"quota:{random.randrange(QUOTA_SLOTS)}", limits.per_tenant)
+    counters_of = [_counters(send, limits, quota_slot) for send in sends]
+    wanted = Counter(counter for counters in counters_of for counter in counters)
     if not wanted:
-        return {}
-    keys = list(wanted)
+        return Admission(quotas={}, refusals={})
+    by_name = {(counter.channel, counter.subject): counter for counter in wanted}
     rows = session.execute(
         _COUNT,
         {
             "tenant_id": tenant_id,
-            "window": rate.window_seconds,
-            "channels": [str(key.channel) for key in keys],
-            "subjects": [key.subject for key in keys],
-            "sends": [wanted[key] for key in keys],
+            "channels": [counter.channel for counter in wanted],
+            "subjects": [counter.subject for counter in wanted],
+            "sends": list(wanted.values()),
+            "seconds": [counter.rate.window_seconds for counter in wanted],
+            "all_channels": _ALL_CHANNELS,
+            "quota_slot": quota_slot.subject,
+            "quota_window": QUOTA_WINDOW_SECONDS,
         },
     ).all()
-    quotas: dict[RateKey, Quota] = {}
-    refunds: dict[RateKey, int] = {}
+    left: dict[_Counter, int] = {}
+    reset_seconds: dict[_Counter, int] = {}
     for row in rows:
-        key = RateKey(Channel(row.channel), row.subject)
-        before = row.counted - wanted[key]
-        granted = max(0, min(wanted[key], rate.limit - before))
-        if granted < wanted[key]:
-            refunds[key] = wanted[key] - granted
-        quotas[key] = Quota(
-            limit=rate.limit,
-            remaining=max(0, rate.limit - before - granted),
-            reset_seconds=max(1, math.ceil(row.reset_seconds)),
-            granted=granted,
-        )
-    if refunds:
+        counter = by_name[(row.channel, row.subject)]
+        used_before = row.counted - wanted[counter] + (row.other_slots if counter is quota_slot else 0)
+        left[counter] = counter.rate.limit - used_before
+        reset_seconds[counter] = max(1, math.ceil(counter.rate.window_seconds - row.elapsed))
+
+    granted: Counter[_Counter] = Counter()
+    refusals = {}
+    for index, counters in enumerate(counters_of):
+        spent = next((counter for counter in counters if left[counter] <= 0), None)
+        if spent is not None:
+            refusals[index] = _refusal(spent, sends[index], reset_seconds[spent])
+            continue
+        for counter in counters:
+            left[counter] -= 1
+            granted[counter] += 1
+    refunds = {counter: wanted[counter] - granted[counter] for counter in wanted}
+    if any(refunds.values()):
         session.execute(
             _GIVE_BACK,
             {
                 "tenant_id": tenant_id,
-                "channels": [str(key.channel) for key in refunds],
-                "subjects": [key.subject for key in refunds],
+                "channels": [counter.channel for counter in refunds],
+                "subjects": [counter.subject for counter in refunds],
                 "sends": list(refunds.values()),
             },
         )
-    return quotas
+    quotas = {}
+    for send, counters in zip(sends, counters_of, strict=True):
+        if counters:
+            tightest = min(counters, key=lambda counter: left[counter])
+            quotas[send] = Quota(
+                limit=tightest.rate.limit,
+                remaining=max(0, left[tightest]),
+                reset_seconds=reset_seconds[tightest],
+            )
+    return Admission(quotas=quotas, refusals=refusals)
+
+
+def address_key(channel: Channel, recipient: str) -> str:
+    """The address a recipient limit counts: one mailbox however its address is spelled (case, a
+    `+tag` sub-address); other channels' addresses arrive normalised already."""
+    if channel is not Channel.EMAIL:
+        return recipient
+    local, _, domain = recipient.rpartition("@")
+    return f"{local.split('+', 1)[0]}@{domain}".casefold()
+
+
+def _counters(send: Send, limits: SendLimits, quota_slot: _Counter) -> list[_Counter]:
+    counters = []
+    if not limits.per_recipient.unlimited:
+        channel = str(send.channel)
+        if send.user_id is not None:
+            counters.append(_Counter(channel, f"user:{send.user_id}", limits.per_recipient))
+        if send.user_id is None or send.channel is not Channel.WEBHOOK:
+            address = address_key(send.channel, send.recipient)
+            counters.append(_Counter(channel, f"to:{address}", limits.per_recipient))
+    if not limits.per_tenant.unlimited:
+        counters.append(quota_slot)
+    return counters
+
+
+def _refusal(counter: _Counter, send: Send, reset_seconds: int) -> RateLimited:
+    limit, window = counter.rate.limit, counter.rate.window_seconds
+    if counter.channel == _ALL_CHANNELS:
+        what = f"tenant quota exceeded: at most {limit} notifications per {window} s from this tenant"
+    else:
+        whom = f"user {send.user_id}" if counter.subject.startswith("user:") else send.recipient
+        what = f"rate limit exceeded: at most {limit} {send.channel} notifications per {window} s to {whom}"
+    return RateLimited(f"{what}; try again in {reset_seconds} s", limit=limit, reset_seconds=reset_seconds)
 
 
 def delete_stale_counters(session: Session, *, older_than_seconds: int) -> int:

@@ -44,6 +44,8 @@ class Principal:
     # Sends per (user or recipient, channel) per window; None: the deployment's default.
     rate_limit: int | None = None
     rate_limit_window_seconds: int | None = None
+    # Its quota of sends per minute, every channel together; None: the deployment's default.
+    sends_per_minute: int | None = None
 
 
 def hash_api_key(key: str) -> str:
@@ -72,9 +74,11 @@ def configure_tenant(
     default_priority: str | None = None,
     rate_limit: str | None = None,
     rate_limit_window_seconds: int | None = None,
+    sends_per_minute: str | None = None,
 ) -> Tenant:
-    """Set a tenant's defaults; for quiet hours, priority and rate limit, `default` goes back to the
-    deployment's (PULSE_QUIET_HOURS, `normal`, PULSE_RATE_LIMIT); a rate limit of `off` is none."""
+    """Set a tenant's defaults; for quiet hours, priority, rate limit and quota, `default` goes back
+    to the deployment's (PULSE_QUIET_HOURS, `normal`, PULSE_RATE_LIMIT, PULSE_TENANT_SENDS_PER_MINUTE);
+    a rate limit or quota of `off` is none."""
     tenant = session.scalars(select(Tenant).where(Tenant.name == name)).one_or_none()
     if tenant is None:
         raise NotFound(f"tenant {name!r} does not exist")
@@ -96,11 +100,13 @@ def configure_tenant(
     if default_priority is not None:
         tenant.default_priority = _default_or(default_priority, _priority)
     if rate_limit is not None:
-        tenant.rate_limit = _default_or(rate_limit, _rate_limit)
+        tenant.rate_limit = _default_or(rate_limit, _send_count)
     if rate_limit_window_seconds is not None:
         if not 1 <= rate_limit_window_seconds <= MAX_WINDOW_SECONDS:
             raise InvalidInput(f"the rate limit window is 1 to {MAX_WINDOW_SECONDS} seconds")
         tenant.rate_limit_window_seconds = rate_limit_window_seconds
+    if sends_per_minute is not None:
+        tenant.sends_per_minute = _default_or(sends_per_minute, _send_count)
     return tenant
 
 
@@ -115,11 +121,12 @@ def _priority(value: str) -> str:
         raise InvalidInput(f"unknown priority {value!r}; choose from {', '.join(Priority)}") from error
 
 
-def _rate_limit(value: str) -> int:
+def _send_count(value: str) -> int:
+    """A rate limit or quota: a positive number of sends, or `off` (0)."""
     if value == "off":
         return 0
     if not value.isdigit() or int(value) < 1:
-        raise InvalidInput(f"a rate limit is a positive number of sends, 'off' or 'default', not {value!r}")
+        raise InvalidInput(f"a limit is a positive number of sends, 'off' or 'default', not {value!r}")
     return int(value)
 
 
@@ -154,6 +161,7 @@ def find_principal(session: Session, *, key: str) -> Principal | None:
             Tenant.default_priority,
             Tenant.rate_limit,
             Tenant.rate_limit_window_seconds,
+            Tenant.sends_per_minute,
         )
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
         .where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None))
@@ -169,4 +177,5 @@ def find_principal(session: Session, *, key: str) -> Principal | None:
         default_priority=Priority(row.default_priority) if row.default_priority else None,
         rate_limit=row.rate_limit,
         rate_limit_window_seconds=row.rate_limit_window_seconds,
+        sends_per_minute=row.sends_per_minute,
     )

@@ -52,10 +52,23 @@ def test_limits_count_per_user_channel_and_tenant(
         assert gateway.post("/v1/notifications", json=_sms("u-1"), headers=auth(tenant)).status_code == 202
 
     assert gateway.post("/v1/notifications", json=_sms("u-1"), headers=auth(tenant)).status_code == 429
-    assert gateway.post("/v1/notifications", json=_sms("u-2"), headers=auth(tenant)).status_code == 202
+    other_user = _sms("u-2", recipient="+14155550199")
+    assert gateway.post("/v1/notifications", json=other_user, headers=auth(tenant)).status_code == 202
     whatsapp = _sms("u-1", channel="whatsapp")
     assert gateway.post("/v1/notifications", json=whatsapp, headers=auth(tenant)).status_code == 202
     assert gateway.post("/v1/notifications", json=_sms("u-1"), headers=auth(other_tenant)).status_code == 202
+
+
+def test_varying_the_user_id_does_not_lift_the_limit_of_one_phone_number(
+    gateway: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    codes = [
+        gateway.post("/v1/notifications", json=_sms(f"user-{n}"), headers=auth(tenant)).status_code
+        for n in range(12)
+    ]
+
+    assert codes == [202] * 10 + [429] * 2
+    assert _count(session_factory, tenant) == 10
 
 
 def test_without_a_user_id_the_recipient_address_is_counted(gateway: TestClient, tenant: Tenant) -> None:
@@ -69,11 +82,15 @@ def test_without_a_user_id_the_recipient_address_is_counted(gateway: TestClient,
     again = gateway.post(
         "/v1/notifications", json={**email, "recipient": "ada@EXAMPLE.com"}, headers=auth(tenant)
     )
+    tagged = gateway.post(
+        "/v1/notifications", json={**email, "recipient": "Ada+promo@example.com"}, headers=auth(tenant)
+    )
     other = gateway.post(
         "/v1/notifications", json={**email, "recipient": "bob@example.com"}, headers=auth(tenant)
     )
 
     assert again.status_code == 429
+    assert tagged.status_code == 429  # The same mailbox, with a sub-address.
     assert other.status_code == 202
 
 
@@ -83,7 +100,7 @@ def test_a_tenant_may_have_its_own_limit_or_none(
     strict, unlimited = make_tenant(), make_tenant()
     with transaction(session_factory) as session:
         configure_tenant(session, name=strict.name, rate_limit="2", rate_limit_window_seconds=3600)
-        configure_tenant(session, name=unlimited.name, rate_limit="off")
+        configure_tenant(session, name=unlimited.name, rate_limit="off", sends_per_minute="off")
 
     strict_codes = [
         gateway.post("/v1/notifications", json=_sms("u-1"), headers=auth(strict)).status_code
@@ -132,3 +149,26 @@ def test_a_batch_is_counted_item_by_item(
     assert refused.status_code == 429, refused.text
     assert int(refused.headers["Retry-After"]) >= 1
     assert _count(session_factory, tenant) == 10
+
+
+def test_a_tenant_over_its_quota_gets_429_whoever_it_sends_to_and_other_tenants_do_not(
+    gateway: TestClient, make_tenant: Callable[..., Tenant], session_factory: sessionmaker[Session]
+) -> None:
+    busy, other = make_tenant(), make_tenant()
+    with transaction(session_factory) as session:
+        configure_tenant(session, name=busy.name, sends_per_minute="3")
+
+    responses = [
+        gateway.post("/v1/notifications", json=_sms(recipient=f"+1415555010{n}"), headers=auth(busy))
+        for n in range(4)
+    ]
+    batch = {"notifications": [_sms(recipient="+14155550110")]}
+    refused_batch = gateway.post("/v1/notifications/batch", json=batch, headers=auth(busy))
+
+    assert [response.status_code for response in responses] == [202, 202, 202, 429]
+    refused = responses[-1]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert "tenant" in refused.json()["detail"]
+    assert refused_batch.json()["results"][0]["error"]["status"] == 429
+    assert _count(session_factory, busy) == 3
+    assert gateway.post("/v1/notifications", json=_sms(), headers=auth(other)).status_code == 202
