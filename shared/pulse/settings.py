@@ -23,6 +23,12 @@ class DatabaseSettings(BaseSettings):
     connect_timeout_seconds: float = Field(
         3.0, description="How long to wait for a new connection before giving up."
     )
+    statement_timeout_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="PostgreSQL cancels any statement running longer (0: no limit), so that one "
+        "runaway query cannot hold a connection and its locks for ever.",
+    )
 
 
 class BrokerSettings(BaseSettings):

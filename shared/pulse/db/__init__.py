@@ -19,7 +19,10 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         # No pre-ping (it costs a round trip per checkout): after a database restart the first
         # statement on a dead connection fails, SQLAlchemy discards the whole pool, and callers retry.
         pool_timeout=settings.connect_timeout_seconds,
-        connect_args={"connect_timeout": max(2, round(settings.connect_timeout_seconds))},
+        connect_args={
+            "connect_timeout": max(2, round(settings.connect_timeout_seconds)),
+            "options": f"-c statement_timeout={round(settings.statement_timeout_seconds * 1000)}",
+        },
     )
 
 
