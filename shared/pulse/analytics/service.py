@@ -169,8 +169,8 @@ def throughput(session: Session, *, tenant_id: uuid.UUID, until: datetime) -> li
         )
 
     # Delivering or failing a notification sets its updated_at to the same instant, and nothing sets it
-    # back: bounding updated_at lets PostgreSQL use ix_notifications_finished_updated instead of scanning
-    # all of the tenant's rows (delivered_at and failed_at are not indexed for this).
+    # back: bounding updated_at lets PostgreSQL use ix_notifications_tenant_finished_updated, reading only
+    # this tenant's recent rows (delivered_at and failed_at are not indexed for this).
     recently_finished = n.c.updated_at >= first
     accepted = per_minute(n.c.created_at)
     delivered = per_minute(n.c.delivered_at, n.c.status.in_(_DELIVERED), recently_finished)
