@@ -1,5 +1,6 @@
 """Structured logs: one JSON object per line, carrying the request id that flows from the HTTP
-request (X-Request-ID) into Celery message headers and the worker's log lines."""
+request (X-Request-ID) into Celery message headers and the worker's log lines. URLs in a line lose
+their credentials (`user:password@`) and query strings (tokens, signatures) on the way."""
 
 import json
 import logging
@@ -8,6 +9,9 @@ import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Set by the gateway per request, and by workers per task, from the message headers.
@@ -42,10 +46,43 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(event, default=str)
 
 
+def redact_url(url: str) -> str:
+    """`url` without userinfo, query or fragment (a query, if there was one, shows as `?[redacted]`)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    try:
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+    except ValueError:  # Not a port number: not worth showing.
+        pass
+    return urlunsplit((parts.scheme, netloc, parts.path, "[redacted]" if parts.query else "", ""))
+
+
+class RedactUrls(logging.Filter):
+    """Redacts the URL arguments of every record: httpx logs each request's full URL at INFO, and a
+    webhook URL may carry `user:password@` or a `?token=`. The path is kept, for debugging."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(map(_secret_bearing_url, record.args)):
+            record.args = tuple(
+                redact_url(str(arg)) if _secret_bearing_url(arg) else arg for arg in record.args
+            )
+        return True
+
+
+def _secret_bearing_url(arg: object) -> bool:
+    if not isinstance(arg, str | httpx.URL):
+        return False
+    text = str(arg)
+    return text.startswith(("http://", "https://")) and ("@" in text or "?" in text or "#" in text)
+
+
 def configure_logging(service: str, level: int = logging.INFO) -> None:
     """Every logger of the process (uvicorn's and Celery's too) writes JSON lines to stderr."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(RedactUrls())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
