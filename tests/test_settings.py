@@ -196,3 +196,23 @@ def test_the_environment_wins_over_the_dotenv_file(monkeypatch: pytest.MonkeyPat
     (tmp_path / ".env").write_text("PULSE_API_PORT=18001\n")
     monkeypatch.setenv("PULSE_API_PORT", "18002")
     assert ApiSettings().api_port == 18002
+
+
+def test_the_fairness_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "PULSE_DATABASE_STATEMENT_TIMEOUT_SECONDS": "5",
+        "PULSE_TENANT_SENDS_PER_MINUTE": "1200",
+        "PULSE_SCHEDULER_STUCK_QUEUED_SECONDS": "120",
+        "PULSE_SCHEDULER_STUCK_QUEUED_EVERY_SECONDS": "15",
+        "PULSE_SCHEDULER_DEAD_LETTER_RECONCILE_BATCH_SIZE": "200",
+        "PULSE_RETRY_LOW_ATTEMPTS": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    api, scheduler = ApiSettings(), SchedulerSettings()
+
+    assert (api.database.statement_timeout_seconds, api.tenant_sends_per_minute) == (5, 1200)
+    assert (scheduler.stuck_queued_seconds, scheduler.stuck_queued_every_seconds) == (120, 15)
+    assert scheduler.dead_letter_reconcile_batch_size == 200
+    # The scheduler fails a notification whose worker keeps getting lost by the workers' budget.
+    assert scheduler.retries.low_attempts == 2

@@ -39,6 +39,7 @@ def upgrade() -> None:
     # an INVALID_ARGUMENT may have been about the message rather than the token (FCM says again
     # at the next send if the token is dead).
     op.add_column("invalid_push_tokens", sa.Column("tenant_id", sa.UUID(), nullable=True))
+    op.drop_constraint("invalid_push_tokens_pkey", "invalid_push_tokens", type_="primary")
     op.execute(
         """
         INSERT INTO invalid_push_tokens (tenant_id, token, reason, invalidated_at)
@@ -49,7 +50,6 @@ def upgrade() -> None:
         """
     )
     op.execute("DELETE FROM invalid_push_tokens WHERE tenant_id IS NULL")
-    op.drop_constraint("invalid_push_tokens_pkey", "invalid_push_tokens", type_="primary")
     op.alter_column("invalid_push_tokens", "tenant_id", nullable=False)
     op.create_primary_key("invalid_push_tokens_pkey", "invalid_push_tokens", ["tenant_id", "token"])
     op.create_foreign_key(
