@@ -3,6 +3,7 @@
 `stack` starts the real services (sandbox, api, the channel workers, scheduler) as processes against them.
 """
 
+import json
 import os
 import secrets
 import uuid
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from kombu import Connection
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -65,6 +67,17 @@ def wait_until(condition: Callable[[], Any], *, timeout: float = 30.0, what: str
         return stack_wait_until(condition, timeout=timeout, what=what)
     except Timeout as timeout_error:
         pytest.fail(str(timeout_error))
+
+
+def drain(broker_url: str, queue: str) -> list[str]:
+    """Notification ids of every message in the queue, consuming them."""
+    ids = []
+    with Connection(broker_url) as connection:
+        channel = connection.channel()
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            ids.extend(json.loads(message.body)[0])
+        channel.close()
+    return ids
 
 
 # --- a private database and vhost per test module --------------------------------------------------

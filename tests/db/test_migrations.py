@@ -28,8 +28,8 @@ def test_invalid_push_tokens_become_the_marks_of_the_tenants_whose_sends_failed(
             ):
                 connection.execute(
                     text(
-                        "INSERT INTO notifications (id, tenant_id, channel, priority, recipient, status, content)"
-                        " VALUES (:id, :tenant, 'push', 'normal', :token, :status, '{}')"
+                        "INSERT INTO notifications (id, tenant_id, channel, priority, recipient, status,"
+                        " content) VALUES (:id, :tenant, 'push', 'normal', :token, :status, '{}')"
                     ),
                     {"id": uuid.uuid4(), "tenant": tenant, "token": token, "status": status},
                 )

@@ -1,12 +1,10 @@
 """The scheduler's recovery of retries whose delayed message never came and of claims whose worker
 was lost, in a private database and vhost (no scheduler or worker of the `stack` touches them)."""
 
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from celery import Celery
-from kombu import Connection
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +19,7 @@ from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
 from pulse.tenants.service import create_tenant
 from pulse.vocabulary import Channel
+from tests.conftest import drain
 
 DEAD_QUEUE = "pulse.email.dead"
 OVERDUE_AFTER = timedelta(seconds=30)
@@ -143,7 +142,7 @@ def test_a_notification_that_keeps_losing_its_worker_is_dead_lettered_once_its_b
             .where(Notification.id == notification_id)
             .values(status="queued", attempt_count=0, next_attempt_at=None, last_error=None)
         )
-    _drain(private.broker_url, DEAD_QUEUE)
+    drain(private.broker_url, DEAD_QUEUE)
 
     statuses = [_lose_the_worker(factory, notification_id, publisher) for _ in range(3)]
 
@@ -163,7 +162,7 @@ def test_a_notification_that_keeps_losing_its_worker_is_dead_lettered_once_its_b
     assert failed.failed_at is not None and failed.claimed_until is None
     assert owed == 2  # The two re-queues; nothing more once failed.
     # Where every failed notification is: in the dead-letter queue, and listed as a dead letter.
-    assert _drain(private.broker_url, DEAD_QUEUE) == [str(notification_id)]
+    assert drain(private.broker_url, DEAD_QUEUE) == [str(notification_id)]
     with factory() as session:
         assert notification_id in {
             row.id for row in list_dead_letters(session, tenant_id=None, channel=Channel.EMAIL, limit=100)
@@ -188,18 +187,7 @@ def test_lost_attempts_count_against_the_budget_left_after_a_replay(
     assert statuses == ["queued", "queued", "failed"]
     with factory() as session:
         assert "worker lost 3 times" in (session.get_one(Notification, notification_id).last_error or "")
-    assert _drain(private.broker_url, DEAD_QUEUE) == [str(notification_id)]
-
-
-def _drain(broker_url: str, queue: str) -> list[str]:
-    """Notification ids of every message in the queue, consuming them."""
-    ids = []
-    with Connection(broker_url) as connection:
-        channel = connection.channel()
-        while (message := channel.basic_get(queue, no_ack=True)) is not None:
-            ids.extend(json.loads(message.body)[0])
-        channel.close()
-    return ids
+    assert drain(private.broker_url, DEAD_QUEUE) == [str(notification_id)]
 
 
 # --- queued notifications whose message never reached a queue ---------------------------------------

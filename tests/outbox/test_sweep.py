@@ -1,12 +1,10 @@
 """The outbox sweep and the recovery of expired claims, in a private database and vhost (no other
 scheduler or worker touches them, so every published message can be counted)."""
 
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from celery import Celery
-from kombu import Connection
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,6 +17,7 @@ from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
 from pulse.outbox.service import sweep_outbox
 from pulse.tenants.service import create_tenant
+from tests.conftest import drain
 
 
 def _accept(factory: sessionmaker[Session], count: int, *, due_in: timedelta) -> list[uuid.UUID]:
@@ -33,17 +32,6 @@ def _accept(factory: sessionmaker[Session], count: int, *, due_in: timedelta) ->
             ).notification.id
             for _ in range(count)
         ]
-
-
-def _drain(broker_url: str, queue: str) -> list[str]:
-    """Notification ids of every message in the queue, consuming them."""
-    ids = []
-    with Connection(broker_url) as connection:
-        channel = connection.channel()
-        while (message := channel.basic_get(queue, no_ack=True)) is not None:
-            ids.extend(json.loads(message.body)[0])
-        channel.close()
-    return ids
 
 
 def _outbox_rows(factory: sessionmaker[Session]) -> int:
@@ -62,7 +50,7 @@ def test_two_concurrent_sweeps_publish_every_due_row_exactly_once(
             taken_second = sweep_outbox(second, publisher, batch_size=5)
 
     assert (taken_first, taken_second) == (5, 3)
-    assert sorted(_drain(private.broker_url, "pulse.email.normal")) == sorted(map(str, ids))
+    assert sorted(drain(private.broker_url, "pulse.email.normal")) == sorted(map(str, ids))
     assert _outbox_rows(factory) == 0
 
 
@@ -73,13 +61,13 @@ def test_a_row_still_in_the_gateways_grace_period_is_left_alone(
     with transaction(factory) as session:
         assert sweep_outbox(session, publisher, batch_size=100) == 0
     assert _outbox_rows(factory) == 1
-    assert _drain(private.broker_url, "pulse.email.normal") == []
+    assert drain(private.broker_url, "pulse.email.normal") == []
 
     with transaction(factory) as session:
         session.execute(update(OutboxMessage).values(available_at=datetime.now(UTC)))
     with transaction(factory) as session:
         assert sweep_outbox(session, publisher, batch_size=100) == 1
-    assert _drain(private.broker_url, "pulse.email.normal") == [str(notification_id)]
+    assert drain(private.broker_url, "pulse.email.normal") == [str(notification_id)]
 
 
 def test_an_expired_claim_is_requeued_with_the_lost_attempt_recorded_and_a_live_one_is_kept(
