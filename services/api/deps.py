@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.errors import Forbidden, Unauthorized
 from pulse.outbox.service import AfterCommitPublisher
-from pulse.rate_limits.service import QUOTA_WINDOW_SECONDS, RateLimit, SendLimits
-from pulse.scheduling.quiet_hours import QuietHours
+from pulse.rate_limits.service import SendLimits
 from pulse.scheduling.service import TenantPolicy
 from pulse.tenants.service import Principal, Scope, find_principal, hash_api_key
 from services.api.settings import ApiSettings
@@ -51,28 +50,19 @@ class Gateway:
 
     def policy_for(self, principal: Principal) -> TenantPolicy:
         """The tenant's time zone, quiet hours and default priority (its own, else the deployment's)."""
-        default = QuietHours.parse(self.settings.quiet_hours)
         return TenantPolicy.of(
             principal.timezone,
             principal.quiet_hours,
-            default=default,
+            default=self.settings.default_quiet_hours,
             default_priority=principal.default_priority,
         )
 
     def rate_for(self, principal: Principal) -> SendLimits:
         """The tenant's rate limit and quota, else the deployment's."""
-        settings = self.settings
-        return SendLimits(
-            per_recipient=RateLimit(
-                limit=settings.rate_limit if principal.rate_limit is None else principal.rate_limit,
-                window_seconds=principal.rate_limit_window_seconds or settings.rate_limit_window_seconds,
-            ),
-            per_tenant=RateLimit(
-                limit=settings.tenant_sends_per_minute
-                if principal.sends_per_minute is None
-                else principal.sends_per_minute,
-                window_seconds=QUOTA_WINDOW_SECONDS,
-            ),
+        return self.settings.rate_for(
+            limit=principal.rate_limit,
+            window_seconds=principal.rate_limit_window_seconds,
+            sends_per_minute=principal.sends_per_minute,
         )
 
 

@@ -122,10 +122,10 @@ def _lose_the_worker(factory: sessionmaker[Session], notification_id: uuid.UUID,
     expired claim. Returns the notification's status afterwards."""
     with transaction(factory) as session:
         # A lease that has already run out: the worker is gone as soon as it claimed.
-        claim = claim_for_delivery(
-            session, notification_id=notification_id, lease=timedelta(seconds=-1), retries=THREE_ATTEMPTS
+        claims = claim_for_delivery(
+            session, notification_ids=[notification_id], lease=timedelta(seconds=-1), retries=THREE_ATTEMPTS
         )
-        assert claim is not None
+        assert notification_id in claims
     with transaction(factory) as session:
         assert recover_expired_claims(session, publisher, retries=THREE_ATTEMPTS, batch_size=100) == 1
     with factory() as session:
