@@ -18,6 +18,7 @@ from pulse.db import transaction
 from pulse.dead_letters.queue import reconcile_dead_letter_queues
 from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries, requeue_stuck_queued
 from pulse.messaging.depths import queue_depths
+from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.messaging.topology import dead_letter_queue
 from pulse.observability.metrics import DEAD_LETTERS, OUTBOX_LAG, QUEUE_LENGTH
 from pulse.outbox.service import oldest_pending_age_seconds, sweep_outbox
@@ -52,6 +53,9 @@ class Scheduler:
         self._reconcile_period = timedelta(seconds=settings.dead_letter_reconcile_seconds)
         self._reconcile_limit = settings.dead_letter_reconcile_batch_size
         batch = settings.batch_size
+        # The broker connection of the sweep and of the dead letters recovery publishes, kept open between
+        # ticks (jobs run one at a time, in this thread).
+        publisher = ConfirmedPublisher(celery, confirm_timeout=settings.broker.confirm_timeout_seconds)
         overdue = timedelta(seconds=settings.retry_overdue_seconds)
         self.jobs = [
             Job(
@@ -72,7 +76,7 @@ class Scheduler:
             Job(
                 "recover expired claims",
                 self._tick,
-                lambda s: recover_expired_claims(s, celery, retries=settings.retries, batch_size=batch),
+                lambda s: recover_expired_claims(s, publisher, retries=settings.retries, batch_size=batch),
             ),
             Job(
                 "recover overdue retries",
@@ -86,7 +90,7 @@ class Scheduler:
                     s, older_than=timedelta(seconds=settings.stuck_queued_seconds), batch_size=batch
                 ),
             ),
-            Job("sweep outbox", self._tick, lambda s: sweep_outbox(s, celery, batch_size=batch)),
+            Job("sweep outbox", self._tick, lambda s: sweep_outbox(s, publisher, batch_size=batch)),
             Job("measure outbox lag", self._tick, lambda s: OUTBOX_LAG.set(oldest_pending_age_seconds(s))),
             Job("measure queues", settings.queue_metrics_seconds, self._measure_queues),
             Job("reconcile dead-letter queues", settings.dead_letter_reconcile_seconds, self._reconcile),

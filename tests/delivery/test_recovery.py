@@ -4,7 +4,6 @@ was lost, in a private database and vhost (no scheduler or worker of the `stack`
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from celery import Celery
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +14,7 @@ from pulse.dead_letters.service import ReplaySelection, list_dead_letters, repla
 from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries, requeue_stuck_queued
 from pulse.delivery.retry import RetrySettings
 from pulse.delivery.service import claim_for_delivery
+from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
 from pulse.tenants.service import create_tenant
@@ -117,7 +117,9 @@ def test_only_retrying_notifications_are_recovered(factory: sessionmaker[Session
 THREE_ATTEMPTS = RetrySettings(high_attempts=3)
 
 
-def _lose_the_worker(factory: sessionmaker[Session], notification_id: uuid.UUID, publisher: Celery) -> str:
+def _lose_the_worker(
+    factory: sessionmaker[Session], notification_id: uuid.UUID, publisher: ConfirmedPublisher
+) -> str:
     """A worker claims the notification and is never heard of again; the scheduler then finds the
     expired claim. Returns the notification's status afterwards."""
     with transaction(factory) as session:
@@ -133,7 +135,7 @@ def _lose_the_worker(factory: sessionmaker[Session], notification_id: uuid.UUID,
 
 
 def test_a_notification_that_keeps_losing_its_worker_is_dead_lettered_once_its_budget_is_spent(
-    factory: sessionmaker[Session], publisher: Celery, private: Infrastructure
+    factory: sessionmaker[Session], publisher: ConfirmedPublisher, private: Infrastructure
 ) -> None:
     [notification_id] = _retrying(factory, datetime.now(UTC))
     with transaction(factory) as session:  # A fresh notification, as accepted.
@@ -170,7 +172,7 @@ def test_a_notification_that_keeps_losing_its_worker_is_dead_lettered_once_its_b
 
 
 def test_lost_attempts_count_against_the_budget_left_after_a_replay(
-    factory: sessionmaker[Session], publisher: Celery, private: Infrastructure
+    factory: sessionmaker[Session], publisher: ConfirmedPublisher, private: Infrastructure
 ) -> None:
     """A replay grants a fresh budget: attempts lost before it do not count again."""
     [notification_id] = _retrying(factory, datetime.now(UTC))

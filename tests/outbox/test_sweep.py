@@ -4,7 +4,6 @@ scheduler or worker touches them, so every published message can be counted)."""
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from celery import Celery
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -13,6 +12,7 @@ from pulse.db import transaction
 from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage
 from pulse.delivery.recovery import recover_expired_claims
 from pulse.delivery.retry import RetrySettings
+from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
 from pulse.outbox.service import sweep_outbox
@@ -40,7 +40,7 @@ def _outbox_rows(factory: sessionmaker[Session]) -> int:
 
 
 def test_two_concurrent_sweeps_publish_every_due_row_exactly_once(
-    factory: sessionmaker[Session], publisher: Celery, private: Infrastructure
+    factory: sessionmaker[Session], publisher: ConfirmedPublisher, private: Infrastructure
 ) -> None:
     ids = _accept(factory, 8, due_in=timedelta(0))
     with factory() as first, first.begin():
@@ -55,7 +55,7 @@ def test_two_concurrent_sweeps_publish_every_due_row_exactly_once(
 
 
 def test_a_row_still_in_the_gateways_grace_period_is_left_alone(
-    factory: sessionmaker[Session], publisher: Celery, private: Infrastructure
+    factory: sessionmaker[Session], publisher: ConfirmedPublisher, private: Infrastructure
 ) -> None:
     [notification_id] = _accept(factory, 1, due_in=timedelta(minutes=5))
     with transaction(factory) as session:
@@ -71,7 +71,7 @@ def test_a_row_still_in_the_gateways_grace_period_is_left_alone(
 
 
 def test_an_expired_claim_is_requeued_with_the_lost_attempt_recorded_and_a_live_one_is_kept(
-    factory: sessionmaker[Session], publisher: Celery
+    factory: sessionmaker[Session], publisher: ConfirmedPublisher
 ) -> None:
     expired, live = _accept(factory, 2, due_in=timedelta(hours=1))
     now = datetime.now(UTC)

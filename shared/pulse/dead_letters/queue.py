@@ -12,28 +12,30 @@ from datetime import datetime
 from typing import Any
 
 import amqp
-from celery import Celery
 from kombu import Connection
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pulse.db.models import Notification
-from pulse.messaging.publisher import publish_notification
+from pulse.messaging.publisher import ConfirmedPublisher, TaskMessage
 from pulse.messaging.topology import DEAD_LETTER_EXCHANGE, dead_letter_queue, routing_key
 from pulse.vocabulary import Channel, Priority, Status
 
 
-def dead_letter(app: Celery, notifications: Sequence[Any]) -> None:
+def dead_letter(publisher: ConfirmedPublisher, notifications: Sequence[Any]) -> None:
     """Put each notification's task (rows with `id`, `channel` and `priority`) in its channel's
     dead-letter queue, as a worker's rejection does: for notifications that failed while no worker
     held their message. Returns once RabbitMQ confirmed every one."""
-    for row in notifications:
-        publish_notification(
-            app,
-            row.id,
-            routing_key(Channel(row.channel), Priority(row.priority)),
-            exchange=DEAD_LETTER_EXCHANGE.name,
-        )
+    publisher.publish(
+        [
+            TaskMessage(
+                row.id,
+                routing_key(Channel(row.channel), Priority(row.priority)),
+                exchange=DEAD_LETTER_EXCHANGE.name,
+            )
+            for row in notifications
+        ]
+    )
 
 
 def dead_letter_depth(connection: Connection, channel: Channel) -> int:

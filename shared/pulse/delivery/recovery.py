@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from celery import Celery
 from sqlalchemy import Row, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
@@ -26,6 +25,7 @@ from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage
 from pulse.dead_letters.queue import dead_letter
 from pulse.delivery.retry import RetrySettings
 from pulse.delivery.service import Outcome
+from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.observability import metrics
 from pulse.outbox.service import owe_publish
 from pulse.vocabulary import Channel, Priority, Status
@@ -34,7 +34,9 @@ LOST_ATTEMPT_ERROR = "the worker stopped before finishing this attempt (claim ex
 WORKER_LOST_REASON = "worker_lost"
 
 
-def recover_expired_claims(session: Session, app: Celery, *, retries: RetrySettings, batch_size: int) -> int:
+def recover_expired_claims(
+    session: Session, publisher: ConfirmedPublisher, *, retries: RetrySettings, batch_size: int
+) -> int:
     """Record the lost attempt of every expired claim; re-queue the notifications with attempts left
     and fail the others (publishing them to the dead-letter queue before the caller commits: should
     the commit fail, the reconciliation drops the extra copy). Returns how many were recovered."""
@@ -84,7 +86,7 @@ def recover_expired_claims(session: Session, app: Celery, *, retries: RetrySetti
         owe_publish(session, again)
         metrics.CLAIMS_RECOVERED.inc(len(again))
     if spent:
-        _fail(session, app, spent, now=now)
+        _fail(session, publisher, spent, now=now)
     return len(expired)
 
 
@@ -94,7 +96,9 @@ def _budget_spent(row: Row[Any], retries: RetrySettings) -> bool:
     return bool(attempts_used >= retries.plan_for(Priority(row.priority)).attempts)
 
 
-def _fail(session: Session, app: Celery, rows: Sequence[Row[Any]], *, now: datetime) -> None:
+def _fail(
+    session: Session, publisher: ConfirmedPublisher, rows: Sequence[Row[Any]], *, now: datetime
+) -> None:
     """Fail notifications whose last attempt was lost too, owing their status callbacks, and put
     them in the dead-letter queue (no worker holds their message any more to reject it there)."""
     lost = dict(
@@ -151,7 +155,7 @@ def _fail(session: Session, app: Celery, rows: Sequence[Row[Any]], *, now: datet
                     metadata=row.meta,
                 ),
             )
-    dead_letter(app, rows)
+    dead_letter(publisher, rows)
 
 
 def recover_overdue_retries(session: Session, *, overdue_after: timedelta, batch_size: int) -> int:
