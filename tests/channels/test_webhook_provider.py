@@ -12,16 +12,19 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import pytest
+from sqlalchemy import create_engine
 from standardwebhooks import Webhook
 
 from devtools.stack import free_port
 from pulse.channels.ssrf import IPAddress
 from pulse.channels.webhook import SecretCache, WebhookProvider
+from pulse.db import make_session_factory, transaction
+from pulse.delivery.circuit import BreakerSettings, DestinationProvider, ProviderChain
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, TransientProviderError
 from pulse.settings import WebhookSettings
 from pulse.vocabulary import Channel, Priority
-from pulse.webhooks.secrets import new_secret
+from pulse.webhooks.secrets import get_secret, new_secret
 from services.sandbox.faults import Fault, FaultInjector
 from services.sandbox.store import MessageStore
 
@@ -266,6 +269,61 @@ def test_each_tenant_has_a_circuit_per_receiver_host() -> None:
     assert provider.circuit_key(_claim("https://hooks.example.com/orders", tenant_id=other_tenant)) != key
     assert provider.circuit_key(_claim("https://hooks.example.com:8443/orders")) != key
     assert provider.circuit_key(_claim("https://other.example.com/orders")) != key
+
+
+def test_the_secret_is_read_and_the_url_checked_before_the_request(
+    receiver: tuple[str, MessageStore],
+) -> None:
+    url, store = receiver
+    loads: list[uuid.UUID] = []
+
+    def load(tenant_id: uuid.UUID) -> str:
+        loads.append(tenant_id)
+        return SECRET
+
+    provider = WebhookProvider(WebhookSettings(allowlist="127.0.0.1"), load)
+    assert isinstance(provider, DestinationProvider)
+    request = provider.prepare(_claim(f"{url}/webhooks/prepared"))
+    assert (loads, store.count(channel="webhook")) == ([TENANT], 0)
+    assert request() == {"status": 200}
+    assert store.count(channel="webhook") == 1
+    with pytest.raises(PermanentProviderError, match="SSRF guard"):
+        provider.prepare(_claim("http://10.0.0.1/hook"))
+
+
+def test_a_database_error_reading_the_secret_during_a_probe_leaves_the_probe_to_come(
+    sandbox: tuple[str, MessageStore, FaultInjector],
+) -> None:
+    url, store, faults = sandbox
+    database = make_session_factory(create_engine("postgresql+psycopg://postgres@127.0.0.1:1/pulse"))
+    database_down = False
+
+    def load(tenant_id: uuid.UUID) -> str:
+        if not database_down:
+            return SECRET
+        with transaction(database) as session:  # nothing listens there: a real DBAPIError
+            return get_secret(session, tenant_id)
+
+    now = [0.0]
+    chain = ProviderChain(
+        [WebhookProvider(WebhookSettings(allowlist="127.0.0.1"), load)],
+        BreakerSettings(failure_threshold=1, cooldown_seconds=30),
+        clock=lambda: now[0],
+    )
+    claim = _claim(f"{url}/webhooks/probe")
+    faults.set_fault(Fault(endpoint="webhook", status=503, fail_next=1))
+    with pytest.raises(TransientProviderError, match="503"):
+        chain.send(claim)
+    now[0] += 30
+    database_down = True
+
+    with pytest.raises(TransientProviderError, match="failed unexpectedly: OperationalError"):
+        chain.send(claim)
+
+    assert chain.wait_seconds(claim) == 0
+    database_down = False
+    chain.send(claim)
+    assert store.count(recipient="/webhooks/probe") == 1
 
 
 def test_secrets_are_cached_briefly() -> None:

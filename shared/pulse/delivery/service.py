@@ -221,6 +221,20 @@ _until_recorded = retry(
 )
 
 
+def _postponed(
+    session_factory: sessionmaker[Session], notification_id: uuid.UUID, wait: int, context: dict[str, str]
+) -> DeliveryResult:
+    """Every provider's circuit (for this destination) is open: wait without a claim, so no attempt is used up. A retrying
+    notification's next attempt moves too, or the scheduler would think it overdue."""
+    with transaction(session_factory) as session:
+        session.execute(
+            _POSTPONE_RETRY,
+            {"notification_id": notification_id, "next": datetime.now(UTC) + timedelta(seconds=wait)},
+        )
+    log.info("providers unavailable, postponed %ss", wait, extra=context)
+    return DeliveryResult(Outcome.POSTPONED, retry_in_seconds=wait)
+
+
 def deliver(
     session_factory: sessionmaker[Session],
     *,
@@ -233,17 +247,15 @@ def deliver(
     """One delivery attempt of one notification, end to end."""
     context: dict[str, str] = {"notification_id": str(notification_id), "channel": channel}
     if wait := providers.wait_seconds():
-        # Every provider's circuit is open: wait without claiming, so no attempt is used up. A
-        # retrying notification's next attempt moves too, or the scheduler would think it overdue.
-        with transaction(session_factory) as session:
-            session.execute(
-                _POSTPONE_RETRY,
-                {"notification_id": notification_id, "next": datetime.now(UTC) + timedelta(seconds=wait)},
-            )
-        log.info("providers unavailable, postponed %ss", wait, extra=context)
-        return DeliveryResult(Outcome.POSTPONED, retry_in_seconds=wait)
+        return _postponed(session_factory, notification_id, wait, context)
     with transaction(session_factory) as session:
         claim = claim_for_delivery(session, notification_id=notification_id, lease=lease, retries=retries)
+        # A destination's own circuit (a webhook receiver's) is known once the claim says where it
+        # goes: while that one is open, the claim is undone, so no attempt is used up.
+        if claim is not None and (wait := providers.wait_seconds(claim)):
+            session.rollback()
+    if wait:
+        return _postponed(session_factory, notification_id, wait, context)
     if claim is None:
         log.info("skipped: not claimable", extra=context)
         metrics.DELIVERIES_SKIPPED.labels(channel).inc()
