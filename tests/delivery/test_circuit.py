@@ -282,7 +282,9 @@ def test_the_metrics_give_a_providers_worst_state_and_its_open_circuits() -> Non
     _open(chain, _to("a.example/x"))
     _open(chain, _to("b.example/x"))
     assert (sample("pulse_circuit_state"), sample("pulse_circuits_open")) == (CircuitState.OPEN, 2)
+    # Once their cooldown is over they hold nothing back: receivers nobody sends to do not stay open.
     clock.now += 30
-    receivers.down.clear()
-    chain.send(_to("a.example/x"))
+    assert (sample("pulse_circuit_state"), sample("pulse_circuits_open")) == (CircuitState.CLOSED, 0)
+    with pytest.raises(TransientProviderError):
+        chain.send(_to("a.example/x"))  # the probe fails
     assert (sample("pulse_circuit_state"), sample("pulse_circuits_open")) == (CircuitState.OPEN, 1)

@@ -63,6 +63,17 @@ class CircuitBreaker:
     def state(self) -> CircuitState:
         return self._state
 
+    def current_state(self) -> CircuitState:
+        """The state as callers meet it now: an open breaker whose cooldown is over lets the next
+        call through (as its probe), so it counts as closed until that call says otherwise."""
+        with self._lock:
+            if (
+                self._state is CircuitState.OPEN
+                and self._clock() >= self._opened_at + self._settings.cooldown_seconds
+            ):
+                return CircuitState.CLOSED
+            return self._state
+
     def wait_seconds(self) -> float:
         """0 when a call may go through now, else how long until the breaker lets a probe through."""
         with self._lock:
@@ -130,9 +141,10 @@ class CircuitBreaker:
 
 class Breakers:
     """A provider's breakers by circuit key (a single one, key None, unless it is a
-    DestinationProvider), the `capacity` most recently used kept. Exported per provider as
-    `pulse_circuit_state` (the worst state among them: open, else half-open, else closed) and
-    `pulse_circuits_open` (how many are open), computed when scraped."""
+    DestinationProvider), the `capacity` most recently used kept. Exported per provider, computed
+    when scraped from their current states (so a receiver nobody sends to any more does not stay
+    open forever): `pulse_circuit_state` (the worst: open, else half-open, else closed) and
+    `pulse_circuits_open` (how many are open)."""
 
     def __init__(
         self, provider: str, settings: BreakerSettings, *, capacity: int, clock: Callable[[], float]
@@ -173,7 +185,8 @@ class Breakers:
 
     def _states(self) -> list[CircuitState]:
         with self._lock:
-            return [breaker.state for breaker in self._breakers.values()]
+            breakers = list(self._breakers.values())
+        return [breaker.current_state() for breaker in breakers]
 
 
 @runtime_checkable

@@ -224,8 +224,9 @@ _until_recorded = retry(
 def _postponed(
     session_factory: sessionmaker[Session], notification_id: uuid.UUID, wait: int, context: dict[str, str]
 ) -> DeliveryResult:
-    """Every provider's circuit (for this destination) is open: wait without a claim, so no attempt is used up. A retrying
-    notification's next attempt moves too, or the scheduler would think it overdue."""
+    """Every provider's circuit (for this destination) is open: wait without a claim, so no attempt
+    is used up. A retrying notification's next attempt moves too, or the scheduler would think it
+    overdue."""
     with transaction(session_factory) as session:
         session.execute(
             _POSTPONE_RETRY,
