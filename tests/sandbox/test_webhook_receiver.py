@@ -81,4 +81,3 @@ def test_a_fault_for_an_account_applies_to_that_receiver_path_only(sandbox: Test
     )
     assert _post(sandbox, "/webhooks/broken/a", {"webhook-id": "1"}) == 503
     assert _post(sandbox, "/webhooks/fine", {"webhook-id": "2"}) == 200
-
