@@ -120,14 +120,19 @@ class Tenant:
     api_key: str
 
 
+def new_tenant(session_factory: sessionmaker[Session], scopes: str = "send,read,admin") -> Tenant:
+    """A tenant with an API key of these scopes, in the database of `session_factory`."""
+    name = f"tenant-{secrets.token_hex(4)}"
+    with transaction(session_factory) as session:
+        tenant = create_tenant(session, name=name)
+        key = create_api_key(session, tenant_name=name, scopes=[Scope(s) for s in scopes.split(",")])
+    return Tenant(id=tenant.id, name=name, api_key=key)
+
+
 @pytest.fixture(scope="session")
 def make_tenant(session_factory: sessionmaker[Session]) -> Callable[..., Tenant]:
     def make(scopes: str = "send,read,admin") -> Tenant:
-        name = f"tenant-{secrets.token_hex(4)}"
-        with transaction(session_factory) as session:
-            tenant = create_tenant(session, name=name)
-            key = create_api_key(session, tenant_name=name, scopes=[Scope(s) for s in scopes.split(",")])
-        return Tenant(id=tenant.id, name=name, api_key=key)
+        return new_tenant(session_factory, scopes)
 
     return make
 

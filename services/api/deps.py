@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from pulse.errors import Forbidden, Unauthorized
 from pulse.outbox.service import AfterCommitPublisher
 from pulse.rate_limits.service import RateLimit
-from pulse.scheduling.quiet_hours import QuietHours
 from pulse.scheduling.service import TenantPolicy
 from pulse.tenants.service import Principal, Scope, find_principal, hash_api_key
 from services.api.settings import ApiSettings
@@ -51,19 +50,17 @@ class Gateway:
 
     def policy_for(self, principal: Principal) -> TenantPolicy:
         """The tenant's time zone, quiet hours and default priority (its own, else the deployment's)."""
-        default = QuietHours.parse(self.settings.quiet_hours)
         return TenantPolicy.of(
             principal.timezone,
             principal.quiet_hours,
-            default=default,
+            default=self.settings.default_quiet_hours,
             default_priority=principal.default_priority,
         )
 
     def rate_for(self, principal: Principal) -> RateLimit:
         """The tenant's rate limit, else the deployment's."""
-        return RateLimit(
-            limit=self.settings.rate_limit if principal.rate_limit is None else principal.rate_limit,
-            window_seconds=principal.rate_limit_window_seconds or self.settings.rate_limit_window_seconds,
+        return self.settings.rate_for(
+            limit=principal.rate_limit, window_seconds=principal.rate_limit_window_seconds
         )
 
 

@@ -24,7 +24,7 @@ from pulse.outbox.service import oldest_pending_age_seconds, sweep_outbox
 from pulse.rate_limits.service import MAX_WINDOW_SECONDS, delete_stale_counters
 from pulse.scheduling.release import release_due_notifications
 from pulse.scheduling.retention import delete_expired
-from pulse.scheduling.schedules import run_due_schedules
+from pulse.scheduling.runs import run_due_schedules
 from pulse.vocabulary import Channel
 from services.scheduler.settings import SchedulerSettings
 
@@ -62,7 +62,10 @@ class Scheduler:
                 "run due schedules",
                 self._tick,
                 lambda s: run_due_schedules(
-                    s, default_quiet_hours=settings.default_quiet_hours, batch_size=batch
+                    s,
+                    rules=settings.acceptance,
+                    pause_after_failures=settings.pause_after_failures,
+                    batch_size=batch,
                 ),
             ),
             Job("recover expired claims", self._tick, lambda s: recover_expired_claims(s, batch_size=batch)),

@@ -1,7 +1,7 @@
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pulse.scheduling.quiet_hours import QuietHours
+from pulse.notifications.acceptance import AcceptanceSettings
 from pulse.settings import BrokerSettings, DatabaseSettings
 
 
@@ -20,24 +20,16 @@ class SchedulerSettings(BaseSettings):
     )
     retention_days: float = Field(30, description="Finished notifications older than this are deleted.")
     retention_every_seconds: float = Field(60, description="How often the retention job runs.")
-    quiet_hours: str = Field(
-        "22:00-08:00",
-        # The gateway's setting: recurring schedules defer their notifications exactly as it does.
-        validation_alias="PULSE_QUIET_HOURS",
-        description="Deployment default quiet hours (`HH:MM-HH:MM` or `off`) for schedules' notifications.",
+    acceptance: AcceptanceSettings = Field(
+        default_factory=AcceptanceSettings,
+        description="The gateway's acceptance rules (`PULSE_ENABLED_CHANNELS`, `PULSE_QUIET_HOURS`, "
+        "`PULSE_WEBHOOK_ALLOWLIST`, `PULSE_RATE_LIMIT`...), which every schedule run obeys.",
+    )
+    pause_after_failures: int = Field(
+        5, ge=1, description="A schedule whose runs fail this many times in a row is paused."
     )
     queue_metrics_seconds: float = Field(
         5.0, description="How often queue depths are read from RabbitMQ for pulse_queue_length."
     )
     metrics_host: str = Field("0.0.0.0", description="Interface of the /metrics endpoint.")
     metrics_port: int = Field(9105, description="Port of the /metrics endpoint.")
-
-    @field_validator("quiet_hours")
-    @classmethod
-    def _valid_quiet_hours(cls, value: str) -> str:
-        QuietHours.parse(value)
-        return value
-
-    @property
-    def default_quiet_hours(self) -> QuietHours | None:
-        return QuietHours.parse(self.quiet_hours)

@@ -17,7 +17,7 @@ from pulse.db import transaction
 from pulse.db.models import Notification, OutboxMessage
 from pulse.delivery.providers import Claim
 from pulse.delivery.retry import RetrySettings
-from pulse.delivery.service import claim_for_delivery, record_attempt
+from pulse.delivery.service import Attempt, claim_for_delivery, record_attempts
 from pulse.notifications.schemas import NotificationOut, NotificationRequest
 from pulse.notifications.service import accept_notification
 from pulse.tenants.service import create_tenant
@@ -151,25 +151,22 @@ def test_the_event_reports_the_change_in_standard_webhooks_form() -> None:
 
 def _claim(factory: sessionmaker[Session], notification_id: uuid.UUID) -> Claim:
     with transaction(factory) as session:
-        claim = claim_for_delivery(
-            session, notification_id=notification_id, lease=LEASE, retries=RetrySettings()
+        claims = claim_for_delivery(
+            session, notification_ids=[notification_id], lease=LEASE, retries=RetrySettings()
         )
-    assert claim is not None
-    return claim
+    return claims[notification_id]
 
 
 def _record(
     factory: sessionmaker[Session], claim: Claim, error: str | None = None, retry_in: int | None = None
 ) -> datetime:
+    now = datetime.now(UTC)
+    attempt = Attempt(
+        claim=claim, provider="smtp", started_at=now, finished_at=now, error=error, retry_in_seconds=retry_in
+    )
     with transaction(factory) as session:
-        return record_attempt(
-            session,
-            claim=claim,
-            provider="smtp",
-            started_at=datetime.now(UTC),
-            error=error,
-            retry_in_seconds=retry_in,
-        )
+        record_attempts(session, [attempt])
+    return now
 
 
 def _events(factory: sessionmaker[Session], parent_id: uuid.UUID) -> list[dict[str, Any]]:

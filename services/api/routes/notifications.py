@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import ValidationError
 
-from pulse.channels.ssrf import Allowlist, RefusedUrl, check_literal
 from pulse.db import transaction
 from pulse.errors import InvalidInput, PulseError, RateLimited
 from pulse.messaging.topology import routing_key
+from pulse.notifications.acceptance import screen
 from pulse.notifications.schemas import (
     BatchItemResult,
     BatchMode,
@@ -37,7 +37,6 @@ from pulse.observability.metrics import NOTIFICATIONS_ACCEPTED
 from pulse.vocabulary import Channel, Priority, Status
 from services.api.deps import Gateway, GatewayDep, ReaderDep, SenderDep, SessionDep
 from services.api.problems import problem, rate_limit_headers
-from services.api.settings import ApiSettings
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 
@@ -68,7 +67,7 @@ def send_notification(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
     """Accept a notification. The 202 is sent only after it is committed to PostgreSQL."""
-    _screen(request, gateway.settings)
+    screen(request, gateway.settings)
     with transaction(gateway.session_factory) as session:
         accepted = accept_notification(
             session,
@@ -109,7 +108,7 @@ def send_batch(batch: BatchRequest, principal: SenderDep, gateway: GatewayDep) -
     for index, item in enumerate(batch.notifications):
         try:
             requests[index] = NotificationRequest.model_validate(item)
-            _screen(requests[index], gateway.settings)
+            screen(requests[index], gateway.settings)
         except ValidationError as error:
             requests.pop(index, None)
             refused[index] = _invalid_item(index, [(e["loc"], e["msg"], e["type"]) for e in error.errors()])
@@ -150,27 +149,6 @@ def send_batch(batch: BatchRequest, principal: SenderDep, gateway: GatewayDep) -
     return Response(
         body.model_dump_json(), status.HTTP_202_ACCEPTED, _quota_headers(accepted), "application/json"
     )
-
-
-def _screen(request: NotificationRequest, settings: ApiSettings) -> None:
-    """The checks that need no database: the channel is enabled, URLs pass the SSRF guard."""
-    if request.channel not in settings.enabled_channels:
-        enabled = ", ".join(settings.enabled_channels)
-        raise InvalidInput(
-            f"channel '{request.channel}' is not enabled on this deployment (enabled: {enabled})",
-            location=("body", "channel"),
-        )
-    urls = {
-        "recipient": request.recipient if request.channel is Channel.WEBHOOK else None,
-        "callback_url": request.callback_url,
-    }
-    for field, url in urls.items():
-        if url is None:
-            continue
-        try:
-            check_literal(url, Allowlist.parse(settings.webhook_allowlist))
-        except RefusedUrl as error:
-            raise InvalidInput(f"refused by the SSRF guard: {error}", location=("body", field)) from error
 
 
 def _publish(gateway: Gateway, accepted: list[Accepted]) -> None:

@@ -7,10 +7,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pulse.db import transaction
 from pulse.db.models import Schedule
-from pulse.errors import InvalidInput
+from pulse.notifications.acceptance import screen
 from pulse.notifications.schemas import NotificationRequest
 from pulse.scheduling.schedules import (
     DEFAULT_HISTORY,
+    PauseReason,
     create_schedule,
     delete_schedule,
     get_schedule_with_history,
@@ -66,12 +67,25 @@ class ScheduleOut(BaseModel):
     timezone: str = Field(description="IANA time zone of the cron expression.")
     notification: NotificationRequest = Field(description="What each run sends.")
     paused: bool = Field(description="A paused schedule does not run; resuming it skips the missed runs.")
+    paused_reason: PauseReason | None = Field(
+        description="Why it is paused: `requested` (POST …/pause), or `failures` (its runs failed "
+        "`PULSE_SCHEDULER_PAUSE_AFTER_FAILURES` times in a row; see `last_error`). Null while it runs."
+    )
     next_run_at: datetime = Field(
         description="When it runs next (UTC). A skipped local time (DST) runs when the gap ends; a "
         "repeated one runs once. While paused: when it would have run."
     )
     last_run_at: datetime | None = Field(description="When it last ran.")
     run_count: int = Field(description="How many notifications it has sent.")
+    consecutive_failures: int = Field(
+        description="Runs that failed or were refused since the last one that sent (or since it was "
+        "resumed); rate-limited runs are not counted."
+    )
+    last_error: str | None = Field(
+        description="Why its latest unsuccessful run did not send (refused, rate-limited or failed); it "
+        "stays after later successful runs."
+    )
+    last_error_at: datetime | None = Field(description="When that run was.")
     created_at: datetime
 
 
@@ -102,15 +116,11 @@ class SchedulePage(BaseModel):
     responses={413: {"description": "Body over the size limit"}},
 )
 def add_schedule(request: ScheduleRequest, principal: SenderDep, gateway: GatewayDep) -> ScheduleOut:
-    """Send `notification` every time `cron` fires in `timezone`. Runs missed while the scheduler was
-    down are not replayed: at most one catch-up run, then the normal rhythm."""
-    channel = request.notification.channel
-    if channel not in gateway.settings.enabled_channels:
-        enabled = ", ".join(gateway.settings.enabled_channels)
-        raise InvalidInput(
-            f"channel '{channel}' is not enabled on this deployment (enabled: {enabled})",
-            location=("body", "notification", "channel"),
-        )
+    """Send `notification` every time `cron` fires in `timezone`. The notification is screened as
+    POST /v1/notifications screens a send (enabled channel, SSRF guard on webhook and callback URLs),
+    and each run is accepted like a direct send, rate limit included. Runs missed while the scheduler
+    was down are not replayed: at most one catch-up run, then the normal rhythm."""
+    screen(request.notification, gateway.settings, at=("body", "notification"))
     with transaction(gateway.session_factory) as session:
         schedule = create_schedule(
             session,
@@ -169,7 +179,8 @@ def pause_runs(schedule_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep
 
 @router.post("/{schedule_id}/resume", response_model=ScheduleOut, responses=NOT_FOUND)
 def resume_runs(schedule_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep) -> ScheduleOut:
-    """Run it again from the next time `cron` fires after now; runs missed while paused are skipped."""
+    """Run it again from the next time `cron` fires after now; runs missed while paused are skipped.
+    Its count of consecutive failures starts again from zero."""
     with transaction(gateway.session_factory) as session:
         return ScheduleOut.model_validate(
             resume_schedule(session, tenant_id=principal.tenant_id, id=schedule_id)

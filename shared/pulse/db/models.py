@@ -170,9 +170,16 @@ class Schedule(Base):
     # The body of POST /v1/notifications, as accepted.
     notification: Mapped[dict[str, Any]]
     paused: Mapped[bool] = mapped_column(server_default=text("false"))
+    # Why it is paused (`requested`, `failures`); NULL while it runs.
+    paused_reason: Mapped[str | None] = mapped_column(String(16))
     next_run_at: Mapped[datetime]
     last_run_at: Mapped[datetime | None]
     run_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Failed runs since the last successful one (or resume); enough of them pause the schedule.
+    consecutive_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Why its latest failed or skipped run did not send, and when that was.
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 

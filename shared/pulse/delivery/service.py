@@ -1,22 +1,29 @@
-"""Claiming a notification for delivery and recording the outcome of each attempt.
+"""Claiming notifications for delivery and recording the outcome of each attempt, a batch at a time.
 
 A claim is a lease: the row is `sending` until `claimed_until`. A second copy of the message (broker
 redelivery, outbox re-publish) finds the row claimed or finished and does nothing, so a successful
 attempt is never repeated. A worker killed mid-send leaves a lease that expires; the scheduler then
 re-queues the row (pulse.delivery.recovery).
+
+A worker takes its messages in batches: one statement claims the batch, the sends run in parallel,
+and one transaction records every attempt — two transactions per batch instead of two per message.
 """
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import any_, bindparam, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import DateTime, Integer, Text, Uuid
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from pulse.callbacks.service import CALLBACK_STATUSES, StatusChange, owe_status_callback
@@ -48,12 +55,12 @@ class DeliveryResult:
     retry_in_seconds: int | None = None
 
 
-# The statements every delivery runs, built once: values arrive as bound parameters, so SQLAlchemy
-# reuses one compiled form instead of building a cache key per call.
+# The statements every batch runs, built once: values arrive as bound parameters (arrays for a
+# batch), so SQLAlchemy reuses one compiled form whatever the batch size.
 _CLAIM = (
     update(_notification)
     .where(
-        _notification.c.id == bindparam("notification_id"),
+        _notification.c.id == any_(bindparam("notification_ids", type_=ARRAY(Uuid))),
         _notification.c.status.in_([Status.QUEUED, Status.RETRYING])
         | ((_notification.c.status == Status.SENDING) & (_notification.c.claimed_until < bindparam("now"))),
     )
@@ -65,6 +72,7 @@ _CLAIM = (
         updated_at=bindparam("now"),
     )
     .returning(
+        _notification.c.id,
         _notification.c.tenant_id,
         _notification.c.channel,
         _notification.c.priority,
@@ -80,118 +88,153 @@ _CLAIM = (
         _notification.c.callback_for,
     )
 )
-_FINISH = (
-    update(_notification)
-    # Only the holder of this attempt's claim may finish it.
-    .where(
-        _notification.c.id == bindparam("notification_id"),
-        _notification.c.status == Status.SENDING,
-        _notification.c.attempt_count == bindparam("attempt_number"),
-    )
-    .values(
-        status=bindparam("new_status"),
-        delivered_at=bindparam("delivered"),
-        failed_at=bindparam("failed"),
-        next_attempt_at=bindparam("next_attempt"),
-        last_error=bindparam("error"),
-        claimed_until=None,
-        updated_at=bindparam("finished"),
-    )
+# Only the holder of an attempt's claim may finish it; the ids returned are the ones it finished.
+_FINISH = text(
+    """
+    UPDATE notifications AS n SET
+        status = finished.status, delivered_at = finished.delivered_at, failed_at = finished.failed_at,
+        next_attempt_at = finished.next_attempt_at, last_error = finished.error,
+        claimed_until = NULL, updated_at = finished.finished_at
+    FROM unnest(:ids, :attempt_numbers, :statuses, :delivered, :failed, :next_attempts, :errors, :finished)
+        AS finished (id, attempt_number, status, delivered_at, failed_at, next_attempt_at, error, finished_at)
+    WHERE n.id = finished.id AND n.status = 'sending' AND n.attempt_count = finished.attempt_number
+    RETURNING n.id
+    """
+).bindparams(
+    bindparam("ids", type_=ARRAY(Uuid)),
+    bindparam("attempt_numbers", type_=ARRAY(Integer)),
+    bindparam("statuses", type_=ARRAY(Text)),
+    bindparam("delivered", type_=ARRAY(DateTime(timezone=True))),
+    bindparam("failed", type_=ARRAY(DateTime(timezone=True))),
+    bindparam("next_attempts", type_=ARRAY(DateTime(timezone=True))),
+    bindparam("errors", type_=ARRAY(Text)),
+    bindparam("finished", type_=ARRAY(DateTime(timezone=True))),
 )
-_POSTPONE_RETRY = (
+_POSTPONE_RETRIES = (
     update(_notification)
-    .where(_notification.c.id == bindparam("notification_id"), _notification.c.status == Status.RETRYING)
+    .where(
+        _notification.c.id == any_(bindparam("notification_ids", type_=ARRAY(Uuid))),
+        _notification.c.status == Status.RETRYING,
+    )
     .values(next_attempt_at=bindparam("next"))
 )
 # Nothing to add if the scheduler already wrote this attempt off as lost (recover_expired_claims).
-_INSERT_ATTEMPT = pg_insert(delivery_attempts_table).on_conflict_do_nothing()
+_INSERT_ATTEMPTS = pg_insert(delivery_attempts_table).on_conflict_do_nothing()
 
 
 def claim_for_delivery(
-    session: Session, *, notification_id: uuid.UUID, lease: timedelta, retries: RetrySettings
-) -> Claim | None:
+    session: Session, *, notification_ids: Sequence[uuid.UUID], lease: timedelta, retries: RetrySettings
+) -> dict[uuid.UUID, Claim]:
+    """Claim those of the notifications that are claimable now; the others are missing from the result."""
     now = datetime.now(UTC)
-    row = session.execute(
-        _CLAIM, {"notification_id": notification_id, "now": now, "lease_ends": now + lease}
-    ).one_or_none()
-    if row is None:
-        return None
-    priority = Priority(row.priority)
-    attempts_used = row.attempt_count - row.attempts_before_replay
-    return Claim(
-        notification_id=notification_id,
-        tenant_id=row.tenant_id,
-        channel=Channel(row.channel),
-        priority=priority,
-        recipient=row.recipient,
-        content=row.content,
-        attempt_number=row.attempt_count,
-        attempts_left=retries.plan_for(priority).attempts - attempts_used,
-        created_at=row.created_at,
-        user_id=row.user_id,
-        metadata=row.metadata,
-        callback_url=row.callback_url,
-        callback_for=row.callback_for,
-    )
+    rows = session.execute(
+        _CLAIM, {"notification_ids": list(notification_ids), "now": now, "lease_ends": now + lease}
+    ).all()
+    claims = {}
+    for row in rows:
+        priority = Priority(row.priority)
+        attempts_used = row.attempt_count - row.attempts_before_replay
+        claims[row.id] = Claim(
+            notification_id=row.id,
+            tenant_id=row.tenant_id,
+            channel=Channel(row.channel),
+            priority=priority,
+            recipient=row.recipient,
+            content=row.content,
+            attempt_number=row.attempt_count,
+            attempts_left=retries.plan_for(priority).attempts - attempts_used,
+            created_at=row.created_at,
+            user_id=row.user_id,
+            metadata=row.metadata,
+            callback_url=row.callback_url,
+            callback_for=row.callback_for,
+        )
+    return claims
 
 
-def record_attempt(
-    session: Session,
-    *,
-    claim: Claim,
-    provider: str,
-    started_at: datetime,
-    error: str | None,
-    retry_in_seconds: int | None = None,
-    details: dict[str, Any] | None = None,
-) -> datetime:
-    """Store the attempt (with what the provider reported, `details`) and move the notification on:
-    delivered, retrying (when `retry_in_seconds` is given) or failed, owing its status callback when
-    it has a `callback_url` and is now delivered or failed. Returns when the attempt finished."""
-    finished_at = datetime.now(UTC)
-    next_attempt_at = None
-    if error is None:
-        new_status = Status.DELIVERED
-    elif retry_in_seconds is None:
-        new_status = Status.FAILED
-    else:
-        new_status = Status.RETRYING
-        next_attempt_at = finished_at + timedelta(seconds=retry_in_seconds)
-    delivered_at = finished_at if new_status is Status.DELIVERED else None
-    failed_at = finished_at if new_status is Status.FAILED else None
+@dataclass(frozen=True)
+class Attempt:
+    """One finished try of a claimed notification: delivered when `error` is None; else retrying
+    when `retry_in_seconds` is set, failed when not."""
+
+    claim: Claim
+    provider: str
+    started_at: datetime
+    finished_at: datetime
+    error: str | None = None
+    retry_in_seconds: int | None = None
+    permanent: bool = False  # The provider refused the message for good.
+    # What the provider reported (a Message-ID, an SMS's segments), kept with the attempt.
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def new_status(self) -> Status:
+        if self.error is None:
+            return Status.DELIVERED
+        return Status.FAILED if self.retry_in_seconds is None else Status.RETRYING
+
+    @property
+    def delivered_at(self) -> datetime | None:
+        return self.finished_at if self.new_status is Status.DELIVERED else None
+
+    @property
+    def failed_at(self) -> datetime | None:
+        return self.finished_at if self.new_status is Status.FAILED else None
+
+    @property
+    def next_attempt_at(self) -> datetime | None:
+        if self.retry_in_seconds is None or self.error is None:
+            return None
+        return self.finished_at + timedelta(seconds=self.retry_in_seconds)
+
+
+def record_attempts(session: Session, attempts: Sequence[Attempt]) -> None:
+    """Store the attempts and move their notifications on (delivered, retrying or failed), owing a
+    status callback for each that has a `callback_url` and is now delivered or failed."""
+    if not attempts:
+        return
     session.execute(
-        _INSERT_ATTEMPT,
-        {
-            "notification_id": claim.notification_id,
-            "number": claim.attempt_number,
-            "started_at": started_at,
-            "finished_at": finished_at,
-            "provider": provider,
-            "outcome": Outcome.DELIVERED if error is None else Outcome.FAILED,
-            "error": error,
-            "details": details or {},
-        },
+        _INSERT_ATTEMPTS,
+        [
+            {
+                "notification_id": attempt.claim.notification_id,
+                "number": attempt.claim.attempt_number,
+                "started_at": attempt.started_at,
+                "finished_at": attempt.finished_at,
+                "provider": attempt.provider,
+                "outcome": Outcome.DELIVERED if attempt.error is None else Outcome.FAILED,
+                "error": attempt.error,
+                "details": attempt.details,
+            }
+            for attempt in attempts
+        ],
     )
-    finished = session.execute(
-        _FINISH,
-        {
-            "notification_id": claim.notification_id,
-            "attempt_number": claim.attempt_number,
-            "new_status": new_status,
-            "delivered": delivered_at,
-            "failed": failed_at,
-            "next_attempt": next_attempt_at,
-            "error": error,
-            "finished": finished_at,
-        },
+    finished_ids = set(
+        session.scalars(
+            _FINISH,
+            {
+                "ids": [attempt.claim.notification_id for attempt in attempts],
+                "attempt_numbers": [attempt.claim.attempt_number for attempt in attempts],
+                "statuses": [str(attempt.new_status) for attempt in attempts],
+                "delivered": [attempt.delivered_at for attempt in attempts],
+                "failed": [attempt.failed_at for attempt in attempts],
+                "next_attempts": [attempt.next_attempt_at for attempt in attempts],
+                "errors": [attempt.error for attempt in attempts],
+                "finished": [attempt.finished_at for attempt in attempts],
+            },
+        )
     )
-    # No row finished means the claim was lost (expired and recovered): the status did not change,
-    # so there is nothing to report; whoever delivers the notification next owes the callback.
-    callback_url = claim.callback_url if new_status in CALLBACK_STATUSES else None
-    if callback_url is not None and finished.rowcount:  # type: ignore[attr-defined]
+    # A notification that did not finish lost its claim (expired and recovered): its status did not
+    # change, so there is nothing to report; whoever delivers it next owes the callback.
+    for attempt in attempts:
+        claim, status = attempt.claim, attempt.new_status
+        if claim.callback_url is None or status not in CALLBACK_STATUSES:
+            continue
+        if claim.notification_id not in finished_ids:
+            continue
         owe_status_callback(
             session,
-            callback_url=callback_url,
+            callback_url=claim.callback_url,
             change=StatusChange(
                 notification_id=claim.notification_id,
                 tenant_id=claim.tenant_id,
@@ -199,19 +242,18 @@ def record_attempt(
                 priority=claim.priority,
                 recipient=claim.recipient,
                 user_id=claim.user_id,
-                status=new_status,
-                changed_at=finished_at,
+                status=status,
+                changed_at=attempt.finished_at,
                 attempt_count=claim.attempt_number,
-                delivered_at=delivered_at,
-                failed_at=failed_at,
-                last_error=error,
+                delivered_at=attempt.delivered_at,
+                failed_at=attempt.failed_at,
+                last_error=attempt.error,
                 metadata=claim.metadata,
             ),
         )
-    return finished_at
 
 
-# Once the provider accepted a message, its record must land, or the claim would expire and the
+# Once a provider accepted a message, its record must land, or the claim would expire and the
 # message be sent again: a database blip is waited out (well within the claim's lease).
 _until_recorded = retry(
     retry=retry_if_exception_type(DBAPIError),
@@ -221,89 +263,168 @@ _until_recorded = retry(
 )
 
 
-def _postponed(
-    session_factory: sessionmaker[Session], notification_id: uuid.UUID, wait: int, context: dict[str, str]
-) -> DeliveryResult:
-    """Every provider's circuit (for this destination) is open: wait without a claim, so no attempt
-    is used up. A retrying notification's next attempt moves too, or the scheduler would think it
-    overdue."""
-    with transaction(session_factory) as session:
-        session.execute(
-            _POSTPONE_RETRY,
-            {"notification_id": notification_id, "next": datetime.now(UTC) + timedelta(seconds=wait)},
-        )
-    log.info("providers unavailable, postponed %ss", wait, extra=context)
-    return DeliveryResult(Outcome.POSTPONED, retry_in_seconds=wait)
-
-
 def deliver(
     session_factory: sessionmaker[Session],
     *,
-    notification_id: uuid.UUID,
+    notification_ids: Sequence[uuid.UUID],
     channel: Channel,
     providers: ProviderChain,
     lease: timedelta,
     retries: RetrySettings,
-) -> DeliveryResult:
-    """One delivery attempt of one notification, end to end."""
-    context: dict[str, str] = {"notification_id": str(notification_id), "channel": channel}
+    senders: Executor,
+    request_ids: Mapping[uuid.UUID, str | None] | None = None,
+) -> list[DeliveryResult]:
+    """One delivery attempt of each notification, end to end: claim them all in one transaction, send
+    them in parallel on `senders`, record every attempt in one transaction. Returns each one's result,
+    in order.
+    `request_ids` (of the requests that accepted them) go into each notification's log lines."""
+    request_ids = request_ids or {}
     if wait := providers.wait_seconds():
-        return _postponed(session_factory, notification_id, wait, context)
-    with transaction(session_factory) as session:
-        claim = claim_for_delivery(session, notification_id=notification_id, lease=lease, retries=retries)
-        # A destination's own circuit (a webhook receiver's) is known once the claim says where it
-        # goes: while that one is open, the claim is undone, so no attempt is used up.
-        if claim is not None and (wait := providers.wait_seconds(claim)):
-            session.rollback()
-    if wait:
-        return _postponed(session_factory, notification_id, wait, context)
-    if claim is None:
-        log.info("skipped: not claimable", extra=context)
-        metrics.DELIVERIES_SKIPPED.labels(channel).inc()
-        return DeliveryResult(Outcome.SKIPPED)
-    context["tenant"] = str(claim.tenant_id)
+        postponed = _postpone(session_factory, dict.fromkeys(notification_ids, wait), channel, request_ids)
+        return [postponed[notification_id] for notification_id in notification_ids]
+    claims, held_back = _claim(
+        session_factory, list(set(notification_ids)), providers=providers, lease=lease, retries=retries
+    )
+    postponed = _postpone(session_factory, held_back, channel, request_ids)
+    attempts = list(senders.map(lambda claim: _try(claim, providers, retries), claims.values()))
+    _until_recorded(_record)(session_factory, attempts)
+    reported = {attempt.claim.notification_id: _report(attempt, channel, request_ids) for attempt in attempts}
+    reported.update(postponed)
+    results = []
+    for notification_id in notification_ids:
+        # A notification named twice in one batch is attempted once: its second copy is skipped.
+        if (result := reported.pop(notification_id, None)) is None:
+            log.info("skipped: not claimable", extra=_context(notification_id, channel, request_ids))
+            metrics.DELIVERIES_SKIPPED.labels(channel).inc()
+            result = DeliveryResult(Outcome.SKIPPED)
+        results.append(result)
+    return results
 
+
+def _claim(
+    session_factory: sessionmaker[Session],
+    notification_ids: list[uuid.UUID],
+    *,
+    providers: ProviderChain,
+    lease: timedelta,
+    retries: RetrySettings,
+) -> tuple[dict[uuid.UUID, Claim], dict[uuid.UUID, int]]:
+    """Claim the notifications, but for those whose destination's own circuit (a webhook receiver's,
+    known once the claim says where it goes) is open: returned apart, with the seconds to wait.
+    Their claims are undone (the claim rolled back, the others claimed again), so no attempt is used."""
+    with transaction(session_factory) as session:
+        claims = claim_for_delivery(session, notification_ids=notification_ids, lease=lease, retries=retries)
+        held_back = {
+            notification_id: wait
+            for notification_id, claim in claims.items()
+            if (wait := providers.wait_seconds(claim))
+        }
+        if not held_back:
+            return claims, {}
+        session.rollback()
+    the_others = [notification_id for notification_id in notification_ids if notification_id not in held_back]
+    with transaction(session_factory) as session:
+        claims = claim_for_delivery(session, notification_ids=the_others, lease=lease, retries=retries)
+    return claims, held_back
+
+
+def _postpone(
+    session_factory: sessionmaker[Session],
+    waits: Mapping[uuid.UUID, int],
+    channel: Channel,
+    request_ids: Mapping[uuid.UUID, str | None],
+) -> dict[uuid.UUID, DeliveryResult]:
+    """Not tried: every provider's circuit (for their destination) is open. They wait without a claim,
+    so no attempt is used up; a retrying notification's next attempt moves too, or the scheduler
+    would think it overdue."""
+    if not waits:
+        return {}
+    now = datetime.now(UTC)
+    with transaction(session_factory) as session:
+        for wait in set(waits.values()):
+            session.execute(
+                _POSTPONE_RETRIES,
+                {
+                    "notification_ids": [
+                        notification_id for notification_id in waits if waits[notification_id] == wait
+                    ],
+                    "next": now + timedelta(seconds=wait),
+                },
+            )
+    for notification_id, wait in waits.items():
+        log.info(
+            "providers unavailable, postponed %ss",
+            wait,
+            extra=_context(notification_id, channel, request_ids),
+        )
+    return {
+        notification_id: DeliveryResult(Outcome.POSTPONED, retry_in_seconds=wait)
+        for notification_id, wait in waits.items()
+    }
+
+
+def _try(claim: Claim, providers: ProviderChain, retries: RetrySettings) -> Attempt:
     started_at = datetime.now(UTC)
-    error: ProviderError | None = None
-    details: dict[str, Any] = {}
     try:
         sent = providers.send(claim)
-        provider, details = sent.provider, sent.details
-    except ProviderError as raised:
-        error, provider = raised, raised.provider or providers.names[0]
+    except ProviderError as error:
+        retry_in = None
+        if isinstance(error, TransientProviderError) and claim.attempts_left > 0:
+            plan = retries.plan_for(claim.priority)
+            retry_in = plan.delay_seconds(plan.attempts - claim.attempts_left, retry_after=error.retry_after)
+        return Attempt(
+            claim=claim,
+            provider=error.provider or providers.names[0],
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+            error=str(error),
+            retry_in_seconds=retry_in,
+            permanent=isinstance(error, PermanentProviderError),
+        )
+    return Attempt(
+        claim=claim,
+        provider=sent.provider,
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        details=sent.details,
+    )
 
-    retry_in = None
-    if isinstance(error, TransientProviderError) and claim.attempts_left > 0:
-        plan = retries.plan_for(claim.priority)
-        retry_in = plan.delay_seconds(plan.attempts - claim.attempts_left, retry_after=error.retry_after)
 
-    @_until_recorded
-    def record() -> datetime:
-        with transaction(session_factory) as session:
-            return record_attempt(
-                session,
-                claim=claim,
-                provider=provider,
-                started_at=started_at,
-                error=None if error is None else str(error),
-                retry_in_seconds=retry_in,
-                details=details,
-            )
+def _record(session_factory: sessionmaker[Session], attempts: list[Attempt]) -> None:
+    with transaction(session_factory) as session:
+        record_attempts(session, attempts)
 
-    finished_at = record()
-    if error is None:
-        log.info("delivered", extra={**context, "provider": provider, "attempt": claim.attempt_number})
+
+def _report(
+    attempt: Attempt, channel: Channel, request_ids: Mapping[uuid.UUID, str | None]
+) -> DeliveryResult:
+    """Log and count the attempt; what the worker does with its message follows from the result."""
+    claim = attempt.claim
+    context = {**_context(claim.notification_id, channel, request_ids), "tenant": str(claim.tenant_id)}
+    if attempt.error is None:
+        context.update(provider=attempt.provider, attempt=claim.attempt_number)
+        log.info("delivered", extra=context)
         metrics.DELIVERY_ATTEMPTS.labels(channel, Outcome.DELIVERED).inc()
-        metrics.NOTIFICATIONS_DELIVERED.labels(channel, provider).inc()
+        metrics.NOTIFICATIONS_DELIVERED.labels(channel, attempt.provider).inc()
         metrics.DELIVERY_LATENCY.labels(channel, claim.priority).observe(
-            (finished_at - claim.created_at).total_seconds()
+            (attempt.finished_at - claim.created_at).total_seconds()
         )
         return DeliveryResult(Outcome.DELIVERED)
     metrics.DELIVERY_ATTEMPTS.labels(channel, Outcome.FAILED).inc()
-    if retry_in is not None:
-        log.info("attempt failed, retrying in %ss: %s", retry_in, error, extra=context)
-        return DeliveryResult(Outcome.RETRYING, error=str(error), retry_in_seconds=retry_in)
-    reason = "permanent" if isinstance(error, PermanentProviderError) else "retries_exhausted"
+    if (retry_in := attempt.retry_in_seconds) is not None:
+        log.info("attempt failed, retrying in %ss: %s", retry_in, attempt.error, extra=context)
+        return DeliveryResult(Outcome.RETRYING, error=attempt.error, retry_in_seconds=retry_in)
+    reason = "permanent" if attempt.permanent else "retries_exhausted"
     metrics.NOTIFICATIONS_FAILED.labels(channel, reason).inc()
-    log.warning("delivery failed: %s", error, extra=context)
-    return DeliveryResult(Outcome.FAILED, error=str(error))
+    log.warning("delivery failed: %s", attempt.error, extra=context)
+    return DeliveryResult(Outcome.FAILED, error=attempt.error)
+
+
+def _context(
+    notification_id: uuid.UUID, channel: Channel, request_ids: Mapping[uuid.UUID, str | None]
+) -> dict[str, Any]:
+    context = {"notification_id": str(notification_id), "channel": channel}
+    if (accepted_by := request_ids.get(notification_id)) is not None:
+        # Given here, it wins over the log formatter's (batch-wide) context variable.
+        context["request_id"] = accepted_by
+    return context

@@ -2,17 +2,22 @@
 
 Every channel worker has the same shape (claim, send, record; then ack, retry later or dead-letter);
 only the provider differs, so the service modules just pick channels and a provider and call
-`make_channel_worker`.
+`make_channel_worker`. Messages are taken in batches (celery-batches): a batch is claimed and recorded
+in one transaction each, and its sends run in parallel on a pool of sender threads.
 """
 
 import logging
 import uuid
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import Reject
+from celery.worker.request import Request
+from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.exc import DBAPIError
@@ -26,7 +31,6 @@ from pulse.delivery.retry import RetrySettings
 from pulse.delivery.service import Outcome, deliver
 from pulse.messaging.celery_app import make_celery
 from pulse.messaging.topology import task_name, work_queue, work_queues
-from pulse.observability.logging import request_id
 from pulse.observability.metrics import serve_metrics
 from pulse.settings import BrokerSettings, DatabaseSettings
 from pulse.vocabulary import Channel, Priority
@@ -39,36 +43,78 @@ DATABASE_BACKOFF_SECONDS = 2
 DATABASE_BACKOFF_CAP_SECONDS = 60
 
 
+class Settle(Enum):
+    """What becomes of a message once its notification's attempt is over."""
+
+    ACK = "ack"  # Done (delivered, skipped, or sent again later through delayed delivery).
+    DEAD_LETTER = "dead_letter"  # Rejected without requeue: RabbitMQ moves it to pulse.<channel>.dead.
+    REQUEUE = "requeue"  # Back to its queue (nothing was decided about it).
+
+
+class DeliveryBatches(Batches):
+    """celery-batches' task base: messages are buffered and handed to the task as one list; each
+    message is then settled by its own notification's outcome, after the task recorded it (never
+    before: a worker killed mid-batch leaves every message of the batch to be delivered again)."""
+
+    def flush(self, requests: list[Request]) -> Any:
+        def settle(outcomes: list[Settle] | None) -> None:
+            # None: the task raised; its messages go back to the queue (a claimed notification's
+            # second copy is skipped, and the scheduler recovers its claim once the lease expires).
+            for request, outcome in zip(requests, outcomes or [Settle.REQUEUE] * len(requests), strict=True):
+                if outcome is Settle.ACK:
+                    request.acknowledge()
+                else:
+                    request.reject(requeue=outcome is Settle.REQUEUE)
+
+        batch = [SimpleRequest.from_request(request) for request in requests]
+        return self._pool.apply_async(apply_batches_task, (self, (batch,), 0, None), callback=settle)
+
+
 @dataclass(frozen=True)
 class _ChannelDelivery:
     session_factory: sessionmaker[Session]
     providers: ProviderChain
     claim_lease: timedelta
     retries: RetrySettings
+    senders: Executor
 
-    def run(self, task: Task, notification_id: str, channel: Channel) -> str:
-        """Deliver; then acknowledge, send again later (retry, database down) or dead-letter."""
+    def run(self, task: Task, requests: list[SimpleRequest], channel: Channel) -> list[Settle]:
+        """Deliver a batch; then settle each message: acknowledge, send again later (retry, database
+        down) or dead-letter."""
+        named = [(request, _notification_id(request)) for request in requests]
+        valid = [(request, id) for request, id in named if id is not None]
+        if len(valid) < len(requests):
+            log.warning("dead-lettered %d messages without a notification id", len(requests) - len(valid))
         try:
-            result = deliver(
+            results = deliver(
                 self.session_factory,
-                notification_id=uuid.UUID(notification_id),
+                notification_ids=[id for _, id in valid],
                 channel=channel,
                 providers=self.providers,
                 lease=self.claim_lease,
                 retries=self.retries,
+                senders=self.senders,
+                request_ids={id: _request_id(request) for request, id in valid},
             )
         except (DBAPIError, PoolTimeoutError) as error:
-            backoff = min(DATABASE_BACKOFF_CAP_SECONDS, DATABASE_BACKOFF_SECONDS * 2**task.request.retries)
-            log.warning("database unavailable, trying again in %ss: %s", backoff, error)
-            _send_later(task, notification_id, channel, backoff, retries=task.request.retries + 1)
-            return "postponed"
+            log.warning("database unavailable, trying the batch again later: %s", error)
+            settled = iter([_postpone(task, request, channel) for request, _ in valid])
+        else:
+            settled = iter(
+                [
+                    self._settle(task, request, channel, result)
+                    for (request, _), result in zip(valid, results, strict=True)
+                ]
+            )
+        return [Settle.DEAD_LETTER if id is None else next(settled) for _, id in named]
+
+    def _settle(self, task: Task, request: SimpleRequest, channel: Channel, result: Any) -> Settle:
         if result.outcome in (Outcome.RETRYING, Outcome.POSTPONED):
             assert result.retry_in_seconds is not None
-            _send_later(task, notification_id, channel, result.retry_in_seconds)
-        elif result.outcome is Outcome.FAILED:
-            # Rejected without requeue: RabbitMQ moves the message to pulse.<channel>.dead.
-            raise Reject(result.error, requeue=False)
-        return result.outcome
+            return _send_later(task, request, channel, result.retry_in_seconds, retries=0)
+        if result.outcome is Outcome.FAILED:
+            return Settle.DEAD_LETTER
+        return Settle.ACK
 
 
 class ChannelWorkerSettings(BaseSettings):
@@ -80,8 +126,16 @@ class ChannelWorkerSettings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="PostgreSQL.")
     broker: BrokerSettings = Field(default_factory=BrokerSettings, description="RabbitMQ.")
     retries: RetrySettings = Field(default_factory=RetrySettings, description="Retry plans per priority.")
-    concurrency: int = Field(16, description="Threads sending in parallel.")
-    prefetch_multiplier: int = Field(4, description="Messages reserved per thread ahead of time.")
+    concurrency: int = Field(16, ge=1, description="Sends in flight at once (threads talking to providers).")
+    batch_size: int = Field(
+        32, ge=1, le=1000, description="Messages claimed and recorded together, in one transaction each."
+    )
+    batch_interval_seconds: float = Field(
+        0.02, gt=0, le=5, description="How long a message may wait for its batch to fill up."
+    )
+    batches_in_flight: int = Field(
+        4, ge=1, description="Batches being delivered at once (each holds a database connection)."
+    )
     claim_lease_seconds: int = Field(
         60, description="How long a send may take before another worker may claim the notification."
     )
@@ -108,63 +162,73 @@ def make_channel_worker(
             cooldown_seconds=settings.circuit_cooldown_seconds,
         ),
     )
-    # One connection per sending thread.
-    database = settings.database.model_copy(update={"pool_size": settings.concurrency})
+    # One connection per batch in flight.
+    database = settings.database.model_copy(update={"pool_size": settings.batches_in_flight})
     session_factory = make_session_factory(make_engine(database))
     claim_lease = timedelta(seconds=settings.claim_lease_seconds)
-    broker, retries = settings.broker, settings.retries
-    app = make_celery(name, broker, queues=work_queues(*channels))
-    delivery = _ChannelDelivery(session_factory, chain, claim_lease, retries)
+    app = make_celery(name, settings.broker, queues=work_queues(*channels))
+    senders = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="sender")
+    delivery = _ChannelDelivery(session_factory, chain, claim_lease, settings.retries, senders)
 
     for channel in channels:
 
-        @app.task(name=task_name(channel), bind=True)
-        def send(self: Task, notification_id: str, channel: Channel = channel) -> str:
-            # The id of the HTTP request that accepted it, for this task's log lines.
-            token = request_id.set(getattr(self.request, "request_id", None))
-            try:
-                return delivery.run(self, notification_id, channel)
-            finally:
-                request_id.reset(token)
+        @app.task(
+            name=task_name(channel),
+            base=DeliveryBatches,
+            bind=True,
+            flush_every=settings.batch_size,
+            flush_interval=settings.batch_interval_seconds,
+        )
+        def send(self: Task, requests: list[SimpleRequest], channel: Channel = channel) -> list[Settle]:
+            return delivery.run(self, requests, channel)
 
     return app
 
 
+def _notification_id(request: SimpleRequest) -> uuid.UUID | None:
+    """The message's notification id, or None when it carries none (it is then dead-lettered)."""
+    try:
+        return uuid.UUID(str(request.args[0]))
+    except (IndexError, ValueError):
+        return None
+
+
+def _request_id(request: SimpleRequest) -> str | None:
+    # The id of the HTTP request that accepted it, for the notification's log lines.
+    return (request.request_dict or {}).get("request_id")
+
+
+def _retries(request: SimpleRequest) -> int:
+    return int((request.request_dict or {}).get("retries") or 0)
+
+
+def _postpone(task: Task, request: SimpleRequest, channel: Channel) -> Settle:
+    """Send the message again after a back-off that grows with each database outage it met."""
+    retries = _retries(request)
+    backoff = min(DATABASE_BACKOFF_CAP_SECONDS, DATABASE_BACKOFF_SECONDS * 2**retries)
+    return _send_later(task, request, channel, backoff, retries=retries + 1)
+
+
 def _send_later(
-    task: Task,
-    notification_id: str,
-    channel: Channel,
-    delay_seconds: int,
-    *,
-    retries: int = 0,
-) -> None:
+    task: Task, request: SimpleRequest, channel: Channel, delay_seconds: int, *, retries: int
+) -> Settle:
     """Publish this notification's task again through RabbitMQ's delayed delivery (nothing waits in
-    worker memory); the current message is then acknowledged. If that publish fails, the current
-    message goes back to its queue instead; should an accepted publish be lost later, the scheduler
+    worker memory) and acknowledge the current message. If that publish fails, the current message
+    goes back to its queue instead; should an accepted publish be lost later, the scheduler
     re-publishes the overdue retry (pulse.delivery.recovery)."""
     try:
-        _publish_later(task, notification_id, channel, delay_seconds, retries=retries)
-    except Exception as error:
+        task.app.send_task(
+            task.name,
+            args=list(request.args),
+            countdown=delay_seconds,
+            queue=work_queue(channel, _priority_of(request.delivery_info)),
+            retries=retries,
+            headers={"request_id": _request_id(request)},
+        )
+    except Exception as error:  # noqa: BLE001 - whatever broke, the message goes back to its queue.
         log.warning("could not schedule the next try (%s); the message goes back to its queue", error)
-        raise Reject(str(error), requeue=True) from error
-
-
-def _publish_later(
-    task: Task,
-    notification_id: str,
-    channel: Channel,
-    delay_seconds: int,
-    *,
-    retries: int,
-) -> None:
-    task.app.send_task(
-        task.name,
-        args=[notification_id],
-        countdown=delay_seconds,
-        queue=work_queue(channel, _priority_of(task.request.delivery_info)),
-        retries=retries,
-        headers={"request_id": request_id.get()},
-    )
+        return Settle.REQUEUE
+    return Settle.ACK
 
 
 def _priority_of(delivery_info: dict[str, Any] | None) -> Priority:
@@ -191,8 +255,10 @@ def run_worker(app: Celery, *, hostname: str, settings: ChannelWorkerSettings) -
             # Delivery is I/O (database, provider): threads overlap the waits, and one process keeps
             # one set of Prometheus metrics.
             "--pool=threads",
-            f"--concurrency={settings.concurrency}",
-            f"--prefetch-multiplier={settings.prefetch_multiplier}",
+            # Pool threads run whole batches; their sends go to the `concurrency` sender threads.
+            f"--concurrency={settings.batches_in_flight}",
+            # Enough unacknowledged messages for every batch in flight to fill up.
+            f"--prefetch-multiplier={settings.batch_size}",
             f"--hostname={hostname}",
             "--loglevel=INFO",
             "--without-gossip",

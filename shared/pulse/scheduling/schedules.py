@@ -6,30 +6,29 @@ the wall clock of the schedule's zone, so `0 9 * * *` in Europe/Paris is 09:00 i
 Callers own the transaction (commit at the edge).
 """
 
-import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pulse.db.models import Notification, Schedule, Tenant
+from pulse.db.models import Notification, Schedule
 from pulse.errors import InvalidInput, NotFound
 from pulse.notifications.schemas import NotificationRequest
-from pulse.notifications.service import accept_notification
 from pulse.pagination import after_cursor, encode_cursor
 from pulse.scheduling.clock import time_zone, to_instant
-from pulse.scheduling.quiet_hours import QuietHours
-from pulse.scheduling.service import TenantPolicy
-
-log = logging.getLogger(__name__)
 
 DEFAULT_HISTORY = 20
 _CRON_FIELDS = (5, 6)
+
+
+class PauseReason(StrEnum):
+    REQUESTED = "requested"  # POST /v1/schedules/{id}/pause
+    FAILURES = "failures"  # Its runs failed `pause_after_failures` times in a row.
 
 
 @dataclass(frozen=True)
@@ -108,9 +107,13 @@ def create_schedule(
         timezone=timezone,
         notification=notification.model_dump(mode="json"),
         paused=False,
+        paused_reason=None,
         next_run_at=next_run_at,
         last_run_at=None,
         run_count=0,
+        consecutive_failures=0,
+        last_error=None,
+        last_error_at=None,
         created_at=now,
         updated_at=now,
     )
@@ -177,76 +180,20 @@ def pause_schedule(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> 
     schedule = get_schedule(session, tenant_id=tenant_id, id=id, lock=True)
     if not schedule.paused:
         schedule.paused = True
+        schedule.paused_reason = PauseReason.REQUESTED
         schedule.updated_at = datetime.now(UTC)
     return schedule
 
 
 def resume_schedule(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> Schedule:
     """Run it again from the next time it fires after now: runs missed while paused are not made up.
-    Resuming a schedule that is not paused changes nothing."""
+    Its count of consecutive failed runs starts again from zero (`last_error` stays on record)."""
     schedule = get_schedule(session, tenant_id=tenant_id, id=id, lock=True)
-    if schedule.paused:
-        now = datetime.now(UTC)
-        schedule.paused = False
-        schedule.next_run_at = next_run_after(schedule.cron, schedule.timezone, now)
-        schedule.updated_at = now
-    return schedule
-
-
-def run_due_schedules(session: Session, *, default_quiet_hours: QuietHours | None, batch_size: int) -> int:
-    """Send one notification for each due schedule; return how many ran.
-
-    Catch-up policy: the next run is computed from now, not from the occurrence that fell due, so a
-    schedule that missed runs while the scheduler was down runs once (one catch-up run) and then keeps
-    its normal rhythm; missed occurrences are never replayed in a burst. (Paused schedules do not run
-    at all; resuming one skips what it missed.)
-
-    Each notification is created in the same transaction as the schedule's update, so a crash between
-    the two loses both and the run happens once, later. Several schedulers may run: each locks its
-    batch with SKIP LOCKED, so no occurrence runs twice. Quiet hours are the tenant's, else
-    `default_quiet_hours` (the deployment's); the time zone for them is the notification's, else the
-    tenant's, as for POST /v1/notifications.
-    """
     now = datetime.now(UTC)
-    due = session.execute(
-        select(Schedule, Tenant.timezone, Tenant.quiet_hours, Tenant.default_priority)
-        .join(Tenant, Tenant.id == Schedule.tenant_id)
-        .where(Schedule.paused.is_(False), Schedule.next_run_at <= now)
-        .order_by(Schedule.next_run_at)
-        .limit(batch_size)
-        # Only the schedules: locking the tenant rows would make other schedulers skip its other schedules.
-        .with_for_update(skip_locked=True, of=Schedule)
-    ).all()
-    ran = 0
-    for schedule, tenant_timezone, tenant_quiet_hours, tenant_priority in due:
-        schedule.updated_at = now
+    if schedule.paused:
+        schedule.paused = False
+        schedule.paused_reason = None
         schedule.next_run_at = next_run_after(schedule.cron, schedule.timezone, now)
-        try:
-            request = NotificationRequest.model_validate(schedule.notification)
-        except ValidationError as error:
-            # Stored before a schema change made it invalid: it would fail every tick, so it stops.
-            log.error("schedule %s paused: its notification is no longer valid: %s", schedule.id, error)
-            schedule.paused = True
-            continue
-        policy = TenantPolicy.of(
-            tenant_timezone, tenant_quiet_hours, default=default_quiet_hours, default_priority=tenant_priority
-        )
-        try:
-            accept_notification(
-                session,
-                tenant_id=schedule.tenant_id,
-                request=request,
-                policy=policy,
-                schedule_id=schedule.id,
-                # The scheduler's outbox sweep publishes it, in the same tick.
-                publish_grace=timedelta(0),
-            )
-        except InvalidInput as error:
-            # Refused before anything was written (its template was deleted, its user opted out...):
-            # this run is skipped, the next one may succeed.
-            log.warning("schedule %s skipped a run: %s", schedule.id, error)
-            continue
-        schedule.last_run_at = now
-        schedule.run_count += 1
-        ran += 1
-    return ran
+    schedule.consecutive_failures = 0
+    schedule.updated_at = now
+    return schedule

@@ -1,6 +1,7 @@
 """An in-process gateway (FastAPI TestClient, lifespan running) against the session's database and vhost."""
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,14 +13,20 @@ from services.api.settings import ApiSettings
 from tests.conftest import Tenant
 
 
-@pytest.fixture(scope="module")
-def gateway(infrastructure: Infrastructure) -> Iterator[TestClient]:
+@contextmanager
+def in_process_gateway(infrastructure: Infrastructure) -> Iterator[TestClient]:
     """The gateway with its default settings (quiet hours 22:00-08:00, 10 sends per minute)."""
     settings = ApiSettings(
         database=DatabaseSettings(url=infrastructure.database_url),
         broker=BrokerSettings(url=infrastructure.broker_url),
     )
     with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def gateway(infrastructure: Infrastructure) -> Iterator[TestClient]:
+    with in_process_gateway(infrastructure) as client:
         yield client
 
 

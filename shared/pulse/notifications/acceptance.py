@@ -1,0 +1,93 @@
+"""The deployment's rules for accepting a send, the same on every way in: POST /v1/notifications and
+its batch, and recurring schedules (screened when created, and again at each run with the rate limit).
+
+The gateway and the scheduler both read these settings (`PULSE_*`), so a schedule cannot do what a
+direct send may not.
+"""
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pulse.channels.ssrf import Allowlist, RefusedUrl, check_literal
+from pulse.errors import InvalidInput
+from pulse.notifications.schemas import NotificationRequest
+from pulse.rate_limits.service import MAX_WINDOW_SECONDS, RateLimit
+from pulse.scheduling.quiet_hours import QuietHours
+from pulse.vocabulary import Channel
+
+
+class AcceptanceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PULSE_", env_file=".env", extra="ignore")
+
+    enabled_channels: Annotated[list[Channel], NoDecode] = Field(
+        default=[Channel.EMAIL, Channel.SMS, Channel.WHATSAPP, Channel.PUSH, Channel.WEBHOOK],
+        description="Channels this deployment delivers (comma-separated); others are refused with 422.",
+    )
+    quiet_hours: str = Field(
+        "22:00-08:00",
+        description="Quiet hours in recipients' local time (`HH:MM-HH:MM` or `off`); tenants may override.",
+    )
+    webhook_allowlist: str = Field(
+        "",
+        description="Hosts, addresses or CIDRs exempt from the webhook SSRF guard (comma-separated; "
+        "`host:port` exempts one port only).",
+    )
+    rate_limit: int = Field(
+        10,
+        ge=0,
+        description="Sends per (tenant, user id or recipient, channel) per window (0: no limit); "
+        "tenants may override.",
+    )
+    rate_limit_window_seconds: int = Field(
+        60, ge=1, le=MAX_WINDOW_SECONDS, description="The rate limit's window."
+    )
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _valid_quiet_hours(cls, value: str) -> str:
+        QuietHours.parse(value)
+        return value
+
+    @field_validator("enabled_channels", mode="before")
+    @classmethod
+    def _split_channels(cls, value: object) -> object:
+        return (
+            [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        )
+
+    @property
+    def default_quiet_hours(self) -> QuietHours | None:
+        return QuietHours.parse(self.quiet_hours)
+
+    def rate_for(self, *, limit: int | None, window_seconds: int | None) -> RateLimit:
+        """A tenant's rate limit: its own limit and window where it has them, else the deployment's."""
+        return RateLimit(
+            limit=self.rate_limit if limit is None else limit,
+            window_seconds=window_seconds or self.rate_limit_window_seconds,
+        )
+
+
+def screen(
+    request: NotificationRequest, rules: AcceptanceSettings, *, at: tuple[str, ...] = ("body",)
+) -> None:
+    """The checks that need no database: the channel is enabled, URLs pass the SSRF guard. Raises
+    InvalidInput located at `at` + the field (a schedule's notification is at body.notification)."""
+    if request.channel not in rules.enabled_channels:
+        enabled = ", ".join(rules.enabled_channels)
+        raise InvalidInput(
+            f"channel '{request.channel}' is not enabled on this deployment (enabled: {enabled})",
+            location=(*at, "channel"),
+        )
+    urls = {
+        "recipient": request.recipient if request.channel is Channel.WEBHOOK else None,
+        "callback_url": request.callback_url,
+    }
+    for field, url in urls.items():
+        if url is None:
+            continue
+        try:
+            check_literal(url, Allowlist.parse(rules.webhook_allowlist))
+        except RefusedUrl as error:
+            raise InvalidInput(f"refused by the SSRF guard: {error}", location=(*at, field)) from error
