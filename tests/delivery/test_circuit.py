@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from prometheus_client import REGISTRY
@@ -179,8 +180,8 @@ def test_an_unexpected_error_fails_over_like_a_transient_one() -> None:
 
 
 class Receivers:
-    """Stands in for webhook receivers: a destination per (tenant, host), the host being the
-    recipient's part before the first "/"; `down` hosts fail; `database_down` fails before the call."""
+    """Stands in for webhook receivers: a destination per (tenant, URL host); `down` hosts fail;
+    `database_down` fails before the call."""
 
     name = "hooks"
 
@@ -190,7 +191,7 @@ class Receivers:
         self.calls: list[str] = []
 
     def circuit_key(self, claim: Claim) -> str:
-        return f"{claim.tenant_id} {claim.recipient.split('/')[0]}"
+        return f"{claim.tenant_id} {urlsplit(claim.recipient).hostname}"
 
     def prepare(self, claim: Claim) -> Callable[[], dict[str, Any] | None]:
         if self.database_down:
@@ -199,7 +200,7 @@ class Receivers:
 
     def send(self, claim: Claim) -> dict[str, Any] | None:
         self.calls.append(claim.recipient)
-        if claim.recipient.split("/")[0] in self.down:
+        if urlsplit(claim.recipient).hostname in self.down:
             raise TransientProviderError("503")
         return None
 
@@ -218,17 +219,17 @@ def test_each_tenant_and_receiver_host_has_its_own_breaker() -> None:
     receivers = Receivers("down.example")
     assert isinstance(receivers, DestinationProvider)
     chain = ProviderChain([receivers], SETTINGS)
-    broken = _to("down.example/orders")
+    broken = _to("https://down.example/orders")
     _open(chain, broken)
 
     assert chain.wait_seconds(broken) == 30
-    assert chain.wait_seconds(_to("down.example/invoices")) == 30  # the same receiver host
+    assert chain.wait_seconds(_to("https://down.example/invoices")) == 30  # the same receiver host
     with pytest.raises(ProvidersUnavailable):
-        chain.send(_to("down.example/invoices"))
+        chain.send(_to("https://down.example/invoices"))
     # Every other destination goes through: another host of the tenant, the same host of another tenant.
-    assert chain.wait_seconds(_to("up.example/orders")) == 0
-    assert chain.send(_to("up.example/orders")) == Sent("hooks", {})
-    assert chain.wait_seconds(_to("down.example/orders", uuid.uuid4())) == 0
+    assert chain.wait_seconds(_to("https://up.example/orders")) == 0
+    assert chain.send(_to("https://up.example/orders")) == Sent("hooks", {})
+    assert chain.wait_seconds(_to("https://down.example/orders", uuid.uuid4())) == 0
     # Before claiming, the destination is not known: one tenant's receiver holds nothing up.
     assert chain.wait_seconds() == 0
 
@@ -239,7 +240,7 @@ def test_a_failure_of_ours_before_the_call_leaves_the_probe_free() -> None:
     clock = Clock()
     receivers = Receivers("down.example")
     chain = ProviderChain([receivers], SETTINGS, clock=clock)
-    claim = _to("down.example/orders")
+    claim = _to("https://down.example/orders")
     _open(chain, claim)
     clock.now += 30
     receivers.database_down = True
@@ -252,20 +253,22 @@ def test_a_failure_of_ours_before_the_call_leaves_the_probe_free() -> None:
     receivers.down.clear()
     assert chain.send(claim) == Sent("hooks", {})  # ...and it closes the breaker.
     assert chain.wait_seconds(claim) == 0
-    assert receivers.calls.count("down.example/orders") == SETTINGS.failure_threshold + 1
+    assert receivers.calls.count("https://down.example/orders") == SETTINGS.failure_threshold + 1
 
 
 def test_only_the_most_recently_used_destinations_are_remembered() -> None:
     receivers = Receivers("a.example", "b.example", "c.example")
     chain = ProviderChain([receivers], dataclasses.replace(SETTINGS, destinations=2))
-    _open(chain, _to("a.example/x"))
-    _open(chain, _to("b.example/x"))
-    assert chain.wait_seconds(_to("a.example/x")) == 30
+    _open(chain, _to("https://a.example/x"))
+    _open(chain, _to("https://b.example/x"))
+    assert chain.wait_seconds(_to("https://a.example/x")) == 30
 
-    _open(chain, _to("c.example/x"))
+    _open(chain, _to("https://c.example/x"))
 
-    assert chain.wait_seconds(_to("a.example/x")) == 0  # forgotten: closed again
-    assert chain.wait_seconds(_to("b.example/x")) == chain.wait_seconds(_to("c.example/x")) == 30
+    assert chain.wait_seconds(_to("https://a.example/x")) == 0  # forgotten: closed again
+    assert (
+        chain.wait_seconds(_to("https://b.example/x")) == chain.wait_seconds(_to("https://c.example/x")) == 30
+    )
 
 
 def test_the_metrics_give_a_providers_worst_state_and_its_open_circuits() -> None:
@@ -277,14 +280,14 @@ def test_the_metrics_give_a_providers_worst_state_and_its_open_circuits() -> Non
     def sample(name: str) -> float | None:
         return REGISTRY.get_sample_value(name, {"provider": receivers.name})
 
-    chain.send(_to("up.example/x"))
+    chain.send(_to("https://up.example/x"))
     assert (sample("pulse_circuit_state"), sample("pulse_circuits_open")) == (CircuitState.CLOSED, 0)
-    _open(chain, _to("a.example/x"))
-    _open(chain, _to("b.example/x"))
+    _open(chain, _to("https://a.example/x"))
+    _open(chain, _to("https://b.example/x"))
     assert (sample("pulse_circuit_state"), sample("pulse_circuits_open")) == (CircuitState.OPEN, 2)
     # Once their cooldown is over they hold nothing back: receivers nobody sends to do not stay open.
     clock.now += 30
     assert (sample("pulse_circuit_state"), sample("pulse_circuits_open")) == (CircuitState.CLOSED, 0)
     with pytest.raises(TransientProviderError):
-        chain.send(_to("a.example/x"))  # the probe fails
+        chain.send(_to("https://a.example/x"))  # the probe fails
     assert (sample("pulse_circuit_state"), sample("pulse_circuits_open")) == (CircuitState.OPEN, 1)
