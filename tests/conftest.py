@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from celery import Celery
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,6 +18,7 @@ from devtools.stack import Infrastructure, Stack, Timeout, isolated_infrastructu
 from devtools.stack import wait_until as stack_wait_until
 from pulse.db import make_session_factory, transaction
 from pulse.messaging.celery_app import make_celery
+from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.settings import BrokerSettings
 from pulse.tenants.service import Scope, create_api_key, create_tenant
 from pulse.vocabulary import Priority
@@ -86,9 +86,11 @@ def factory(private: Infrastructure) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture(scope="module")
-def publisher(private: Infrastructure) -> Iterator[Celery]:
+def publisher(private: Infrastructure) -> Iterator[ConfirmedPublisher]:
     app = make_celery("pulse-tests-private", BrokerSettings(url=private.broker_url))
-    yield app
+    publisher = ConfirmedPublisher(app, confirm_timeout=10)
+    yield publisher
+    publisher.close()
     app.close()
 
 
@@ -143,9 +145,12 @@ def tenant(make_tenant: Callable[..., Tenant]) -> Tenant:
 
 
 @pytest.fixture(scope="session")
-def celery_publisher(infrastructure: Infrastructure) -> Iterator[Celery]:
+def task_publisher(infrastructure: Infrastructure) -> Iterator[ConfirmedPublisher]:
+    """Publishes tasks straight to the shared stack's broker, as the gateway would."""
     app = make_celery("pulse-tests", BrokerSettings(url=infrastructure.broker_url))
-    yield app
+    publisher = ConfirmedPublisher(app, confirm_timeout=10)
+    yield publisher
+    publisher.close()
     app.close()
 
 

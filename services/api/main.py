@@ -39,7 +39,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         engine = make_engine(settings.database)
         session_factory = make_session_factory(engine)
         celery = make_celery("pulse-api", settings.broker)
-        publisher = AfterCommitPublisher(session_factory, celery)
+        publisher = AfterCommitPublisher(
+            session_factory, celery, confirm_timeout_seconds=settings.broker.confirm_timeout_seconds
+        )
         app.state.gateway = Gateway(
             settings=settings,
             engine=engine,

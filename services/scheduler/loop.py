@@ -18,6 +18,7 @@ from pulse.db import transaction
 from pulse.dead_letters.queue import reconcile_dead_letter_queues
 from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries
 from pulse.messaging.depths import queue_depths
+from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.messaging.topology import dead_letter_queue
 from pulse.observability.metrics import DEAD_LETTERS, OUTBOX_LAG, QUEUE_LENGTH
 from pulse.outbox.service import oldest_pending_age_seconds, sweep_outbox
@@ -51,6 +52,8 @@ class Scheduler:
         self._dead_letters_checked_at = datetime.now(UTC)
         self._reconcile_period = timedelta(seconds=settings.dead_letter_reconcile_seconds)
         batch = settings.batch_size
+        # The sweep's own broker connection, kept open between ticks.
+        publisher = ConfirmedPublisher(celery, confirm_timeout=settings.broker.confirm_timeout_seconds)
         overdue = timedelta(seconds=settings.retry_overdue_seconds)
         self.jobs = [
             Job(
@@ -74,7 +77,7 @@ class Scheduler:
                 self._tick,
                 lambda s: recover_overdue_retries(s, overdue_after=overdue, batch_size=batch),
             ),
-            Job("sweep outbox", self._tick, lambda s: sweep_outbox(s, celery, batch_size=batch)),
+            Job("sweep outbox", self._tick, lambda s: sweep_outbox(s, publisher, batch_size=batch)),
             Job("measure outbox lag", self._tick, lambda s: OUTBOX_LAG.set(oldest_pending_age_seconds(s))),
             Job("measure queues", settings.queue_metrics_seconds, self._measure_queues),
             Job("reconcile dead-letter queues", settings.dead_letter_reconcile_seconds, self._reconcile),

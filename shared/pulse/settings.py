@@ -32,6 +32,12 @@ class BrokerSettings(BaseSettings):
     connect_timeout_seconds: float = Field(
         2.0, description="How long a publish waits to connect before the outbox takes over."
     )
+    confirm_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How long a publish waits for RabbitMQ's confirms (e.g. under a memory or disk "
+        "alarm) before the outbox takes over.",
+    )
 
 
 class SmtpSettings(BaseSettings):

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import amqp
 import pytest
-from celery import Celery
 from kombu import Connection
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,7 +18,7 @@ from pulse.db import transaction
 from pulse.db.models import Notification, OutboxMessage, Tenant
 from pulse.dead_letters.queue import dead_letter_depth, prune_dead_letters, reconcile_dead_letter_queues
 from pulse.dead_letters.service import ReplaySelection, replay
-from pulse.messaging.publisher import publish_notification
+from pulse.messaging.publisher import ConfirmedPublisher, TaskMessage
 from pulse.messaging.topology import DEAD_LETTER_EXCHANGE
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
@@ -56,12 +55,12 @@ def _settled(connection: Connection, depth: int) -> None:
     )
 
 
-def _dead_letter(publisher: Celery, connection: Connection, *ids: uuid.UUID, depth: int) -> None:
+def _dead_letter(publisher: ConfirmedPublisher, connection: Connection, *ids: uuid.UUID, depth: int) -> None:
     """What a worker does to a failed notification: its message is rejected without requeue, and
     RabbitMQ moves it through pulse.dlx into the channel's dead-letter queue (which then holds
     `depth` messages)."""
     for notification_id in ids:
-        publish_notification(publisher, notification_id, "email.normal")
+        publisher.publish([TaskMessage(notification_id, "email.normal")])
     channel = connection.channel()
     try:
         for _ in ids:
@@ -132,7 +131,7 @@ def _set_status(factory: sessionmaker[Session], notification_id: uuid.UUID, stat
 
 
 def test_a_prune_drops_copies_of_notifications_no_longer_failed_and_keeps_foreign_messages(
-    publisher: Celery, connection: Connection
+    publisher: ConfirmedPublisher, connection: Connection
 ) -> None:
     kept, replayed, deleted = (uuid.uuid4() for _ in range(3))
     _dead_letter(publisher, connection, kept, replayed, depth=2)
@@ -150,7 +149,9 @@ def test_a_prune_drops_copies_of_notifications_no_longer_failed_and_keeps_foreig
     assert Counter(_contents(connection, depth=2)) == Counter([str(kept), FOREIGN])
 
 
-def test_a_prune_keeps_one_copy_per_failed_notification(publisher: Celery, connection: Connection) -> None:
+def test_a_prune_keeps_one_copy_per_failed_notification(
+    publisher: ConfirmedPublisher, connection: Connection
+) -> None:
     failed, other = uuid.uuid4(), uuid.uuid4()
     _dead_letter(publisher, connection, failed, other, failed, depth=3)
     _dead_letter_foreign(connection, depth=4)
@@ -178,7 +179,7 @@ NO_REPLAYS = datetime.now(UTC) + timedelta(days=1)
 
 
 def test_reconciliation_prunes_after_a_replay_even_when_the_queue_is_not_deeper_than_the_failures(
-    publisher: Celery, connection: Connection, factory: sessionmaker[Session]
+    publisher: ConfirmedPublisher, connection: Connection, factory: sessionmaker[Session]
 ) -> None:
     """One failed notification lost its broker copy; another was replayed. Counting alone would
     balance out (2 messages, 2 failed); the replay is what tells the reconciliation to look."""
@@ -198,7 +199,7 @@ def test_reconciliation_prunes_after_a_replay_even_when_the_queue_is_not_deeper_
 
 
 def test_reconciliation_leaves_queues_holding_no_more_messages_than_failed_notifications(
-    publisher: Celery, connection: Connection, factory: sessionmaker[Session]
+    publisher: ConfirmedPublisher, connection: Connection, factory: sessionmaker[Session]
 ) -> None:
     first, second = _failed_notifications(factory, 2)
     _dead_letter(publisher, connection, first, second, depth=2)
@@ -209,7 +210,7 @@ def test_reconciliation_leaves_queues_holding_no_more_messages_than_failed_notif
 
 
 def test_reconciliation_prunes_a_queue_holding_more_messages_than_failed_notifications(
-    publisher: Celery, connection: Connection, factory: sessionmaker[Session]
+    publisher: ConfirmedPublisher, connection: Connection, factory: sessionmaker[Session]
 ) -> None:
     failed, replayed, also_failed = _failed_notifications(factory, 3)
     _dead_letter(publisher, connection, failed, replayed, also_failed, depth=3)
@@ -230,7 +231,7 @@ def test_reconciliation_prunes_a_queue_holding_more_messages_than_failed_notific
 
 
 def test_reconciliation_counts_failed_notifications_per_channel(
-    publisher: Celery, connection: Connection, factory: sessionmaker[Session]
+    publisher: ConfirmedPublisher, connection: Connection, factory: sessionmaker[Session]
 ) -> None:
     """Failed SMS notifications do not excuse stale messages in the email queue."""
     email, stale = _failed_notifications(factory, 2)

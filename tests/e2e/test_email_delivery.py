@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from celery import Celery
 from kombu import Connection
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from devtools.stack import Stack, metric_value
 from pulse.db import transaction
 from pulse.db.models import Notification
-from pulse.messaging.publisher import publish_notification
+from pulse.messaging.publisher import ConfirmedPublisher, TaskMessage
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
 from tests.conftest import Tenant, wait_for_status, wait_until
@@ -117,6 +116,9 @@ def test_a_transient_smtp_failure_is_retried_after_a_backoff_and_then_delivered(
     assert "451" in str(retrying["last_error"])
     first, second = delivered["attempts"]  # type: ignore[misc]
     assert (first["outcome"], second["outcome"]) == ("failed", "delivered")
+    # It came back through delayed delivery (at least a second later), not straight from its queue.
+    waited = datetime.fromisoformat(second["started_at"]) - datetime.fromisoformat(first["finished_at"])
+    assert waited >= timedelta(seconds=0.9)
     assert delivered["last_error"] is None and delivered["next_attempt_at"] is None
     assert len(_messages_to(sandbox, recipient)) == 1
 
@@ -191,7 +193,7 @@ def test_a_claim_left_by_a_killed_worker_expires_and_the_notification_is_deliver
 
 
 def test_a_duplicated_message_does_not_send_twice(
-    stack: Stack, tenant: Tenant, celery_publisher: Celery, sandbox: httpx.Client
+    stack: Stack, tenant: Tenant, task_publisher: ConfirmedPublisher, sandbox: httpx.Client
 ) -> None:
     recipient = f"twice-{uuid.uuid4().hex[:8]}@example.com"
     skipped = 'pulse_deliveries_skipped_total{channel="email"}'
@@ -201,7 +203,7 @@ def test_a_duplicated_message_does_not_send_twice(
         skipped_before = metric_value(stack.metrics_url("email_worker"), skipped)
 
         for _ in range(2):
-            publish_notification(celery_publisher, uuid.UUID(notification_id), "email.normal")
+            task_publisher.publish([TaskMessage(uuid.UUID(notification_id), "email.normal")])
         wait_until(
             lambda: metric_value(stack.metrics_url("email_worker"), skipped) >= skipped_before + 2,
             what="the worker to consume both duplicates",

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from devtools.stack import REPO, Stack, free_port, metric_value
 from pulse.db import transaction
-from pulse.messaging.publisher import publish_notification
+from pulse.messaging.publisher import ConfirmedPublisher, TaskMessage
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
 from pulse.tenants.service import configure_tenant
@@ -137,7 +137,7 @@ def test_a_cancelled_queued_notification_is_dropped_by_the_worker(
     client: httpx.Client,
     tenant: Tenant,
     session_factory: sessionmaker[Session],
-    celery_publisher: Any,
+    task_publisher: ConfirmedPublisher,
 ) -> None:
     """Cancelled while its message is still in RabbitMQ: the worker drops the message."""
     with transaction(session_factory) as session:
@@ -152,7 +152,7 @@ def test_a_cancelled_queued_notification_is_dropped_by_the_worker(
     skipped = 'pulse_deliveries_skipped_total{channel="email"}'
     skipped_before = metric_value(stack.metrics_url("email_worker"), skipped)
 
-    publish_notification(celery_publisher, notification_id, "email.normal")
+    task_publisher.publish([TaskMessage(notification_id, "email.normal")])
 
     wait_until(
         lambda: metric_value(stack.metrics_url("email_worker"), skipped) > skipped_before, what="the drop"

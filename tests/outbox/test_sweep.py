@@ -5,7 +5,6 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from celery import Celery
 from kombu import Connection
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +13,7 @@ from devtools.stack import Infrastructure
 from pulse.db import transaction
 from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage
 from pulse.delivery.recovery import recover_expired_claims
+from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
 from pulse.outbox.service import sweep_outbox
@@ -51,7 +51,7 @@ def _outbox_rows(factory: sessionmaker[Session]) -> int:
 
 
 def test_two_concurrent_sweeps_publish_every_due_row_exactly_once(
-    factory: sessionmaker[Session], publisher: Celery, private: Infrastructure
+    factory: sessionmaker[Session], publisher: ConfirmedPublisher, private: Infrastructure
 ) -> None:
     ids = _accept(factory, 8, due_in=timedelta(0))
     with factory() as first, first.begin():
@@ -66,7 +66,7 @@ def test_two_concurrent_sweeps_publish_every_due_row_exactly_once(
 
 
 def test_a_row_still_in_the_gateways_grace_period_is_left_alone(
-    factory: sessionmaker[Session], publisher: Celery, private: Infrastructure
+    factory: sessionmaker[Session], publisher: ConfirmedPublisher, private: Infrastructure
 ) -> None:
     [notification_id] = _accept(factory, 1, due_in=timedelta(minutes=5))
     with transaction(factory) as session:

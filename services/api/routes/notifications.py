@@ -9,7 +9,6 @@ from pydantic import ValidationError
 
 from pulse.db import transaction
 from pulse.errors import InvalidInput, PulseError, RateLimited
-from pulse.messaging.topology import routing_key
 from pulse.notifications.acceptance import screen
 from pulse.notifications.schemas import (
     BatchItemResult,
@@ -152,21 +151,11 @@ def send_batch(batch: BatchRequest, principal: SenderDep, gateway: GatewayDep) -
 
 
 def _publish(gateway: Gateway, accepted: list[Accepted]) -> None:
-    """Publish what is due now (after commit); what fails stays in the outbox for the sweep."""
-    due = [
-        (
-            item.outbox_id,
-            item.notification.id,
-            routing_key(Channel(item.notification.channel), Priority(item.notification.priority)),
-        )
-        for item in accepted
-        if item.outbox_id is not None
-    ]
-    if len(due) == 1:
-        outbox_id, notification_id, key = due[0]
-        gateway.publisher.publish(outbox_id=outbox_id, notification_id=notification_id, routing_key=key)
-    elif due:
-        gateway.publisher.publish_many(due)
+    """Hand what is due now to the after-commit publisher (what it cannot publish stays in the
+    outbox for the sweep) and count the acceptances."""
+    gateway.publisher.publish(
+        [(item.outbox_id, item.notification) for item in accepted if item.outbox_id is not None]
+    )
     for item in accepted:
         NOTIFICATIONS_ACCEPTED.labels(item.notification.channel, item.notification.priority).inc()
 
@@ -254,14 +243,9 @@ def force(notification_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep)
             id=notification_id,
             publish_grace=timedelta(seconds=gateway.settings.publish_grace_seconds),
         )
-    notification = accepted.notification
     assert accepted.outbox_id is not None
-    gateway.publisher.publish(
-        outbox_id=accepted.outbox_id,
-        notification_id=notification.id,
-        routing_key=routing_key(Channel(notification.channel), Priority(notification.priority)),
-    )
-    return NotificationDetail.model_validate(notification)
+    gateway.publisher.publish([(accepted.outbox_id, accepted.notification)])
+    return NotificationDetail.model_validate(accepted.notification)
 
 
 @router.get(

@@ -40,6 +40,9 @@ def make_celery(name: str, broker: BrokerSettings, *, queues: list[Queue] | None
         broker_connection_retry_on_startup=True,
         task_queues=queues or [],
         task_create_missing_queues=False,
+        # Celery's task sender needs its default queue among the declared ones; a worker always names
+        # the queue it publishes to (retries), so which one is the default does not matter.
+        task_default_queue=queues[0].name if queues else "celery",
         worker_hijack_root_logger=False,
         # Task events cost three publishes per task; Flower switches them on when it runs.
         worker_send_task_events=False,

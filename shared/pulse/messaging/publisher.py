@@ -1,71 +1,143 @@
-"""Publishing a notification's task: by name, with publisher confirms, never importing worker code."""
+"""Publishing notifications' tasks: by name, with publisher confirms, never importing worker code."""
 
+import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from amqp.exceptions import MessageNacked
 from celery import Celery
-from kombu import Producer
+from kombu import Connection, Producer
 from kombu.entity import PERSISTENT_DELIVERY_MODE
 
 from pulse.messaging.topology import NOTIFICATIONS_EXCHANGE, channel_of, task_name
-from pulse.observability.logging import request_id
+
+log = logging.getLogger(__name__)
 
 
-def publish_notification(
-    app: Celery, notification_id: uuid.UUID, routing_key: str, *, producer: Producer | None = None
-) -> None:
-    """Hand the notification to RabbitMQ; returns once the broker confirmed it, raises otherwise
-    (with a `producer` of publish_notifications, confirms are awaited there)."""
-    args = [str(notification_id)]
-    app.send_task(
-        task_name(channel_of(routing_key)),
-        args=args,
-        # Given, so Celery skips its (costly) safe repr of the arguments.
-        argsrepr=repr(args),
-        kwargsrepr="{}",
-        exchange=NOTIFICATIONS_EXCHANGE.name,
-        routing_key=routing_key,
-        # `pulse-admin init` declared the topology; without this Celery would declare its default queue.
-        declare=[],
-        delivery_mode=PERSISTENT_DELIVERY_MODE,
-        # The outbox is the retry: fail fast here and let the sweep publish it later.
-        retry=False,
-        # Custom message headers: the worker reads it back as task.request.request_id.
-        headers={"request_id": request_id.get()},
-        producer=producer,
-    )
+@dataclass(frozen=True)
+class TaskMessage:
+    """One notification's task: its id, where it goes, and the request that accepted it (for logs)."""
+
+    notification_id: uuid.UUID
+    routing_key: str
+    request_id: str | None = None
 
 
-def publish_notifications(
-    app: Celery, messages: Sequence[tuple[uuid.UUID, str]], *, confirm_timeout: float = 10.0
-) -> None:
-    """Hand many notifications (id, routing key) to RabbitMQ and wait once for all the confirms:
-    one round trip for the lot instead of one per message. Raises if any is refused or unconfirmed."""
-    # A connection of its own, without the per-message wait of `confirm_publish`.
-    with app.connection_for_write(transport_options={"confirm_publish": False}) as connection:
+class UnconfirmedPublish(Exception):
+    """RabbitMQ refused some of the messages, or did not confirm them in time (e.g. under a memory or
+    disk alarm): the caller must assume none was taken."""
+
+
+class ConfirmedPublisher:
+    """One connection and channel in confirm mode, kept open: `publish` sends many messages and waits
+    once for all their confirms. A connection found broken (the broker restarted, an idle connection
+    reset) is replaced and the publish tried once more before the error reaches the caller.
+
+    Not thread-safe: one thread owns it."""
+
+    def __init__(self, app: Celery, *, confirm_timeout: float) -> None:
+        self._app = app
+        self._confirm_timeout = confirm_timeout
+        self._connection: Connection | None = None
+        self._producer: Producer | None = None
+        self._last_tag = 0  # Delivery tags count up per channel, from 1.
+        self._unconfirmed: set[int] = set()
+        self._refused: set[int] = set()
+
+    def publish(self, messages: Sequence[TaskMessage]) -> None:
+        """Returns once RabbitMQ confirmed every message; raises otherwise (UnconfirmedPublish, or the
+        connection error that a fresh connection met too)."""
+        if not messages:
+            return
+        try:
+            self._publish(messages)
+        except UnconfirmedPublish:
+            self.close()  # Late confirms of these must not count for the next publish.
+            raise
+        except Exception as error:  # noqa: BLE001 - any broken connection: one more try on a new one.
+            log.info("publishing again on a new broker connection after: %r", error)
+            self.close()
+            self._publish(messages)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.release()
+        self._connection = self._producer = None
+
+    def _publish(self, messages: Sequence[TaskMessage]) -> None:
+        if self._producer is None:
+            self._connect()
+        else:
+            self._read_pending()  # A close the broker sent while we idled raises here, not as a timeout.
+        assert self._connection is not None and self._producer is not None
+        producer = self._producer
+        tags = set(range(self._last_tag + 1, self._last_tag + 1 + len(messages)))
+        self._last_tag += len(messages)
+        # Counted as unconfirmed first: confirms may already be read while later messages go out.
+        self._unconfirmed |= tags
+        for message in messages:
+            _send(self._app, message, producer)
+        deadline = time.monotonic() + self._confirm_timeout
+        while self._unconfirmed & tags:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UnconfirmedPublish(f"RabbitMQ did not confirm {len(messages)} messages in time")
+            try:
+                self._connection.drain_events(timeout=remaining)
+            except TimeoutError:
+                continue
+        if refused := self._refused & tags:
+            self._refused -= tags
+            raise UnconfirmedPublish(f"RabbitMQ refused {len(refused)} of {len(messages)} messages")
+
+    def _read_pending(self) -> None:
+        assert self._connection is not None
+        with contextlib.suppress(TimeoutError):  # Nothing was waiting.
+            self._connection.drain_events(timeout=0)
+
+    def _connect(self) -> None:
+        # No heartbeats: nothing would send them while the publisher idles, and the broker would then
+        # close the connection under it. A dead peer shows as an error on the next publish instead.
+        connection = self._app.connection_for_write(heartbeat=0, transport_options={"confirm_publish": False})
         channel = connection.channel()
         channel.confirm_select()
-        unconfirmed = set(range(1, len(messages) + 1))  # the delivery tags RabbitMQ will confirm
-        refused: list[int] = []
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+        self._connection = connection
+        self._last_tag = 0
+        self._unconfirmed.clear()
+        self._refused.clear()
+        self._producer = self._app.amqp.Producer(channel, auto_declare=False)
 
-        def confirmed(delivery_tag: int, multiple: bool) -> None:
-            unconfirmed.difference_update(
-                {tag for tag in unconfirmed if tag <= delivery_tag} if multiple else {delivery_tag}
-            )
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self._unconfirmed = {tag for tag in self._unconfirmed if tag > delivery_tag}
+        else:
+            self._unconfirmed.discard(delivery_tag)
 
-        def nacked(delivery_tag: int, multiple: bool) -> None:
-            refused.append(delivery_tag)
-            confirmed(delivery_tag, multiple)
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._refused |= (
+            {tag for tag in self._unconfirmed if tag <= delivery_tag} if multiple else {delivery_tag}
+        )
+        self._on_ack(delivery_tag, multiple)
 
-        channel.events["basic_ack"].add(confirmed)
-        channel.events["basic_nack"].add(nacked)
-        producer = app.amqp.Producer(channel, auto_declare=False)
-        for notification_id, routing_key in messages:
-            publish_notification(app, notification_id, routing_key, producer=producer)
-        deadline = time.monotonic() + confirm_timeout
-        while unconfirmed:
-            connection.drain_events(timeout=max(0.0, deadline - time.monotonic()))
-        if refused:
-            raise MessageNacked(f"RabbitMQ refused {len(refused)} of {len(messages)} messages")
+
+def _send(app: Celery, message: TaskMessage, producer: Producer) -> None:
+    args = [str(message.notification_id)]
+    options: dict[str, Any] = {
+        # Given, so Celery skips its (costly) safe repr of the arguments.
+        "argsrepr": repr(args),
+        "kwargsrepr": "{}",
+        "exchange": NOTIFICATIONS_EXCHANGE.name,
+        "routing_key": message.routing_key,
+        # `pulse-admin init` declared the topology; without this Celery would declare its default queue.
+        "declare": [],
+        "delivery_mode": PERSISTENT_DELIVERY_MODE,
+        # Custom message headers: the worker reads it back from the request.
+        "headers": {"request_id": message.request_id},
+        "producer": producer,
+    }
+    app.send_task(task_name(channel_of(message.routing_key)), args=args, **options)

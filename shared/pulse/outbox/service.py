@@ -4,8 +4,8 @@ import logging
 import queue
 import threading
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,22 +15,32 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.db import transaction
 from pulse.db.models import OutboxMessage
-from pulse.messaging.publisher import publish_notification, publish_notifications
+from pulse.messaging.publisher import ConfirmedPublisher, TaskMessage
 from pulse.messaging.topology import routing_key
 from pulse.observability import metrics
+from pulse.observability.logging import request_id
 from pulse.vocabulary import Channel, Priority
 
 log = logging.getLogger(__name__)
 
 
-class AfterCommitPublisher:
-    """Publishes an outbox row right after its transaction committed (the fast path).
+@dataclass(frozen=True)
+class OwedPublish:
+    """A committed outbox row: publish its notification's task, then delete the row."""
 
-    Confirmed rows are deleted in batches by a background thread, which saves every request a
-    transaction; a row whose deletion was lost to a crash is published once more by the sweep, and
-    the worker's claim makes that second copy harmless. When the broker fails, the row simply stays
-    for the sweep, and the publisher stands back for `backoff_seconds` so that an outage does not
-    add a connect timeout to every request.
+    outbox_id: int
+    message: TaskMessage
+
+
+class AfterCommitPublisher:
+    """Publishes outbox rows right after their transaction committed (the gateway's fast path), from a
+    thread of its own, so requests never wait for RabbitMQ: whatever requests hand over while the
+    thread waits for one round of confirms goes out together in the next (a group commit for
+    publishes), and the confirmed rows are deleted in one statement.
+
+    Nothing depends on this path: a row it does not publish (the broker is down, the process is
+    killed) is published by the scheduler's sweep once due. After a failed publish the thread stands
+    back for `backoff_seconds`, leaving everything to the sweep, so that an outage costs nothing.
     """
 
     def __init__(
@@ -38,71 +48,69 @@ class AfterCommitPublisher:
         session_factory: sessionmaker[Session],
         app: Celery,
         *,
+        confirm_timeout_seconds: float,
         backoff_seconds: float = 5.0,
-        delete_interval_seconds: float = 0.05,
+        max_group: int = 1000,
     ) -> None:
         self._session_factory = session_factory
-        self._app = app
+        self._publisher = ConfirmedPublisher(app, confirm_timeout=confirm_timeout_seconds)
         self._backoff_seconds = backoff_seconds
+        self._max_group = max_group
         self._standing_back_until = 0.0
-        self._published: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._delete_interval = delete_interval_seconds
-        self._stopping = threading.Event()
-        self._deleter = threading.Thread(target=self._delete_published, name="outbox-deleter", daemon=True)
-        self._deleter.start()
+        self._owed: queue.SimpleQueue[OwedPublish | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._publish_owed, name="after-commit-publisher", daemon=True)
+        self._thread.start()
 
-    def publish(self, *, outbox_id: int, notification_id: uuid.UUID, routing_key: str) -> bool:
-        """True once the broker confirmed; False if the row is left to the sweep."""
-        return self._attempt(
-            lambda: publish_notification(self._app, notification_id, routing_key),
-            [outbox_id],
-            context={"notification_id": str(notification_id)},
-        )
+    def publish(self, outbox_rows: Sequence[tuple[int, Any]]) -> None:
+        """Hand over committed (outbox id, notification) pairs — notifications as rows with `id`,
+        `channel` and `priority` — to be published; returns at once."""
+        current_request = request_id.get()
+        for outbox_id, notification in outbox_rows:
+            key = routing_key(Channel(notification.channel), Priority(notification.priority))
+            self._owed.put(OwedPublish(outbox_id, TaskMessage(notification.id, key, current_request)))
 
-    def publish_many(self, messages: Sequence[tuple[int, uuid.UUID, str]]) -> bool:
-        """`publish` for many (outbox id, notification id, routing key), confirmed all at once."""
-        return self._attempt(
-            lambda: publish_notifications(self._app, [(id, key) for _, id, key in messages]),
-            [outbox_id for outbox_id, _, _ in messages],
-            context={"messages": len(messages)},
-        )
-
-    def _attempt(
-        self, publish: Callable[[], None], outbox_ids: list[int], *, context: dict[str, Any]
-    ) -> bool:
-        if time.monotonic() < self._standing_back_until:
-            return False
-        try:
-            publish()
-        except Exception as error:  # noqa: BLE001 - whatever broke, the sweep repairs it.
-            self._standing_back_until = time.monotonic() + self._backoff_seconds
-            log.warning("publish left to the outbox sweep: %s", error, extra=context)
-            return False
-        for outbox_id in outbox_ids:
-            self._published.put(outbox_id)
-        return True
+    @property
+    def standing_back(self) -> bool:
+        """True after a failed publish, until the back-off is over (readiness reports it)."""
+        return time.monotonic() < self._standing_back_until
 
     def close(self) -> None:
-        """Stop the deleter after a last batch."""
-        self._stopping.set()
-        self._deleter.join(timeout=5)
+        """Publish what was handed over, then stop."""
+        self._owed.put(None)
+        self._thread.join(timeout=10)
+        self._publisher.close()
 
-    def _delete_published(self) -> None:
-        while not self._stopping.wait(self._delete_interval):
-            self._delete_batch()
-        self._delete_batch()
+    def _publish_owed(self) -> None:
+        while (first := self._owed.get()) is not None:
+            group = [first]
+            while len(group) < self._max_group:
+                try:
+                    owed = self._owed.get_nowait()
+                except queue.Empty:
+                    break
+                if owed is None:
+                    self._owed.put(None)  # Stop after this group.
+                    break
+                group.append(owed)
+            self._publish_group(group)
 
-    def _delete_batch(self) -> None:
-        ids = []
-        while not self._published.empty():
-            ids.append(self._published.get_nowait())
-        if not ids:
+    def _publish_group(self, group: list[OwedPublish]) -> None:
+        if self.standing_back:
+            return
+        try:
+            self._publisher.publish([owed.message for owed in group])
+        except Exception as error:  # noqa: BLE001 - whatever broke, the sweep repairs it.
+            self._standing_back_until = time.monotonic() + self._backoff_seconds
+            log.warning("publish of %d left to the outbox sweep: %s", len(group), error)
             return
         try:
             with transaction(self._session_factory) as session:
-                session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(ids)))
+                session.execute(
+                    delete(OutboxMessage).where(OutboxMessage.id.in_([o.outbox_id for o in group]))
+                )
         except Exception:
-            log.exception("could not delete %d published outbox rows", len(ids))
+            # The rows stay and the sweep publishes them once more; the worker's claim drops the copy.
+            log.exception("could not delete %d published outbox rows", len(group))
 
 
 def owe_publish(session: Session, notifications: Sequence[Any]) -> None:
@@ -121,7 +129,7 @@ def owe_publish(session: Session, notifications: Sequence[Any]) -> None:
         )
 
 
-def sweep_outbox(session: Session, app: Celery, *, batch_size: int) -> int:
+def sweep_outbox(session: Session, publisher: ConfirmedPublisher, *, batch_size: int) -> int:
     """Publish due outbox rows and delete them once confirmed. Safe with several sweepers running:
     each locks its batch with SKIP LOCKED. Raises (and rolls back the batch) if the broker fails."""
     rows = session.execute(
@@ -131,8 +139,7 @@ def sweep_outbox(session: Session, app: Celery, *, batch_size: int) -> int:
         .limit(batch_size)
         .with_for_update(skip_locked=True)
     ).all()
-    for row in rows:
-        publish_notification(app, row.notification_id, row.routing_key)
+    publisher.publish([TaskMessage(row.notification_id, row.routing_key) for row in rows])
     if rows:
         session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_([row.id for row in rows])))
         metrics.OUTBOX_PUBLISHED.inc(len(rows))
