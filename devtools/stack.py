@@ -272,8 +272,9 @@ def running_stack(
         "PULSE_FCM_BASE_URL": f"http://127.0.0.1:{stack.ports['sandbox_http']}",
         "PULSE_PUSH_WORKER_METRICS_PORT": str(stack.ports["push_worker_metrics"]),
         "PULSE_WEBHOOK_WORKER_METRICS_PORT": str(stack.ports["webhook_worker_metrics"]),
-        # The sandbox's webhook receiver is on loopback, which the SSRF guard refuses otherwise.
-        "PULSE_WEBHOOK_ALLOWLIST": "127.0.0.1,localhost",
+        # The sandbox's webhook receiver is on loopback, which the SSRF guard refuses otherwise (its
+        # port only, as `make run` does).
+        "PULSE_WEBHOOK_ALLOWLIST": "127.0.0.1:{0},localhost:{0}".format(stack.ports["sandbox_http"]),
         "PULSE_SCHEDULER_METRICS_PORT": str(stack.ports["scheduler_metrics"]),
         # Measurements and tests send around the clock; quiet hours would park them at night.
         "PULSE_QUIET_HOURS": "off",

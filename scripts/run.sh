@@ -5,8 +5,18 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export PULSE_API_PORT=${PULSE_API_PORT:-8000}
 export PULSE_BROKER_URL=${PULSE_BROKER_URL:-amqp://guest:guest@localhost:5672//}
-# The sandbox's webhook receiver is on loopback, which the webhook SSRF guard refuses otherwise.
-export PULSE_WEBHOOK_ALLOWLIST=${PULSE_WEBHOOK_ALLOWLIST:-127.0.0.1,localhost}
+# The sandbox's webhook receiver is on loopback, which the webhook SSRF guard refuses otherwise: its
+# port only, so that a tenant's webhook cannot reach the other local services (metrics, Flower).
+sandbox_port=${PULSE_SANDBOX_HTTP_PORT:-8025}
+export PULSE_WEBHOOK_ALLOWLIST=${PULSE_WEBHOOK_ALLOWLIST:-127.0.0.1:$sandbox_port,localhost:$sandbox_port}
+# Flower's API can shut workers down: it runs behind basic auth, with credentials made on the first
+# run and kept (git-ignored) in var/.
+flower_credentials=var/flower-credentials
+if [[ ! -s $flower_credentials ]]; then
+  mkdir -p var
+  (umask 077 && python -c 'import secrets; print("pulse:" + secrets.token_urlsafe(16))' >"$flower_credentials")
+fi
+export FLOWER_BASIC_AUTH=${FLOWER_BASIC_AUTH:-$(<"$flower_credentials")}
 
 pulse-admin init
 pulse-admin create-tenant dev >/dev/null
@@ -19,8 +29,8 @@ cat <<TXT
   API               http://localhost:$PULSE_API_PORT          (docs: /docs, /redoc; health: /healthz, /readyz)
   Dashboard         http://localhost:$PULSE_API_PORT/dashboard  (paste the key below)
   Metrics           http://localhost:$PULSE_API_PORT/metrics  email worker :9101, sms worker :9102, push worker :9103, webhook worker :9104, scheduler :9105
-  Sandbox inbox     http://localhost:${PULSE_SANDBOX_HTTP_PORT:-8025}          (SMTP on :${PULSE_SANDBOX_SMTP_PORT:-1025})
-  Flower            http://localhost:5555
+  Sandbox inbox     http://localhost:$sandbox_port          (SMTP on :${PULSE_SANDBOX_SMTP_PORT:-1025})
+  Flower            http://localhost:5555          (user:password $FLOWER_BASIC_AUTH, from $flower_credentials)
   RabbitMQ UI       http://localhost:15672         (guest/guest, when the management plugin is on)
 
   Dev API key (tenant "dev", scopes send,read,admin):

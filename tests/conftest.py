@@ -189,6 +189,8 @@ def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFacto
         "PULSE_WEBHOOK_WORKER_CIRCUIT_COOLDOWN_SECONDS": "2",
         # A rotated secret signs the very next delivery.
         "PULSE_WEBHOOK_SECRET_CACHE_SECONDS": "0",
+        # Well under the 2 s claim lease, as the 10 s default is under the 60 s one.
+        "PULSE_WEBHOOK_DEADLINE_SECONDS": "1",
         "PULSE_SCHEDULER_TICK_SECONDS": "0.2",
         "PULSE_SCHEDULER_DEAD_LETTER_RECONCILE_SECONDS": "0.5",
         "PULSE_SCHEDULER_RETRY_OVERDUE_SECONDS": "3",

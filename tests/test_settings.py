@@ -13,6 +13,7 @@ from services.api.settings import ApiSettings
 from services.email_worker.settings import EmailWorkerSettings
 from services.scheduler.settings import SchedulerSettings
 from services.sms_worker.settings import SmsWorkerSettings
+from services.webhook_worker.settings import WebhookWorkerSettings
 
 DATABASE_URL = "postgresql+psycopg://pulse:secret@db.internal:6543/pulse_prod"
 BROKER_URL = "amqp://pulse:secret@mq.internal:5673/pulse"
@@ -216,3 +217,17 @@ def test_the_fairness_settings_are_read_from_the_environment(monkeypatch: pytest
     assert scheduler.dead_letter_reconcile_batch_size == 200
     # The scheduler fails a notification whose worker keeps getting lost by the workers' budget.
     assert scheduler.retries.low_attempts == 2
+
+
+def test_the_webhook_worker_reads_its_allowlist_and_deadline_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PULSE_WEBHOOK_ALLOWLIST", "127.0.0.1:8025,localhost:8025")
+    monkeypatch.setenv("PULSE_WEBHOOK_DEADLINE_SECONDS", "2.5")
+
+    settings = WebhookWorkerSettings().webhook
+
+    assert (settings.allowlist, settings.deadline_seconds) == ("127.0.0.1:8025,localhost:8025", 2.5)
+    monkeypatch.setenv("PULSE_WEBHOOK_DEADLINE_SECONDS", "0")
+    with pytest.raises(ValidationError, match="deadline_seconds"):
+        WebhookWorkerSettings()

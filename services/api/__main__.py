@@ -14,6 +14,7 @@ def main() -> None:
         port=settings.api_port,
         workers=settings.api_workers,
         access_log=False,
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
         log_config=None,  # Keep the JSON logging configured above.
         log_level="info",
     )

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.errors import Forbidden, Unauthorized
+from pulse.notifications.intake import Intake
 from pulse.outbox.service import AfterCommitPublisher
 from pulse.rate_limits.service import SendLimits
 from pulse.scheduling.service import TenantPolicy
@@ -46,6 +47,7 @@ class Gateway:
     session_factory: sessionmaker[Session]
     celery: Celery
     publisher: AfterCommitPublisher
+    intake: Intake
     api_keys: ApiKeyCache
 
     def policy_for(self, principal: Principal) -> TenantPolicy:

@@ -2,11 +2,13 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
 from pulse.db import make_engine, make_session_factory
 from pulse.messaging.celery_app import make_celery
+from pulse.notifications.intake import Intake
 from pulse.outbox.service import AfterCommitPublisher
 from services.api.deps import ApiKeyCache, Gateway
 from services.api.middleware import BodySizeLimit, RequestId, RequestTiming
@@ -42,15 +44,22 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         publisher = AfterCommitPublisher(
             session_factory, celery, confirm_timeout_seconds=settings.broker.confirm_timeout_seconds
         )
+        intake = Intake(
+            session_factory,
+            publish_grace=timedelta(seconds=settings.publish_grace_seconds),
+            threads=settings.intake_threads,
+        )
         app.state.gateway = Gateway(
             settings=settings,
             engine=engine,
             session_factory=session_factory,
             celery=celery,
             publisher=publisher,
+            intake=intake,
             api_keys=ApiKeyCache(settings.auth_cache_seconds),
         )
         yield
+        intake.close()
         publisher.close()
         celery.close()
         engine.dispose()

@@ -20,3 +20,15 @@ class ApiSettings(AcceptanceSettings):
     publish_grace_seconds: float = Field(
         5.0, description="How long the outbox sweep leaves a new notification to the gateway's own publish."
     )
+    intake_threads: int = Field(
+        4,
+        ge=1,
+        description="Threads accepting sends, each committing whatever requests are waiting together.",
+    )
+    keep_alive_timeout_seconds: int = Field(
+        75,
+        gt=0,
+        description="How long an idle client connection is kept open: above the idle timeouts of common "
+        "HTTP clients and load balancers (60 s), so that the gateway is never the side closing a "
+        "connection a client is about to reuse.",
+    )

@@ -1,4 +1,4 @@
-"""Fault injection shared by every sandbox endpoint (SMTP and Twilio now; FCM and webhooks later)."""
+"""Fault injection shared by every sandbox endpoint (SMTP, Twilio, FCM and the webhook receiver)."""
 
 import random
 import threading
@@ -7,6 +7,8 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 Endpoint = Literal["smtp", "twilio", "fcm", "webhook"]
+# How a webhook receiver's answers can misbehave (see Fault.answer).
+Misbehaviour = Literal["drip", "bad-gzip", "gzip-bomb", "huge"]
 
 
 class Fault(BaseModel):
@@ -17,8 +19,9 @@ class Fault(BaseModel):
     failure's status code: HTTP endpoints answer it as is; SMTP answers it to DATA, so
     4xx is a transient and 5xx a permanent failure (an HTTP-style 503 is permanent for SMTP).
     ``account``, when set, limits the fault to requests for that provider account (the Twilio
-    account SID, the FCM project id, or the SMTP listener: ``primary`` or ``secondary``), so that
-    one account can fail while another works.
+    account SID, the FCM project id, the SMTP listener: ``primary`` or ``secondary``, or the
+    webhook receiver's path after ``/webhooks/``), so that one account can fail while another works.
+    ``answer`` (webhook receiver only) makes every answer misbehave, accepted or failed alike.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -29,7 +32,14 @@ class Fault(BaseModel):
     latency_ms: int = Field(default=0, ge=0, le=600_000, description="Delay added to every answer.")
     fail_next: int = Field(default=0, ge=0, description="Number of upcoming messages that fail for sure.")
     account: str | None = Field(
-        default=None, description="Only requests for this account (Twilio SID, FCM project, SMTP listener)."
+        default=None,
+        description="Only requests for this account (Twilio SID, FCM project, SMTP listener, webhook path).",
+    )
+    answer: Misbehaviour | None = Field(
+        default=None,
+        description="Webhook receiver only: every answer's body is dripped a byte every 0.2 s for 20 s "
+        "(`drip`), labelled gzip but not gzip (`bad-gzip`), gzip inflating to 32 MiB (`gzip-bomb`), "
+        "or 16 MiB long (`huge`).",
     )
 
 
@@ -65,8 +75,8 @@ class FaultInjector:
     def decide(self, endpoint: Endpoint, *, account: str | None = None) -> Decision:
         """Decide the fate of one incoming message; consumes one of ``fail_next`` if any is left."""
         with self._lock:
-            fault = self._faults.get(endpoint)
-            if fault is None or (fault.account is not None and fault.account != account):
+            fault = self._applicable(endpoint, account)
+            if fault is None:
                 return _ACCEPT
             if fault.fail_next:
                 self._faults[endpoint] = fault.model_copy(update={"fail_next": fault.fail_next - 1})
@@ -74,3 +84,15 @@ class FaultInjector:
             else:
                 fails = random.random() < fault.rate
         return Decision(fault.latency_ms / 1000, fault.status if fails else None)
+
+    def misbehaviour(self, endpoint: Endpoint, *, account: str | None = None) -> Misbehaviour | None:
+        """How the endpoint's answers misbehave, if they do (Fault.answer)."""
+        with self._lock:
+            fault = self._applicable(endpoint, account)
+        return None if fault is None else fault.answer
+
+    def _applicable(self, endpoint: Endpoint, account: str | None) -> Fault | None:
+        fault = self._faults.get(endpoint)
+        if fault is None or (fault.account is not None and fault.account != account):
+            return None
+        return fault

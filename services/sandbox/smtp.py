@@ -6,6 +6,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from functools import lru_cache
+from types import SimpleNamespace
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -20,6 +21,26 @@ SERVER_HOSTNAME = "pulse-sandbox"
 # policy.default re-parses a header on every access, and the parser alone reads Content-Type about a
 # dozen times per multipart mail: memoizing the (immutable) parsed headers makes parsing ~4x cheaper.
 _parser = BytesParser(policy=default_policy.clone(header_factory=lru_cache(maxsize=4096)(HeaderRegistry())))
+
+
+class _SandboxSmtp(SMTP):
+    """aiosmtpd's server with its MAIL FROM / RCPT TO address parsing memoized: it runs the email
+    package's full header parser on every command, which cost more CPU than all the rest of a mail
+    (and the same few addresses keep coming)."""
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        return _parsed_address(arg, self.local_part_limit)
+
+
+@lru_cache(maxsize=4096)
+def _parsed_address(arg: str, local_part_limit: int) -> tuple[str | None, str | None]:
+    # The parse depends on nothing of the server but its local-part limit.
+    return SMTP._getaddr(SimpleNamespace(local_part_limit=local_part_limit), arg)  # type: ignore[arg-type]
+
+
+class _SandboxController(Controller):
+    def factory(self) -> SMTP:
+        return _SandboxSmtp(self.handler, **self.SMTP_kwargs)
 
 
 class SandboxSmtpHandler:
@@ -85,7 +106,7 @@ def create_smtp_controller(
     account: str = "primary",
     provider: str = "smtp",
 ) -> Controller:
-    return Controller(
+    return _SandboxController(
         SandboxSmtpHandler(store, faults, account=account, provider=provider),
         hostname=host,
         port=port,

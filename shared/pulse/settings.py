@@ -188,11 +188,20 @@ class WebhookSettings(BaseSettings):
 
     allowlist: str = Field(
         "",
-        description="Comma-separated hosts, addresses or CIDR networks exempt from the SSRF guard "
-        "(e.g. `127.0.0.1,localhost` to reach the sandbox); by default only public addresses are called.",
+        description="Comma-separated hosts, addresses or CIDR networks exempt from the SSRF guard, a host "
+        "or address optionally as `host:port` to exempt that port only (e.g. `127.0.0.1:8025,localhost:8025` "
+        "to reach the sandbox); by default only public addresses are called.",
     )
     connect_timeout_seconds: float = Field(10.0, description="How long to wait to connect to a webhook URL.")
-    read_timeout_seconds: float = Field(10.0, description="How long to wait for a webhook URL's answer.")
+    read_timeout_seconds: float = Field(
+        10.0, description="How long to wait for each part of a webhook URL's answer."
+    )
+    deadline_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Longest a whole webhook request may take, connecting to the last byte read; keep it "
+        "well under the worker's claim lease, or a slow receiver gets the webhook twice.",
+    )
     secret_cache_seconds: float = Field(
         5.0, description="How long a worker remembers a tenant's signing secret (rotation takes this long)."
     )

@@ -112,3 +112,33 @@ def test_unresolvable_names_are_refused() -> None:
 
     with pytest.raises(RefusedUrl, match="cannot resolve"):
         check_url("https://nowhere.invalid/", NOTHING, resolver=fail)
+
+
+def test_a_host_or_address_with_a_port_is_allowlisted_on_that_port_only() -> None:
+    # What `make run` sets: the sandbox's port, not every service listening on this machine.
+    allowlist = Allowlist.parse("127.0.0.1:8025,localhost:8025,[::1]:8025,10.0.0.0/8:8443")
+    for url in (
+        "http://127.0.0.1:8025/webhooks/a",
+        "http://localhost:8025/webhooks/a",
+        "http://[::1]:8025/webhooks/a",
+        "https://10.1.2.3:8443/hook",
+    ):
+        check_literal(url, allowlist)
+        check_url(url, allowlist)
+    for url in (
+        "http://127.0.0.1:9104/metrics",  # the webhook worker's metrics
+        "http://127.0.0.1/",
+        "http://[::1]:5555/api/workers",
+        "https://10.1.2.3/hook",
+    ):
+        with pytest.raises(RefusedUrl):
+            check_literal(url, allowlist)
+    # Flower, by name: the name is not allowlisted on that port, and it resolves to loopback.
+    with pytest.raises(RefusedUrl, match="loopback"):
+        check_url("http://localhost:5555/api/worker/shutdown/celery@host", allowlist)
+
+
+@pytest.mark.parametrize("entry", ["localhost:http", "127.0.0.1:0", "[::1]:70000"])
+def test_an_allowlist_entry_with_a_bad_port_is_refused(entry: str) -> None:
+    with pytest.raises(ValueError, match="port must be a number"):
+        Allowlist.parse(entry)

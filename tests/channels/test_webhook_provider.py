@@ -2,21 +2,29 @@
 
 import ipaddress
 import json
+import socket
+import threading
+import time
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Literal
 
 import pytest
+from sqlalchemy import create_engine
 from standardwebhooks import Webhook
 
 from devtools.stack import free_port
 from pulse.channels.ssrf import IPAddress
 from pulse.channels.webhook import SecretCache, WebhookProvider
+from pulse.db import make_session_factory, transaction
+from pulse.delivery.circuit import BreakerSettings, DestinationProvider, ProviderChain
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, TransientProviderError
 from pulse.settings import WebhookSettings
 from pulse.vocabulary import Channel, Priority
-from pulse.webhooks.secrets import new_secret
+from pulse.webhooks.secrets import get_secret, new_secret
 from services.sandbox.faults import Fault, FaultInjector
 from services.sandbox.store import MessageStore
 
@@ -34,15 +42,22 @@ def receiver(sandbox_url: tuple[str, MessageStore, FaultInjector]) -> Iterator[t
     faults.clear()
 
 
-def _provider(allowlist: str = "127.0.0.1", **kwargs: object) -> WebhookProvider:
-    settings = WebhookSettings(allowlist=allowlist, connect_timeout_seconds=2, read_timeout_seconds=2)
+def _provider(
+    allowlist: str = "127.0.0.1", deadline_seconds: float = 10, **kwargs: object
+) -> WebhookProvider:
+    settings = WebhookSettings(
+        allowlist=allowlist,
+        connect_timeout_seconds=2,
+        read_timeout_seconds=2,
+        deadline_seconds=deadline_seconds,
+    )
     return WebhookProvider(settings, lambda tenant_id: SECRET, **kwargs)  # type: ignore[arg-type]
 
 
-def _claim(url: str, notification_id: uuid.UUID | None = None) -> Claim:
+def _claim(url: str, notification_id: uuid.UUID | None = None, tenant_id: uuid.UUID = TENANT) -> Claim:
     return Claim(
         notification_id=notification_id or uuid.uuid4(),
-        tenant_id=TENANT,
+        tenant_id=tenant_id,
         channel=Channel.WEBHOOK,
         priority=Priority.NORMAL,
         recipient=url,
@@ -164,6 +179,151 @@ def test_redirects_are_not_followed(receiver: tuple[str, MessageStore]) -> None:
     with pytest.raises(PermanentProviderError, match=r"307.*redirects are not followed"):
         _provider().send(_claim(f"{url}/api/faults/"))
     assert store.count(channel="webhook") == 0
+
+
+@pytest.mark.parametrize("status", [200, 503])
+def test_an_answer_dripped_a_byte_at_a_time_ends_at_the_deadline(
+    sandbox: tuple[str, MessageStore, FaultInjector], status: int
+) -> None:
+    url, _store, faults = sandbox
+    # Each byte comes well within the read timeout (2 s): only a deadline on the whole request ends it.
+    failing = {"status": status, "rate": 1.0} if status >= 400 else {}
+    faults.set_fault(Fault(endpoint="webhook", answer="drip", **failing))
+    started = time.monotonic()
+    if status == 200:
+        assert _provider(deadline_seconds=0.5).send(_claim(f"{url}/webhooks/drip")) == {"status": 200}
+    else:
+        with pytest.raises(TransientProviderError, match=r"webhook answered 503: [.]+$"):
+            _provider(deadline_seconds=0.5).send(_claim(f"{url}/webhooks/drip"))
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.fixture
+def dripping_status_line() -> Iterator[str]:
+    """A receiver that answers its status line and headers a byte every 0.1 s (3.8 s in all)."""
+    listener = socket.create_server((HOST, 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                if done.wait(0.1):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://{HOST}:{listener.getsockname()[1]}"
+    done.set()
+    listener.close()
+    thread.join(5)
+
+
+def test_a_status_line_dripped_a_byte_at_a_time_ends_at_the_deadline(dripping_status_line: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(TransientProviderError, match=r"no answer within the 0\.5 s deadline"):
+        _provider(deadline_seconds=0.5).send(_claim(f"{dripping_status_line}/hook"))
+    assert time.monotonic() - started < 1.5
+
+
+def test_an_answer_falsely_labelled_gzip_is_classified_by_its_status(
+    sandbox: tuple[str, MessageStore, FaultInjector],
+) -> None:
+    url, _store, faults = sandbox
+    faults.set_fault(Fault(endpoint="webhook", answer="bad-gzip"))
+    assert _provider().send(_claim(f"{url}/webhooks/gzip")) == {"status": 200}
+    faults.set_fault(Fault(endpoint="webhook", status=503, rate=1.0, answer="bad-gzip"))
+    with pytest.raises(
+        TransientProviderError, match=r"webhook answered 503: \(gzip-encoded body not shown\)"
+    ):
+        _provider().send(_claim(f"{url}/webhooks/gzip"))
+
+
+@pytest.mark.parametrize("answer", ["gzip-bomb", "huge"])
+def test_a_huge_answer_is_not_read_into_memory(
+    sandbox: tuple[str, MessageStore, FaultInjector], answer: Literal["gzip-bomb", "huge"]
+) -> None:
+    url, _store, faults = sandbox
+    faults.set_fault(Fault(endpoint="webhook", status=503, rate=1.0, answer=answer))
+    provider = _provider()
+    tracemalloc.start()
+    try:
+        with pytest.raises(TransientProviderError, match="503"):
+            provider.send(_claim(f"{url}/webhooks/huge"))
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # 32 MiB once inflated (the bomb), 16 MiB as sent (huge): only the first 64 KiB are read.
+    assert peak < 4 * 1024 * 1024
+
+
+def test_each_tenant_has_a_circuit_per_receiver_host() -> None:
+    provider, other_tenant = _provider(), uuid.uuid4()
+    key = provider.circuit_key(_claim("https://hooks.example.com/orders"))
+    assert provider.circuit_key(_claim("https://HOOKS.example.com:443/invoices?x=1")) == key
+    assert provider.circuit_key(_claim("https://hooks.example.com/orders", tenant_id=other_tenant)) != key
+    assert provider.circuit_key(_claim("https://hooks.example.com:8443/orders")) != key
+    assert provider.circuit_key(_claim("https://other.example.com/orders")) != key
+
+
+def test_the_secret_is_read_and_the_url_checked_before_the_request(
+    receiver: tuple[str, MessageStore],
+) -> None:
+    url, store = receiver
+    loads: list[uuid.UUID] = []
+
+    def load(tenant_id: uuid.UUID) -> str:
+        loads.append(tenant_id)
+        return SECRET
+
+    provider = WebhookProvider(WebhookSettings(allowlist="127.0.0.1"), load)
+    assert isinstance(provider, DestinationProvider)
+    request = provider.prepare(_claim(f"{url}/webhooks/prepared"))
+    assert (loads, store.count(channel="webhook")) == ([TENANT], 0)
+    assert request() == {"status": 200}
+    assert store.count(channel="webhook") == 1
+    with pytest.raises(PermanentProviderError, match="SSRF guard"):
+        provider.prepare(_claim("http://10.0.0.1/hook"))
+
+
+def test_a_database_error_reading_the_secret_during_a_probe_leaves_the_probe_to_come(
+    sandbox: tuple[str, MessageStore, FaultInjector],
+) -> None:
+    url, store, faults = sandbox
+    database = make_session_factory(create_engine("postgresql+psycopg://postgres@127.0.0.1:1/pulse"))
+    database_down = False
+
+    def load(tenant_id: uuid.UUID) -> str:
+        if not database_down:
+            return SECRET
+        with transaction(database) as session:  # nothing listens there: a real DBAPIError
+            return get_secret(session, tenant_id)
+
+    now = [0.0]
+    chain = ProviderChain(
+        [WebhookProvider(WebhookSettings(allowlist="127.0.0.1"), load)],
+        BreakerSettings(failure_threshold=1, cooldown_seconds=30),
+        clock=lambda: now[0],
+    )
+    claim = _claim(f"{url}/webhooks/probe")
+    faults.set_fault(Fault(endpoint="webhook", status=503, fail_next=1))
+    with pytest.raises(TransientProviderError, match="503"):
+        chain.send(claim)
+    now[0] += 30
+    database_down = True
+
+    with pytest.raises(TransientProviderError, match="failed unexpectedly: OperationalError"):
+        chain.send(claim)
+
+    assert chain.wait_seconds(claim) == 0
+    database_down = False
+    chain.send(claim)
+    assert store.count(recipient="/webhooks/probe") == 1
 
 
 def test_secrets_are_cached_briefly() -> None:

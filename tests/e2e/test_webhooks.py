@@ -1,15 +1,17 @@
 """End to end: gateway → RabbitMQ → webhook worker → the sandbox's webhook receiver, signed per
-Standard Webhooks with the tenant's secret; retries keep the webhook-id; the SSRF guard at the gateway."""
+Standard Webhooks with the tenant's secret; retries keep the webhook-id; the SSRF guard at the gateway
+and in the worker; receivers that fail or misbehave hold up nobody else."""
 
+import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 from standardwebhooks import Webhook
 
 from devtools.stack import Stack
-from tests.conftest import Tenant, wait_for_status
+from tests.conftest import Tenant, wait_for_status, wait_until
 
 
 @pytest.fixture
@@ -127,3 +129,72 @@ def test_the_secret_needs_the_admin_scope(stack: Stack, make_tenant) -> None:  #
         assert client.post("/v1/webhook-secret/rotate").status_code == 403
     with httpx.Client(base_url=stack.api_url) as anonymous:
         assert anonymous.get("/v1/webhook-secret").status_code == 401
+
+
+def _postponed(stack: Stack, notification_id: str) -> bool:
+    """Whether the webhook worker postponed the notification for an open circuit."""
+    lines = (stack.log_dir / "webhook_worker.log").read_text().splitlines()
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    return any(
+        event.get("notification_id") == notification_id
+        and event["message"].startswith("providers unavailable")
+        for event in events
+    )
+
+
+def test_a_tenants_failing_receiver_holds_up_only_the_webhooks_to_it(
+    stack: Stack, make_tenant: Callable[..., Tenant], sandbox: httpx.Client
+) -> None:
+    broken = f"broken-{uuid.uuid4().hex[:8]}"
+    fault = {"endpoint": "webhook", "status": 503, "rate": 1.0, "account": broken}
+    sandbox.post("/api/faults", json=fault).raise_for_status()
+    failing, bystander = make_tenant(), make_tenant()
+    with stack.client(failing.api_key) as client:
+        failed = [_send(client, f"{stack.sandbox_url}/webhooks/{broken}") for _ in range(3)]
+        # Three failures in a row open the circuit in the test stack (for a 2 s cooldown).
+        wait_until(
+            lambda: all(client.get(f"/v1/notifications/{n}").json()["status"] == "retrying" for n in failed),
+            what="three failed attempts",
+        )
+        same_receiver = _send(client, stack.sandbox_url + _path())
+        with stack.client(bystander.api_key) as other:
+            unaffected = wait_for_status(other, _send(other, stack.sandbox_url + _path()), "delivered")
+        wait_until(lambda: _postponed(stack, same_receiver), what="the failing tenant's webhook to wait")
+        sandbox.delete("/api/faults").raise_for_status()
+        waited = wait_for_status(client, same_receiver, "delivered")
+
+    # Another tenant's webhook to the same host went at once; the failing tenant's other webhook to
+    # its receiver waited for the circuit, without using up an attempt.
+    assert unaffected["attempt_count"] == 1
+    assert not _postponed(stack, unaffected["id"])
+    assert waited["attempt_count"] == 1
+
+
+def test_a_receiver_dripping_its_answer_holds_a_worker_only_until_the_deadline(
+    stack: Stack, tenant: Tenant, sandbox: httpx.Client
+) -> None:
+    path = _path()
+    # The body comes a byte every 0.2 s for 20 s; the stack's claim lease is 2 s, its deadline 1 s.
+    fault = {"endpoint": "webhook", "answer": "drip", "account": path.removeprefix("/webhooks/")}
+    sandbox.post("/api/faults", json=fault).raise_for_status()
+    with stack.client(tenant.api_key) as client:
+        delivered = wait_for_status(client, _send(client, stack.sandbox_url + path), "delivered", timeout=10)
+
+    # Held past its lease, the claim would have been recovered and the webhook sent a second time.
+    assert delivered["attempt_count"] == 1
+    [message] = _received(sandbox, path)
+    assert message["repeats"] == 0
+
+
+def test_a_webhook_cannot_reach_the_other_services_on_the_sandboxs_host(stack: Stack, tenant: Tenant) -> None:
+    # The stack, like `make run`, allowlists the sandbox's port only.
+    metrics = f"{stack.ports['webhook_worker_metrics']}/metrics"
+    with stack.client(tenant.api_key) as client:
+        literal = {"channel": "webhook", "recipient": f"http://127.0.0.1:{metrics}", "content": {"body": "x"}}
+        response = client.post("/v1/notifications", json=literal)
+        assert response.status_code == 422, response.text
+        assert "loopback" in response.text
+        # A name is only resolved by the worker, which refuses it.
+        failed = wait_for_status(client, _send(client, f"http://localhost:{metrics}"), "failed")
+    assert "refused by the SSRF guard" in failed["last_error"]
+    assert failed["attempt_count"] == 1

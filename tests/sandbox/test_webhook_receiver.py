@@ -73,3 +73,11 @@ def test_a_registered_secret_verifies_signatures(sandbox: TestClient) -> None:
     _post(sandbox, "/webhooks/unchecked", {"webhook-id": "u"})
     [unchecked] = _messages(sandbox, recipient="/webhooks/unchecked")
     assert "verified" not in unchecked["headers"]
+
+
+def test_a_fault_for_an_account_applies_to_that_receiver_path_only(sandbox: TestClient) -> None:
+    sandbox.post(
+        "/api/faults", json={"endpoint": "webhook", "status": 503, "rate": 1.0, "account": "broken/a"}
+    )
+    assert _post(sandbox, "/webhooks/broken/a", {"webhook-id": "1"}) == 503
+    assert _post(sandbox, "/webhooks/fine", {"webhook-id": "2"}) == 200

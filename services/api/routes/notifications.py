@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from pulse.db import transaction
 from pulse.errors import InvalidInput, PulseError, RateLimited
 from pulse.notifications.acceptance import screen
+from pulse.notifications.intake import Send
 from pulse.notifications.schemas import (
     BatchItemResult,
     BatchMode,
@@ -25,7 +26,6 @@ from pulse.notifications.service import (
     Accepted,
     BatchRefused,
     ListFilters,
-    accept_notification,
     accept_notifications,
     cancel_notification,
     force_notification,
@@ -59,7 +59,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         503: {"description": "Database unavailable; nothing was accepted"},
     },
 )
-def send_notification(
+async def send_notification(
     request: NotificationRequest,
     principal: SenderDep,
     gateway: GatewayDep,
@@ -67,16 +67,15 @@ def send_notification(
 ) -> Response:
     """Accept a notification. The 202 is sent only after it is committed to PostgreSQL."""
     screen(request, gateway.settings)
-    with transaction(gateway.session_factory) as session:
-        accepted = accept_notification(
-            session,
+    accepted = await gateway.intake.accept(
+        Send(
             tenant_id=principal.tenant_id,
             request=request,
-            idempotency_key=idempotency_key,
             policy=gateway.policy_for(principal),
             rate=gateway.rate_for(principal),
-            publish_grace=timedelta(seconds=gateway.settings.publish_grace_seconds),
+            idempotency_key=idempotency_key,
         )
+    )
     notification = accepted.notification
     # Serialised here rather than by FastAPI, which would validate the model a second time.
     body = NotificationDetail.model_validate(notification).model_dump_json()

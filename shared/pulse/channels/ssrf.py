@@ -4,7 +4,8 @@ A webhook URL is chosen by whoever calls the API, so without a guard Pulse could
 services that only it can reach: its own database and broker, the cloud's metadata endpoint,
 anything on the private network. Only http(s) URLs are allowed, and every address the host resolves
 to must be public, unless the host or the address is in the operator's allowlist
-(`PULSE_WEBHOOK_ALLOWLIST`: comma-separated host names, addresses or CIDR networks).
+(`PULSE_WEBHOOK_ALLOWLIST`: comma-separated host names, addresses or CIDR networks, a name or an
+address optionally with `:port` to exempt that port only).
 
 Pure functions; name resolution is injectable so that tests need no DNS.
 """
@@ -32,36 +33,59 @@ class RefusedUrl(ValueError):
 
 @dataclass(frozen=True)
 class Allowlist:
-    """Hosts (lower-case names or literal addresses) and networks exempt from the guard."""
+    """Hosts (lower-case names or literal addresses) and networks exempt from the guard, each on
+    every port (port None) or on one."""
 
-    hosts: frozenset[str] = frozenset()
-    networks: tuple[IPNetwork, ...] = ()
+    hosts: frozenset[tuple[str, int | None]] = frozenset()
+    networks: tuple[tuple[IPNetwork, int | None], ...] = ()
 
     @classmethod
     def parse(cls, entries: str | Iterable[str] | None) -> "Allowlist":
-        """From `PULSE_WEBHOOK_ALLOWLIST`: `127.0.0.1,localhost,10.0.0.0/8,hooks.internal`."""
+        """From `PULSE_WEBHOOK_ALLOWLIST`, e.g. `127.0.0.1:8025,localhost:8025,10.0.0.0/8,hooks.internal`."""
         if entries is None:
             return cls()
         if isinstance(entries, str):
             entries = entries.split(",")
-        hosts: set[str] = set()
-        networks: list[IPNetwork] = []
+        hosts: set[tuple[str, int | None]] = set()
+        networks: list[tuple[IPNetwork, int | None]] = []
         for raw in entries:
-            entry = raw.strip().lower().strip("[]")
+            entry = raw.strip().lower()
             if not entry:
                 continue
+            host, port = _host_and_port(entry)
             try:
-                networks.append(ipaddress.ip_network(entry, strict=False))
+                networks.append((ipaddress.ip_network(host, strict=False), port))
             except ValueError:
-                hosts.add(entry.rstrip("."))
+                hosts.add((host.rstrip("."), port))
         return cls(frozenset(hosts), tuple(networks))
 
-    def allows_host(self, host: str) -> bool:
-        return host.lower().rstrip(".") in self.hosts
+    def allows_host(self, host: str, port: int) -> bool:
+        host = host.lower().rstrip(".")
+        return (host, None) in self.hosts or (host, port) in self.hosts
 
-    def allows_address(self, address: IPAddress) -> bool:
+    def allows_address(self, address: IPAddress, port: int) -> bool:
         address = _unmapped(address)
-        return any(address.version == network.version and address in network for network in self.networks)
+        return any(
+            address.version == network.version and address in network and allowed in (None, port)
+            for network, allowed in self.networks
+        )
+
+
+def _host_and_port(entry: str) -> tuple[str, int | None]:
+    """An allowlist entry's host and port: `host:port`, `[v6 address]:port`, or a bare host,
+    address or network (a bare IPv6 one has several colons, so it never carries a port)."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port = rest.removeprefix(":") or None
+    elif entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+    else:
+        return entry, None
+    if port is None:
+        return host, None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"webhook allowlist entry {entry!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
 
 
 def refusal_reason(address: IPAddress) -> str | None:
@@ -109,9 +133,9 @@ def split_url(url: str) -> tuple[str, str, int]:
 
 def check_literal(url: str, allowlist: Allowlist) -> None:
     """What the gateway can check without resolving names: the scheme, and a literal IP host."""
-    _scheme, host, _port = split_url(url)
+    _scheme, host, port = split_url(url)
     address = literal_address(host)
-    if address is None or allowlist.allows_host(host) or allowlist.allows_address(address):
+    if address is None or allowlist.allows_host(host, port) or allowlist.allows_address(address, port):
         return
     if (reason := refusal_reason(address)) is not None:
         raise RefusedUrl(f"{host} is a {reason}")
@@ -126,13 +150,13 @@ def resolve(host: str, port: int) -> list[IPAddress]:
 def check_url(url: str, allowlist: Allowlist, *, resolver: Resolver = resolve) -> list[IPAddress]:
     """Check a URL before calling it: its scheme, and every address its host resolves to.
 
-    Returns the checked addresses. An allowlisted host skips the address check; otherwise each
-    address must be public or inside an allowlisted network (one refused address refuses the URL,
-    so that a name cannot mix a public and a private address).
+    Returns the checked addresses. A host allowlisted (on the URL's port) skips the address check;
+    otherwise each address must be public or in a network allowlisted (on the URL's port): one
+    refused address refuses the URL, so that a name cannot mix a public and a private address.
     """
     _scheme, host, port = split_url(url)
     literal = literal_address(host)
-    if allowlist.allows_host(host):
+    if allowlist.allows_host(host, port):
         return [literal] if literal is not None else []
     try:
         addresses = [literal] if literal is not None else list(resolver(host, port))
@@ -141,7 +165,7 @@ def check_url(url: str, allowlist: Allowlist, *, resolver: Resolver = resolve) -
     if not addresses:
         raise RefusedUrl(f"{host} resolves to no address")
     for address in addresses:
-        if allowlist.allows_address(address):
+        if allowlist.allows_address(address, port):
             continue
         if (reason := refusal_reason(address)) is not None:
             raise RefusedUrl(f"{host} resolves to {address}, a {reason}")

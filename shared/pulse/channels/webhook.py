@@ -11,8 +11,13 @@ to the address that was checked (the Host header and TLS server name stay the UR
 re-resolves to a private address between the check and the connection (DNS rebinding) gains nothing.
 Redirects are not followed: a 3xx is the receiver's answer, and a permanent failure.
 
-2xx is delivered; 408, 429, 5xx, timeouts and connection errors are worth trying again (Retry-After
-honoured); 410 Gone and every other 4xx are permanent.
+Receivers are the tenants' to choose, so none may hold a worker up: a request ends by
+`PULSE_WEBHOOK_DEADLINE_SECONDS` and at most `MAX_ANSWER_BYTES` of an answer are read
+(pulse.channels.http.BoundedClient); each (tenant, receiver host) has its own circuit breaker
+(`circuit_key`), and the tenant's secret is read by `prepare`, before a breaker is involved.
+
+2xx is delivered (whatever its body); 408, 429, 5xx, timeouts and connection errors are worth trying
+again (Retry-After honoured); 410 Gone and every other 4xx are permanent.
 """
 
 import ipaddress
@@ -22,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from threading import Lock
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -29,8 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from standardwebhooks import Webhook
 
-from pulse.channels.http import retry_after_seconds
-from pulse.channels.ssrf import Allowlist, IPAddress, RefusedUrl, check_url
+from pulse.channels.http import Answer, BoundedClient, retry_after_seconds
+from pulse.channels.ssrf import Allowlist, IPAddress, RefusedUrl, check_url, split_url
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, TransientProviderError
 from pulse.settings import WebhookSettings
@@ -38,6 +44,8 @@ from pulse.settings import WebhookSettings
 log = logging.getLogger(__name__)
 
 USER_AGENT = "Pulse-Webhooks/1"
+# The answer's body only ever shows in an error message (its first 200 characters).
+MAX_ANSWER_BYTES = 64 * 1024
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
 
@@ -107,7 +115,9 @@ class WebhookProvider:
         self._secret_for = secret_for
         self._allowlist = Allowlist.parse(settings.allowlist)
         self._resolver = resolver
-        self._client = httpx.Client(
+        self._client = BoundedClient(
+            deadline_seconds=settings.deadline_seconds,
+            max_body_bytes=MAX_ANSWER_BYTES,
             timeout=httpx.Timeout(
                 settings.read_timeout_seconds,
                 connect=settings.connect_timeout_seconds,
@@ -116,7 +126,18 @@ class WebhookProvider:
             headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
         )
 
-    def send(self, claim: Claim) -> dict[str, Any]:
+    def circuit_key(self, claim: Claim) -> str:
+        """Whose circuit breaker a send goes through: the tenant's, for the receiver's host and port.
+        One receiver failing says nothing about another's, nor about another tenant's."""
+        try:
+            _scheme, host, port = split_url(claim.recipient)
+        except RefusedUrl:
+            return f"{claim.tenant_id} {claim.recipient}"  # refused by `prepare` anyway
+        return f"{claim.tenant_id} {host.lower()}:{port}"
+
+    def prepare(self, claim: Claim) -> Callable[[], dict[str, Any]]:
+        """Everything before the request (the SSRF check, the tenant's secret, signing); returns the
+        request itself."""
         url = claim.recipient
         try:
             if self._resolver is None:
@@ -130,39 +151,45 @@ class WebhookProvider:
         request_url, extensions = _pinned(url, addresses[0] if addresses else None)
         if request_url != url:
             headers["Host"] = _host_header(url)
+        return partial(self._post, claim, request_url, body.encode(), headers, extensions)
+
+    def send(self, claim: Claim) -> dict[str, Any]:
+        return self.prepare(claim)()
+
+    def _post(
+        self, claim: Claim, request_url: str, body: bytes, headers: dict[str, str], extensions: dict[str, Any]
+    ) -> dict[str, Any]:
         try:
-            response = self._client.post(
-                request_url, content=body.encode(), headers=headers, extensions=extensions
-            )
-        except httpx.TransportError as error:  # timeouts, refused or dropped connections
+            answer = self._client.post(request_url, content=body, headers=headers, extensions=extensions)
+        except httpx.HTTPError as error:  # the deadline, timeouts, refused or dropped connections
             raise TransientProviderError(f"webhook request failed: {error!r}") from error
-        if response.is_success:
+        if answer.is_success:
             log.info(
                 "accepted by %s",
-                url,
+                claim.recipient,
                 extra={
                     "notification_id": str(claim.notification_id),
                     "channel": str(claim.channel),
                     "provider": self.name,
-                    "status": response.status_code,
+                    "status": answer.status_code,
                 },
             )
-            return {"status": response.status_code}
-        raise _classify(response)
+            return {"status": answer.status_code}
+        raise _classify(answer)
 
     def close(self) -> None:
         self._client.close()
 
 
-def _classify(response: httpx.Response) -> TransientProviderError | PermanentProviderError:
-    status = response.status_code
+def _classify(answer: Answer) -> TransientProviderError | PermanentProviderError:
+    status = answer.status_code
     message = f"webhook answered {status}"
-    if text := response.text[:200].strip():
+    if text := answer.text[:200].strip():
         message += f": {text}"
     if status in _TRANSIENT_STATUSES or status >= 500:
-        return TransientProviderError(message, retry_after=retry_after_seconds(response))
+        return TransientProviderError(message, retry_after=retry_after_seconds(answer))
     if 300 <= status < 400:
-        message += f" (redirects are not followed; location {response.headers.get('Location')!r})"
+        message += f" (redirects are not followed; location {answer.headers.get('Location')!r})"
     return PermanentProviderError(message)
 
 

@@ -280,30 +280,16 @@ def deliver(
     `request_ids` (of the requests that accepted them) go into each notification's log lines."""
     request_ids = request_ids or {}
     if wait := providers.wait_seconds():
-        # Every provider's circuit is open: wait without claiming, so no attempt is used up. A
-        # retrying notification's next attempt moves too, or the scheduler would think it overdue.
-        with transaction(session_factory) as session:
-            session.execute(
-                _POSTPONE_RETRIES,
-                {
-                    "notification_ids": list(set(notification_ids)),
-                    "next": datetime.now(UTC) + timedelta(seconds=wait),
-                },
-            )
-        for notification_id in notification_ids:
-            log.info(
-                "providers unavailable, postponed %ss",
-                wait,
-                extra=_context(notification_id, channel, request_ids),
-            )
-        return [DeliveryResult(Outcome.POSTPONED, retry_in_seconds=wait) for _ in notification_ids]
-    with transaction(session_factory) as session:
-        claims = claim_for_delivery(
-            session, notification_ids=list(set(notification_ids)), lease=lease, retries=retries
-        )
+        postponed = _postpone(session_factory, dict.fromkeys(notification_ids, wait), channel, request_ids)
+        return [postponed[notification_id] for notification_id in notification_ids]
+    claims, held_back = _claim(
+        session_factory, list(set(notification_ids)), providers=providers, lease=lease, retries=retries
+    )
+    postponed = _postpone(session_factory, held_back, channel, request_ids)
     attempts = list(senders.map(lambda claim: _try(claim, providers, retries), claims.values()))
     _until_recorded(_record)(session_factory, attempts)
     reported = {attempt.claim.notification_id: _report(attempt, channel, request_ids) for attempt in attempts}
+    reported.update(postponed)
     results = []
     for notification_id in notification_ids:
         # A notification named twice in one batch is attempted once: its second copy is skipped.
@@ -313,6 +299,68 @@ def deliver(
             result = DeliveryResult(Outcome.SKIPPED)
         results.append(result)
     return results
+
+
+def _claim(
+    session_factory: sessionmaker[Session],
+    notification_ids: list[uuid.UUID],
+    *,
+    providers: ProviderChain,
+    lease: timedelta,
+    retries: RetrySettings,
+) -> tuple[dict[uuid.UUID, Claim], dict[uuid.UUID, int]]:
+    """Claim the notifications, but for those whose destination's own circuit (a webhook receiver's,
+    known once the claim says where it goes) is open: returned apart, with the seconds to wait.
+    Their claims are undone (the claim rolled back, the others claimed again), so no attempt is used."""
+    with transaction(session_factory) as session:
+        claims = claim_for_delivery(session, notification_ids=notification_ids, lease=lease, retries=retries)
+        held_back = {
+            notification_id: wait
+            for notification_id, claim in claims.items()
+            if (wait := providers.wait_seconds(claim))
+        }
+        if not held_back:
+            return claims, {}
+        session.rollback()
+    the_others = [notification_id for notification_id in notification_ids if notification_id not in held_back]
+    with transaction(session_factory) as session:
+        claims = claim_for_delivery(session, notification_ids=the_others, lease=lease, retries=retries)
+    return claims, held_back
+
+
+def _postpone(
+    session_factory: sessionmaker[Session],
+    waits: Mapping[uuid.UUID, int],
+    channel: Channel,
+    request_ids: Mapping[uuid.UUID, str | None],
+) -> dict[uuid.UUID, DeliveryResult]:
+    """Not tried: every provider's circuit (for their destination) is open. They wait without a claim,
+    so no attempt is used up; a retrying notification's next attempt moves too, or the scheduler
+    would think it overdue."""
+    if not waits:
+        return {}
+    now = datetime.now(UTC)
+    with transaction(session_factory) as session:
+        for wait in set(waits.values()):
+            session.execute(
+                _POSTPONE_RETRIES,
+                {
+                    "notification_ids": [
+                        notification_id for notification_id in waits if waits[notification_id] == wait
+                    ],
+                    "next": now + timedelta(seconds=wait),
+                },
+            )
+    for notification_id, wait in waits.items():
+        log.info(
+            "providers unavailable, postponed %ss",
+            wait,
+            extra=_context(notification_id, channel, request_ids),
+        )
+    return {
+        notification_id: DeliveryResult(Outcome.POSTPONED, retry_in_seconds=wait)
+        for notification_id, wait in waits.items()
+    }
 
 
 def _try(claim: Claim, providers: ProviderChain, retries: RetrySettings) -> Attempt:

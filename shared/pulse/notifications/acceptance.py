@@ -31,7 +31,8 @@ class AcceptanceSettings(BaseSettings):
     )
     webhook_allowlist: str = Field(
         "",
-        description="Hosts, addresses or CIDRs exempt from the webhook SSRF guard (comma-separated).",
+        description="Hosts, addresses or CIDRs exempt from the webhook SSRF guard (comma-separated; "
+        "`host:port` exempts one port only).",
     )
     rate_limit: int = Field(
         10,

@@ -38,7 +38,14 @@ HTTP_REQUEST_DURATION = Histogram(
     "pulse_http_request_duration_seconds", "Gateway request duration.", ["route", "method", "status"]
 )
 CIRCUIT_STATE = Gauge(
-    "pulse_circuit_state", "A provider's circuit breaker: 0 closed, 1 open, 2 half-open.", ["provider"]
+    "pulse_circuit_state",
+    "A provider's circuit breaker: 0 closed, 1 open, 2 half-open (webhooks: the worst receiver's).",
+    ["provider"],
+)
+CIRCUITS_OPEN = Gauge(
+    "pulse_circuits_open",
+    "Open circuit breakers of a provider (webhooks: per tenant and receiver host).",
+    ["provider"],
 )
 QUEUE_LENGTH = Gauge("pulse_queue_length", "Messages waiting in a Pulse queue.", ["queue"])
 DEAD_LETTERS = Gauge("pulse_dead_letters", "Messages in a channel's dead-letter queue.", ["channel"])
