@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import tempfile
+import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,8 +39,10 @@ from pulse.delivery.worker import ChannelWorkerSettings
 RESULTS = Path(__file__).with_name("results")
 # What the email path needs; idle workers of other channels would only take CPU from it.
 EMAIL_PATH = ("sandbox", "api", "email_worker", "scheduler")
+POSTGRES = "postgresql"
 POSTGRES_EVERY_DATABASE = "postgresql, every database"  # for reference, not in the totals
 LOAD_GENERATOR = "load generator"
+STARTED = time.monotonic()
 
 
 def arguments() -> argparse.Namespace:
@@ -59,7 +62,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--half-rate-seconds", type=float, default=10.0, help="0 skips the half-rate run")
     parser.add_argument("--batches", type=int, default=10, help="batch requests (0 skips the batch run)")
     parser.add_argument("--batch-size", type=int, default=1000, help="emails per batch request")
-    parser.add_argument("--batch-clients", type=int, default=2, help="clients sending the batches")
+    parser.add_argument("--batch-clients", type=int, default=4, help="clients sending the batches")
     parser.add_argument("--isolation-backlog", type=int, default=100_000, help="low emails queued (0 skips)")
     parser.add_argument(
         "--isolation-critical", type=int, default=200, help="critical emails sent behind them"
@@ -71,7 +74,7 @@ def arguments() -> argparse.Namespace:
 def main() -> None:
     args = arguments()
     log_dir = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
-    print(f"logs: {log_dir}", flush=True)
+    progress(f"logs: {log_dir}")
     ceiling = {"start": ceiling_run(args, log_dir)}
     with isolated_infrastructure("pulse_bench") as infrastructure:
         env = {
@@ -79,13 +82,15 @@ def main() -> None:
             "PULSE_EMAIL_WORKER_PREFETCH_MULTIPLIER": str(args.worker_prefetch_multiplier),
         }
         with running_stack(infrastructure, log_dir, env, services=EMAIL_PATH) as stack:
+            progress(f"Pulse started: {', '.join(EMAIL_PATH)}")
             ledger = Ledger(infrastructure)
             bench = Bench(stack, ledger, observed(stack, ledger))
             try:
                 scenarios = bench.run_all(args)
                 peak_rss = bench.peak_rss_mib()
             finally:
-                bench.ledger.close()
+                ledger.close()
+    progress("Pulse stopped; its database and vhost dropped")
     ceiling["end"] = ceiling_run(args, log_dir)
     ceiling["mean"] = round((ceiling["start"] + ceiling["end"]) / 2, 1)
     for name in ("single", "batch"):
@@ -101,8 +106,13 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, "
         f"Python {platform.python_version()}",
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_seconds": round(time.monotonic() - STARTED),
     }
     save(results)
+
+
+def progress(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:6.1f} s] {message}", flush=True)
 
 
 def ceiling_run(args: argparse.Namespace, log_dir: Path) -> float:
@@ -114,7 +124,7 @@ def ceiling_run(args: argparse.Namespace, log_dir: Path) -> float:
             prefetch_multiplier=args.worker_prefetch_multiplier,
             log_dir=log_dir,
         )
-    print(f"Celery no-op ceiling: {per_second:.1f} tasks/s", flush=True)
+    progress(f"Celery no-op ceiling: {per_second:.1f} tasks/s")
     return round(per_second, 1)
 
 
@@ -129,7 +139,7 @@ def observed(stack: Stack, ledger: Ledger) -> dict[str, procstats.Selector]:
         others = ledger.backends_of_other_databases()
         return [stat for stat in procstats.oldest_tree("postgres", table) if stat.pid not in others]
 
-    groups["postgresql"] = bench_postgres
+    groups[POSTGRES] = bench_postgres
     groups[POSTGRES_EVERY_DATABASE] = lambda table: procstats.oldest_tree("postgres", table)
     groups["rabbitmq"] = lambda table: procstats.oldest_tree("beam.smp", table)
     groups[LOAD_GENERATOR] = procstats.single(os.getpid())
@@ -183,7 +193,7 @@ class Bench:
         outcome = self.ledger.outcome(tenant)
         scenario = Scenario.of(name, outcome, sent=count, clients=clients, send_seconds=sent.seconds)
         scenario.cpu = cpu_report(before, after, outcome.delivered)
-        print(scenario.line(), flush=True)
+        progress(scenario.line())
         return scenario
 
     def half_rate(self, per_second: float, seconds: float, clients: int) -> Scenario:
@@ -199,7 +209,7 @@ class Bench:
             "half rate", self.ledger.outcome(tenant), sent=count, clients=clients, send_seconds=sent.seconds
         )
         scenario.details = {"paced_per_second": round(per_second, 1), "max_late_ms": sent.max_late_ms}
-        print(scenario.line(), flush=True)
+        progress(scenario.line())
         return scenario
 
     def isolation(self, args: argparse.Namespace) -> Scenario:
@@ -207,10 +217,9 @@ class Bench:
         backlog, critical = self.ledger.tenant("backlog"), self.ledger.tenant("critical")
         bodies = batch_bodies(args.isolation_backlog, size=args.batch_size, label="backlog", priority="low")
         queued = send(self.api_port, backlog.api_key, BATCH_PATH, bodies, clients=args.batch_clients)
-        print(
+        progress(
             f"isolation: {args.isolation_backlog} low accepted in {queued.seconds:.1f} s "
-            f"({args.isolation_backlog / queued.seconds:.1f}/s)",
-            flush=True,
+            f"({args.isolation_backlog / queued.seconds:.1f}/s)"
         )
         bodies = single_bodies(args.isolation_critical, label="critical", priority="critical")
         sent = send(
@@ -238,7 +247,7 @@ class Bench:
             "critical_undelivered_after_60_s": undelivered,
             "max_late_ms": sent.max_late_ms,
         }
-        print(scenario.line(), flush=True)
+        progress(scenario.line())
         return scenario
 
     def peak_rss_mib(self) -> dict[str, float]:
@@ -247,7 +256,7 @@ class Bench:
         table = procstats.process_table()
         peaks = {}
         for name, select in self.groups.items():
-            if not name.startswith("postgresql"):
+            if name not in (POSTGRES, POSTGRES_EVERY_DATABASE):
                 values = [procstats.peak_rss_mib(stat.pid) or 0.0 for stat in select(table)]
                 peaks[name] = round(sum(values), 1)
         return peaks

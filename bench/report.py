@@ -69,30 +69,30 @@ class Scenario:
 @dataclass
 class Target:
     name: str
-    value: float | None
+    value: float | None  # None: nothing to judge by (counts as FAIL)
     unit: str
-    limit: float | None  # None: reported without a target
+    limit: float | None  # None: reported, no target
     at_least: bool = False  # the value must be ≥ limit, else ≤
-    invalid: str = ""  # why this run cannot judge it
+    invalid: bool = False  # this run cannot judge it (the note says why)
+    note: str = ""
 
     @property
     def verdict(self) -> str:
-        if self.invalid:
-            return "n/a"
         if self.limit is None:
             return ""
+        if self.invalid:
+            return "n/a"
         if self.value is None:
             return "FAIL"
         met = self.value >= self.limit if self.at_least else self.value <= self.limit
         return "PASS" if met else "FAIL"
 
     def line(self) -> str:
-        goal = (
-            "" if self.limit is None else f"{'≥' if self.at_least else '≤'} {_number(self.limit)}{self.unit}"
-        )
+        sign = "≥" if self.at_least else "≤"
+        goal = "no target" if self.limit is None else f"{sign} {_number(self.limit)}{self.unit}"
         value = f"{_number(self.value)}{self.unit}"
-        reason = f"  ({self.invalid})" if self.invalid else ""
-        return f"  {self.name:<44} {value:>10}  {goal:<10} {self.verdict}{reason}"
+        note = f"  ({self.note})" if self.note else ""
+        return f"  {self.name:<44} {value:>10}  {goal:<10} {self.verdict}{note}"
 
 
 def targets(scenarios: dict[str, Scenario]) -> list[Target]:
@@ -105,15 +105,18 @@ def targets(scenarios: dict[str, Scenario]) -> list[Target]:
         )
     if isolation := scenarios.get("isolation"):
         undelivered = isolation.details["critical_undelivered_after_60_s"]
+        backlog_gone = not isolation.details["backlog_left_after_critical_sends"]
+        note = f"{undelivered} critical not delivered 60 s after the last send" if undelivered else ""
+        if backlog_gone:
+            note = "the backlog was gone before the last critical send: raise --isolation-backlog"
         found.append(
             Target(
                 f"critical p99 behind {isolation.details['backlog_low']} low",
                 None if undelivered else isolation.latency_ms["p99"],
                 " ms",
                 250,
-                invalid="the backlog was gone before the last critical send"
-                if not isolation.details["backlog_left_after_critical_sends"]
-                else "",
+                invalid=backlog_gone,
+                note=note,
             )
         )
     if half_rate := scenarios.get("half rate"):
