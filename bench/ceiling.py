@@ -77,7 +77,11 @@ def measure_ceiling(
             wait_until(drained, timeout=120 + tasks / 50, interval=0.2, what="the ceiling worker to drain")
         finally:
             worker.terminate()
-            worker.wait(timeout=30)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
         QUEUE.bind(connection.default_channel).delete()
     seconds = float(json.loads(report.read_text())["seconds"])
     report.unlink()
