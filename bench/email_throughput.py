@@ -135,9 +135,13 @@ def observed(stack: Stack, ledger: Ledger) -> dict[str, procstats.Selector]:
 
     def bench_postgres(table: procstats.Table) -> list[procstats.ProcessStat]:
         """The postmaster, its background processes and the bench database's backends: the backends
-        of other databases (other people's tests on a shared machine) are left out."""
-        others = ledger.backends_of_other_databases()
-        return [stat for stat in procstats.oldest_tree("postgres", table) if stat.pid not in others]
+        of other databases (other people's tests on a shared machine) are left out, and so is a backend
+        still connecting (pg_stat_activity does not list it yet)."""
+        server = procstats.oldest("postgres", table)
+        if server is None:
+            return []
+        ours = ledger.bench_database_processes() | {server.pid}
+        return [stat for stat in procstats.with_descendants([server.pid], table) if stat.pid in ours]
 
     groups[POSTGRES] = bench_postgres
     groups[POSTGRES_EVERY_DATABASE] = lambda table: procstats.oldest_tree("postgres", table)
@@ -186,13 +190,12 @@ class Bench:
         self, name: str, tenant: Tenant, path: str, bodies: list[bytes], *, count: int, clients: int
     ) -> Scenario:
         """Send, wait until every notification is delivered, and what each process spent meanwhile."""
-        before = procstats.sample(self.groups)
-        sent = send(self.api_port, tenant.api_key, path, bodies, clients=clients)
-        self.ledger.wait_finished(tenant, timeout=_drain_timeout(count))
-        after = procstats.sample(self.groups)
+        with procstats.CpuTracker(self.groups) as cpu:
+            sent = send(self.api_port, tenant.api_key, path, bodies, clients=clients)
+            self.ledger.wait_finished(tenant, timeout=_drain_timeout(count))
         outcome = self.ledger.outcome(tenant)
         scenario = Scenario.of(name, outcome, sent=count, clients=clients, send_seconds=sent.seconds)
-        scenario.cpu = cpu_report(before, after, outcome.delivered)
+        scenario.cpu = cpu_report(cpu, outcome.delivered)
         progress(scenario.line())
         return scenario
 
@@ -266,8 +269,7 @@ def _drain_timeout(count: int) -> float:
     return 120 + count / 20
 
 
-def cpu_report(before: procstats.Sample, after: procstats.Sample, delivered: int) -> CpuReport:
-    window = after.at - before.at
+def cpu_report(cpu: procstats.CpuTracker, delivered: int) -> CpuReport:
     rows = [
         CpuRow(
             name=name,
@@ -275,18 +277,16 @@ def cpu_report(before: procstats.Sample, after: procstats.Sample, delivered: int
             exited=usage.exited,
             cpu_seconds=round(usage.seconds, 2),
             ms_per_notification=round(usage.seconds * 1000 / delivered, 3),
-            core_share=round(usage.seconds / window, 3),
+            core_share=round(usage.seconds / cpu.seconds, 3),
             in_sum=name != POSTGRES_EVERY_DATABASE,
         )
-        for name, usage in procstats.cpu_between(before, after).items()
+        for name, usage in cpu.usage().items()
     ]
     return CpuReport(
-        window_seconds=round(window, 2),
+        window_seconds=round(cpu.seconds, 2),
         delivered=delivered,
         rows=rows,
-        machine_busy_cpu_seconds=round(
-            (after.machine_busy_ticks - before.machine_busy_ticks) / procstats.TICKS_PER_SECOND, 2
-        ),
+        machine_busy_cpu_seconds=round(cpu.machine_busy_seconds, 2),
         cores=os.cpu_count() or 1,
     )
 

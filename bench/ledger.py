@@ -85,14 +85,15 @@ class Ledger:
             latency_ms=dict(zip(("p50", "p95", "p99"), latency, strict=True)),
         )
 
-    def backends_of_other_databases(self) -> set[int]:
-        """Process ids of PostgreSQL backends serving any other database than the bench's."""
+    def bench_database_processes(self) -> set[int]:
+        """Process ids of the PostgreSQL backends serving the bench database, and of the server's
+        background processes (listed without a database)."""
         with self.engine.connect() as connection:
             return set(
                 connection.execute(
                     text(
                         "SELECT pid FROM pg_stat_activity"
-                        " WHERE datname IS NOT NULL AND datname <> current_database()"
+                        " WHERE datname IS NULL OR datname = current_database()"
                     )
                 ).scalars()
             )

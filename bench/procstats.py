@@ -1,12 +1,13 @@
-"""What each process costs, read from /proc (Linux): CPU time between two samples, and peak memory.
+"""What each process costs, read from /proc (Linux): CPU time over a window, and peak memory.
 
-A *group* is a named set of processes chosen afresh at every sample (a service and its children, every
-`postgres` process, ...). Its CPU over a window is, per process, utime + stime at the end minus at the
-start; a process that appeared in between counts whole, one that exited in between is lost (reported
-as `exited`). Processes are told apart by pid and start time, so a reused pid is a new process.
+A *group* is a named set of processes chosen afresh at every observation (a service and its children,
+the PostgreSQL server, ...). Its CPU over a window is, per process, utime + stime at its last
+observation minus at the start; a process that appeared in between counts whole. Processes are told
+apart by pid and start time, so a reused pid is a new process.
 """
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 PROC = Path("/proc")
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+OBSERVATION_SECONDS = 0.5  # how often a CpuTracker looks, cheap enough for the load generator
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,18 @@ def with_descendants(roots: Iterable[int], table: Table) -> list[ProcessStat]:
     return found
 
 
+def oldest(name: str, table: Table) -> ProcessStat | None:
+    """The longest-running process called `name`: a server's main process, not one of the short-lived
+    namesakes its command-line tools start (rabbitmqctl runs a `beam.smp` of its own)."""
+    return min(
+        (stat for stat in table.values() if stat.name == name), key=lambda stat: stat.started, default=None
+    )
+
+
 def oldest_tree(name: str, table: Table) -> list[ProcessStat]:
-    """The longest-running process called `name`, with its descendants: a server's main process and
-    its children, not the short-lived namesakes its command-line tools start (rabbitmqctl runs a
-    `beam.smp` of its own)."""
-    named = [stat for stat in table.values() if stat.name == name]
-    return with_descendants([min(named, key=lambda stat: stat.started).pid], table) if named else []
+    """That server process with its descendants."""
+    server = oldest(name, table)
+    return with_descendants([server.pid], table) if server else []
 
 
 def service(pid: int) -> Selector:
@@ -91,13 +99,6 @@ def single(pid: int) -> Selector:
     return lambda table: [table[pid]] if pid in table else []
 
 
-@dataclass(frozen=True)
-class Sample:
-    at: float  # time.monotonic()
-    machine_busy_ticks: int  # every CPU's non-idle time, all processes (/proc/stat)
-    groups: dict[str, dict[tuple[int, int], ProcessStat]]
-
-
 def machine_busy_ticks(proc: Path = PROC) -> int:
     """user + nice + system + irq + softirq + steal of all CPUs (guest time is inside user)."""
     fields = (proc / "stat").read_text().splitlines()[0].split()[1:]
@@ -105,37 +106,82 @@ def machine_busy_ticks(proc: Path = PROC) -> int:
     return user + nice + system + irq + softirq + steal
 
 
-def sample(groups: Mapping[str, Selector], proc: Path = PROC) -> Sample:
-    table = process_table(proc)
-    return Sample(
-        at=time.monotonic(),
-        machine_busy_ticks=machine_busy_ticks(proc),
-        groups={name: {stat.key: stat for stat in select(table)} for name, select in groups.items()},
-    )
-
-
 @dataclass(frozen=True)
 class GroupCpu:
     seconds: float
-    processes: int  # running at the end
-    exited: int  # ran at the start, gone at the end: their CPU in the window is not counted
+    processes: int  # members at the end
+    exited: int  # gone before the end: counted up to their last observation
 
 
-def cpu_between(start: Sample, end: Sample) -> dict[str, GroupCpu]:
-    """CPU seconds each group used between two samples."""
-    result = {}
-    for name, processes in end.groups.items():
-        before = start.groups.get(name, {})
-        ticks = sum(
-            stat.cpu_ticks - (before[key].cpu_ticks if key in before else 0)
-            for key, stat in processes.items()
-        )
-        result[name] = GroupCpu(
-            seconds=ticks / TICKS_PER_SECOND,
-            processes=len(processes),
-            exited=len(before.keys() - processes.keys()),
-        )
-    return result
+class CpuTracker:
+    """The CPU each group uses inside a `with` block, observed every `interval` seconds in
+    between, so that a process that exits meanwhile (a database connection a pool closed) counts up
+    to its last observation instead of not at all.
+
+    A process seen in a group and later, still running, no longer in it was never a member (a
+    PostgreSQL backend is counted as the bench's until pg_stat_activity names its database): it is
+    forgotten."""
+
+    def __init__(
+        self, groups: Mapping[str, Selector], *, interval: float = OBSERVATION_SECONDS, proc: Path = PROC
+    ) -> None:
+        self.groups, self.interval, self.proc = groups, interval, proc
+        self._first: dict[str, dict[tuple[int, int], int]] = {name: {} for name in groups}
+        self._last: dict[str, dict[tuple[int, int], int]] = {name: {} for name in groups}
+        self._members: dict[str, int] = {}
+        self._observations = 0
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._observe_until_stopped, daemon=True)
+        self._failure: BaseException | None = None
+        self.seconds = 0.0
+        self.machine_busy_seconds = 0.0
+
+    def __enter__(self) -> "CpuTracker":
+        self._started_at, self._busy_at_start = time.monotonic(), machine_busy_ticks(self.proc)
+        self.observe(process_table(self.proc))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """Observe a last time (`usage()` is then the CPU of each group over the window)."""
+        self._stopped.set()
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        self.observe(process_table(self.proc))
+        self.seconds = time.monotonic() - self._started_at
+        self.machine_busy_seconds = (machine_busy_ticks(self.proc) - self._busy_at_start) / TICKS_PER_SECOND
+
+    def observe(self, table: Table) -> None:
+        for name, select in self.groups.items():
+            members = {stat.key: stat.cpu_ticks for stat in select(table)}
+            last = self._last[name]
+            for key in last.keys() - members.keys():
+                pid, started = key
+                if pid in table and table[pid].started == started:
+                    del last[key]
+                    self._first[name].pop(key, None)
+            if self._observations == 0:
+                self._first[name] = dict(members)
+            last.update(members)
+            self._members[name] = len(members)
+        self._observations += 1
+
+    def usage(self) -> dict[str, GroupCpu]:
+        result = {}
+        for name, last in self._last.items():
+            first = self._first[name]
+            ticks = sum(value - first.get(key, 0) for key, value in last.items())
+            members = self._members[name]
+            result[name] = GroupCpu(ticks / TICKS_PER_SECOND, processes=members, exited=len(last) - members)
+        return result
+
+    def _observe_until_stopped(self) -> None:
+        try:
+            while not self._stopped.wait(self.interval):
+                self.observe(process_table(self.proc))
+        except BaseException as failure:  # noqa: BLE001 - raised again by stop()
+            self._failure = failure
 
 
 def peak_rss_mib(pid: int, proc: Path = PROC) -> float | None:

@@ -5,13 +5,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.ledger import Outcome
+from bench.procstats import OBSERVATION_SECONDS
 
 
 @dataclass
 class CpuRow:
     name: str
     processes: int
-    exited: int  # processes gone during the window: their CPU is missing
+    exited: int  # processes gone during the window, counted up to their last observation
     cpu_seconds: float
     ms_per_notification: float
     core_share: float  # of one core, over the window
@@ -184,12 +185,15 @@ def print_cpu_table(scenarios: dict[str, Scenario], peak_rss_mib: dict[str, floa
         print(
             f"  {name}: {report.delivered} delivered in {report.window_seconds} s; the processes above used"
             f" {observed / report.machine_busy_cpu_seconds:.0%} of the CPU the machine spent"
-            + (f"; gone during it (their CPU in it is missing): {gone}" if gone else "")
+            + (f"; exited during it (counted up to the last look): {gone}" if gone else "")
         )
     print(
         "  postgresql: the postmaster, its background processes and the bench database's backends;\n"
         "  'postgresql, every database' adds other databases' backends (other people's tests on a shared\n"
         "  machine) and is not in the sum. rabbitmq: the whole broker, whatever vhost the work is for.\n"
+        f"  Processes are looked at every {OBSERVATION_SECONDS} s: one that exits is counted up to its last\n"
+        "  look, one that lives shorter is missed (many exited postgresql backends: a pool opening and\n"
+        "  closing connections, which costs more than the table shows).\n"
         "  Peak RSS (VmHWM at the end, summed over a service's processes) is left out for PostgreSQL,\n"
         "  whose backends each count the shared buffers they touched."
     )

@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 from bench import procstats
-from bench.procstats import ProcessStat, Sample
+from bench.procstats import CpuTracker, ProcessStat
 
 # proc(5) fields 3.. after the name: state, ppid, 9 fields, utime, stime, cutime, cstime, 4 fields,
 # starttime, and the rest.
@@ -40,12 +40,17 @@ def test_this_process_is_read_as_the_kernel_sees_it() -> None:
     assert (procstats.peak_rss_mib(os.getpid()) or 0) > 1
 
 
+def snapshot(*processes: ProcessStat) -> dict[int, ProcessStat]:
+    """A process table, as process_table() reads it from /proc."""
+    return {process.pid: process for process in processes}
+
+
 def stat(pid: int, ppid: int, *, ticks: int = 0, started: int = 1, name: str = "python") -> ProcessStat:
     return ProcessStat(pid=pid, ppid=ppid, name=name, started=started, cpu_ticks=ticks)
 
 
 def test_a_service_is_its_process_and_every_descendant() -> None:
-    table = {s.pid: s for s in [stat(10, 1), stat(11, 10), stat(12, 11), stat(13, 1), stat(14, 13)]}
+    table = snapshot(stat(10, 1), stat(11, 10), stat(12, 11), stat(13, 1), stat(14, 13))
 
     assert sorted(s.pid for s in procstats.service(10)(table)) == [10, 11, 12]
     assert [s.pid for s in procstats.single(10)(table)] == [10]
@@ -55,32 +60,38 @@ def test_a_service_is_its_process_and_every_descendant() -> None:
 def test_a_server_is_its_oldest_process_of_that_name_not_a_namesake_tool() -> None:
     server, worker = stat(20, 1, name="beam.smp", started=5), stat(21, 20, name="erl_child_setup")
     tool = stat(30, 1, name="beam.smp", started=9000)  # rabbitmqctl's own VM
-    table = {s.pid: s for s in [server, worker, tool]}
+    table = snapshot(server, worker, tool)
 
     assert procstats.oldest_tree("beam.smp", table) == [server, worker]
     assert procstats.oldest_tree("postgres", table) == []
 
 
-def sampled(at: float, *processes: ProcessStat) -> Sample:
-    return Sample(at=at, machine_busy_ticks=0, groups={"api": {p.key: p for p in processes}})
+def test_a_window_counts_what_each_process_used_in_it_up_to_its_last_observation() -> None:
+    members: set[int] = set()  # which processes the group holds, as a selector decides at each look
+    tracker = CpuTracker({"api": lambda now: [stat for pid, stat in now.items() if pid in members]})
 
-
-def test_cpu_between_samples_counts_what_each_process_used_in_the_window() -> None:
-    start = sampled(
-        0.0, stat(1, 0, ticks=500), stat(2, 1, ticks=100), stat(3, 1, ticks=70), stat(4, 1, ticks=9)
+    members.update({1, 2, 3, 4, 6})
+    tracker.observe(
+        snapshot(stat(1, 0, ticks=500), stat(2, 1, ticks=100), stat(3, 1, ticks=70), stat(4, 1, ticks=9))
     )
-    end = sampled(
-        10.0,
-        stat(1, 0, ticks=800),  # +300
-        stat(2, 1, ticks=150),  # +50
-        stat(4, 1, ticks=30, started=2),  # pid 4 reused by a new process: all of its 30
-        stat(5, 1, ticks=20),  # new: all of its 20
-    )  # 3 and the first 4 exited: what they used in the window is unknown
+    tracker.observe(
+        snapshot(stat(1, 0, ticks=600), stat(3, 1, ticks=90), stat(4, 1, ticks=12), stat(6, 1, ticks=5))
+    )
+    members.discard(6)  # still running, but not the group's after all (a backend of another database)
+    members.add(5)
+    tracker.observe(
+        snapshot(
+            stat(1, 0, ticks=800),  # +300
+            stat(4, 1, ticks=30, started=2),  # pid 4 reused by a new process: all of its 30
+            stat(5, 1, ticks=20),  # new: all of its 20
+            stat(6, 1, ticks=50),
+        )
+    )  # 2 exited right after the start (+0), 3 after its second look (+20), the first 4 too (+3)
 
-    usage = procstats.cpu_between(start, end)["api"]
+    usage = tracker.usage()["api"]
 
-    assert usage.seconds * procstats.TICKS_PER_SECOND == 300 + 50 + 30 + 20
-    assert (usage.processes, usage.exited) == (4, 2)
+    assert round(usage.seconds * procstats.TICKS_PER_SECOND) == 300 + 30 + 20 + 0 + 20 + 3
+    assert (usage.processes, usage.exited) == (3, 3)
 
 
 BURN = textwrap.dedent(
@@ -103,16 +114,14 @@ def test_the_cpu_a_grandchild_burns_is_counted_for_its_service() -> None:
         text=True,
     )
     try:
-        groups = {"service": procstats.service(supervisor.pid)}
-        before = procstats.sample(groups)
-        assert supervisor.stdout is not None
-        assert supervisor.stdout.readline() == "burned\n"
-        after = procstats.sample(groups)
+        with CpuTracker({"service": procstats.service(supervisor.pid)}, interval=0.1) as tracker:
+            assert supervisor.stdout is not None
+            assert supervisor.stdout.readline() == "burned\n"
     finally:
         supervisor.communicate("")
 
-    usage = procstats.cpu_between(before, after)["service"]
+    usage = tracker.usage()["service"]
     assert usage.processes == 2
     # 0.5 s of burning, plus at most the two interpreters' start-up.
     assert 0.45 <= usage.seconds <= 1.5
-    assert after.machine_busy_ticks - before.machine_busy_ticks >= 0.45 * procstats.TICKS_PER_SECOND
+    assert tracker.machine_busy_seconds >= 0.45
