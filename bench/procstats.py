@@ -110,17 +110,13 @@ def machine_busy_ticks(proc: Path = PROC) -> int:
 class GroupCpu:
     seconds: float
     processes: int  # members at the end
-    exited: int  # gone before the end: counted up to their last observation
+    exited: int  # seen in the window but not at its end: counted up to their last observation
 
 
 class CpuTracker:
     """The CPU each group uses inside a `with` block, observed every `interval` seconds in
     between, so that a process that exits meanwhile (a database connection a pool closed) counts up
-    to its last observation instead of not at all.
-
-    A process seen in a group and later, still running, no longer in it was never a member (a
-    PostgreSQL backend is counted as the bench's until pg_stat_activity names its database): it is
-    forgotten."""
+    to its last observation instead of not at all."""
 
     def __init__(
         self, groups: Mapping[str, Selector], *, interval: float = OBSERVATION_SECONDS, proc: Path = PROC
@@ -155,15 +151,9 @@ class CpuTracker:
     def observe(self, table: Table) -> None:
         for name, select in self.groups.items():
             members = {stat.key: stat.cpu_ticks for stat in select(table)}
-            last = self._last[name]
-            for key in last.keys() - members.keys():
-                pid, started = key
-                if pid in table and table[pid].started == started:
-                    del last[key]
-                    self._first[name].pop(key, None)
             if self._observations == 0:
                 self._first[name] = dict(members)
-            last.update(members)
+            self._last[name].update(members)
             self._members[name] = len(members)
         self._observations += 1
 
@@ -180,7 +170,7 @@ class CpuTracker:
         try:
             while not self._stopped.wait(self.interval):
                 self.observe(process_table(self.proc))
-        except BaseException as failure:  # noqa: BLE001 - raised again by stop()
+        except BaseException as failure:  # noqa: BLE001 - raised again on leaving the block
             self._failure = failure
 
 
