@@ -59,7 +59,7 @@ class Ledger:
             return Tenant(id=found.scalar_one(), api_key=api_key)
 
     def pending(self, tenant: Tenant) -> int:
-        """The tenant's notifications not yet delivered or failed."""
+        """The tenant's notifications not finished yet (delivered, failed, cancelled or read)."""
         with self.engine.connect() as connection:
             terminal = sorted(TERMINAL_STATUSES)
             return int(connection.execute(_PENDING, {"tenant": tenant.id, "terminal": terminal}).scalar_one())
