@@ -293,9 +293,9 @@ def cpu_report(cpu: procstats.CpuTracker, delivered: int) -> CpuReport:
 
 def save(results: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
-    body = json.dumps(results, indent=2) + "\n"
-    (RESULTS / f"email_throughput-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json").write_text(body)
-    (RESULTS / "email_throughput-latest.json").write_text(body)
+    body = json.dumps(results, indent=2, ensure_ascii=False) + "\n"
+    (RESULTS / f"email_throughput-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json").write_text(body, encoding="utf-8")
+    (RESULTS / "email_throughput-latest.json").write_text(body, encoding="utf-8")
 
 
 if __name__ == "__main__":
