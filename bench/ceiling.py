@@ -1,31 +1,35 @@
-"""The Celery no-op ceiling: how fast a worker set up exactly like Pulse's drains a queue when its task
-does nothing. Pulse's delivered/s divided by this is the share of the machine's Celery capacity
-that Pulse turns into deliveries.
+"""The Celery no-op ceiling: how fast a worker set up exactly like Pulse's email worker drains a queue
+when its task does nothing. Pulse's delivered/s divided by this is the share of the machine's Celery
+capacity that Pulse turns into deliveries.
 
-The worker is Pulse's own (`make_celery` with a queue, started by `run_worker`: thread pool, acks late,
-the same concurrency and prefetch); the queue is one durable quorum queue, as Pulse's work queues are.
-`measure_ceiling` fills the queue first (not timed), then starts the worker as a separate process;
-the worker's task notes when the first and the last task ran, and the ceiling is tasks ÷ that span.
+The worker is Pulse's own: `make_celery` with a queue, started by `run_worker` with the email worker's
+settings read from the same environment (thread pool, acks late, the same pool size and prefetch);
+the queue is one durable quorum queue, as Pulse's work queues are. `measure_ceiling` fills the queue
+first (not timed), then starts the worker as a separate process; the worker's task notes when the
+first and the last task ran, and the ceiling is tasks ÷ that span.
 
-    python -m bench.ceiling --broker amqp://…/vhost --tasks 5000 --concurrency 16 --report out.json
+    python -m bench.ceiling --broker amqp://…/vhost --tasks 5000 --report out.json
 runs such a worker by itself (what `measure_ceiling` starts).
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 
 from devtools.stack import REPO, free_port, wait_until
-from pulse.delivery.worker import ChannelWorkerSettings, run_worker
+from pulse.delivery.worker import run_worker
 from pulse.messaging.celery_app import make_celery
 from pulse.settings import BrokerSettings
+from services.email_worker.settings import EmailWorkerSettings
 
 # A topic exchange like Pulse's, so that Celery binds the queue for native delayed delivery as it
 # does Pulse's queues at start-up.
@@ -43,10 +47,9 @@ def ceiling_app(broker_url: str) -> Celery:
     return make_celery("bench-ceiling", BrokerSettings(url=broker_url), queues=[QUEUE])
 
 
-def measure_ceiling(
-    broker_url: str, *, tasks: int, concurrency: int, prefetch_multiplier: int, log_dir: Path
-) -> float:
-    """Tasks per second: fill the queue with `tasks` no-op tasks, then time a fresh worker draining it."""
+def measure_ceiling(broker_url: str, *, tasks: int, worker_env: Mapping[str, str], log_dir: Path) -> float:
+    """Tasks per second: fill the queue with `tasks` no-op tasks, then time a fresh worker draining it.
+    `worker_env` is what the bench gives its email worker (PULSE_EMAIL_WORKER_…)."""
     app = ceiling_app(broker_url)
     with app.connection_for_write() as connection:
         QUEUE.bind(connection.default_channel).declare()
@@ -59,11 +62,11 @@ def measure_ceiling(
         with (log_dir / "ceiling-worker.log").open("ab") as log:
             worker = subprocess.Popen(
                 [
-                    *(sys.executable, "-m", "bench.ceiling", "--broker", broker_url, "--tasks", str(tasks)),
-                    *("--concurrency", str(concurrency), "--prefetch-multiplier", str(prefetch_multiplier)),
-                    *("--report", str(report)),
+                    *(sys.executable, "-m", "bench.ceiling", "--broker", broker_url),
+                    *("--tasks", str(tasks), "--report", str(report)),
                 ],
                 cwd=REPO,
+                env={**os.environ, **worker_env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -121,18 +124,14 @@ def main() -> None:
     )
     parser.add_argument("--broker", required=True, help="AMQP URL of the vhost holding the filled queue")
     parser.add_argument("--tasks", type=int, required=True, help="tasks in the queue")
-    parser.add_argument("--concurrency", type=int, required=True)
-    parser.add_argument("--prefetch-multiplier", type=int, required=True)
     parser.add_argument("--report", type=Path, required=True, help="where to write the drain's seconds")
     args = parser.parse_args()
 
     app = ceiling_app(args.broker)
     drain = _Drain(args.tasks, args.report)
     app.task(name=TASK)(drain.ran_one)
-    settings = ChannelWorkerSettings(
-        metrics_port=free_port(), concurrency=args.concurrency, prefetch_multiplier=args.prefetch_multiplier
-    )
-    run_worker(app, hostname="ceiling@%h", settings=settings)
+    # The email worker's settings, from the same environment: its pool size, prefetch, everything.
+    run_worker(app, hostname="ceiling@%h", settings=EmailWorkerSettings(metrics_port=free_port()))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from bench.ledger import Ledger, Tenant
 from bench.load import BATCH_PATH, SINGLE_PATH, batch_bodies, send, single_bodies
 from bench.report import CpuReport, CpuRow, Scenario, as_json, print_report
 from devtools.stack import Stack, Timeout, isolated_infrastructure, isolated_vhost, running_stack
-from pulse.delivery.worker import ChannelWorkerSettings
 
 RESULTS = Path(__file__).with_name("results")
 # What the email path needs; idle workers of other channels would only take CPU from it.
@@ -51,12 +50,11 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument("--count", type=int, default=5000, help="single sends (0 skips them and half rate)")
     parser.add_argument("--concurrency", type=int, default=32, help="clients of the single sends")
-    parser.add_argument("--worker-concurrency", type=int, default=16, help="email worker threads")
     parser.add_argument(
-        "--worker-prefetch-multiplier",
+        "--worker-concurrency",
         type=int,
-        default=ChannelWorkerSettings.model_fields["prefetch_multiplier"].default,
-        help="messages each worker thread reserves (the email worker's and the ceiling's)",
+        default=16,
+        help="the email worker's PULSE_EMAIL_WORKER_CONCURRENCY (the ceiling's worker reads the same)",
     )
     parser.add_argument("--ceiling-tasks", type=int, default=10_000, help="no-op tasks per ceiling run")
     parser.add_argument("--half-rate-seconds", type=float, default=10.0, help="0 skips the half-rate run")
@@ -75,23 +73,22 @@ def main() -> None:
     args = arguments()
     log_dir = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
     progress(f"logs: {log_dir}")
-    ceiling = {"start": ceiling_run(args, log_dir)}
-    with isolated_infrastructure("pulse_bench") as infrastructure:
-        env = {
-            "PULSE_EMAIL_WORKER_CONCURRENCY": str(args.worker_concurrency),
-            "PULSE_EMAIL_WORKER_PREFETCH_MULTIPLIER": str(args.worker_prefetch_multiplier),
-        }
-        with running_stack(infrastructure, log_dir, env, services=EMAIL_PATH) as stack:
-            progress(f"Pulse started: {', '.join(EMAIL_PATH)}")
-            ledger = Ledger(infrastructure)
-            bench = Bench(stack, ledger, observed(stack, ledger))
-            try:
-                scenarios = bench.run_all(args)
-                peak_rss = bench.peak_rss_mib()
-            finally:
-                ledger.close()
+    worker_env = {"PULSE_EMAIL_WORKER_CONCURRENCY": str(args.worker_concurrency)}
+    ceiling = {"start": ceiling_run(args.ceiling_tasks, worker_env, log_dir)}
+    with (
+        isolated_infrastructure("pulse_bench") as infrastructure,
+        running_stack(infrastructure, log_dir, worker_env, services=EMAIL_PATH) as stack,
+    ):
+        progress(f"Pulse started: {', '.join(EMAIL_PATH)}")
+        ledger = Ledger(infrastructure)
+        bench = Bench(stack, ledger, observed(stack, ledger))
+        try:
+            scenarios = bench.run_all(args)
+            peak_rss = bench.peak_rss_mib()
+        finally:
+            ledger.close()
     progress("Pulse stopped; its database and vhost dropped")
-    ceiling["end"] = ceiling_run(args, log_dir)
+    ceiling["end"] = ceiling_run(args.ceiling_tasks, worker_env, log_dir)
     ceiling["mean"] = round((ceiling["start"] + ceiling["end"]) / 2, 1)
     for name in ("single", "batch"):
         if scenario := scenarios.get(name):
@@ -115,15 +112,9 @@ def progress(message: str) -> None:
     print(f"[{time.monotonic() - STARTED:6.1f} s] {message}", flush=True)
 
 
-def ceiling_run(args: argparse.Namespace, log_dir: Path) -> float:
+def ceiling_run(tasks: int, worker_env: dict[str, str], log_dir: Path) -> float:
     with isolated_vhost("pulse_bench_ceiling") as broker_url:
-        per_second = measure_ceiling(
-            broker_url,
-            tasks=args.ceiling_tasks,
-            concurrency=args.worker_concurrency,
-            prefetch_multiplier=args.worker_prefetch_multiplier,
-            log_dir=log_dir,
-        )
+        per_second = measure_ceiling(broker_url, tasks=tasks, worker_env=worker_env, log_dir=log_dir)
     progress(f"Celery no-op ceiling: {per_second:.1f} tasks/s")
     return round(per_second, 1)
 

@@ -10,7 +10,7 @@ def test_a_fresh_worker_runs_every_queued_task_and_the_drain_is_timed(tmp_path: 
     with isolated_vhost("pulse_test_ceiling") as broker_url:
         # Returns only once the worker has run all 300 (it reports at the last one).
         per_second = measure_ceiling(
-            broker_url, tasks=300, concurrency=4, prefetch_multiplier=4, log_dir=tmp_path
+            broker_url, tasks=300, worker_env={"PULSE_EMAIL_WORKER_CONCURRENCY": "4"}, log_dir=tmp_path
         )
 
     assert 0 < per_second < float("inf")
