@@ -38,7 +38,7 @@ format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install infra ## Throughput and latency through the whole system; saves bench/results/
+bench: install infra ## Email throughput vs the Celery no-op ceiling, latency targets, CPU per process; saves bench/results/
 	$(PYTHON) -m bench.email_throughput $(BENCH_ARGS)
 
 chaos: install infra ## Kill and restart every part under load; report loss and duplicates (needs root)

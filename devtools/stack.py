@@ -86,6 +86,17 @@ def _delete_vhost(name: str) -> None:
         httpx.delete(f"{MANAGEMENT_API}/vhosts/{name}", timeout=30).raise_for_status()
 
 
+@contextmanager
+def isolated_vhost(prefix: str) -> Iterator[str]:
+    """A new RabbitMQ vhost alone (its AMQP URL), deleted on exit."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    _create_vhost(name)
+    try:
+        yield f"{BROKER_SERVER_URL}/{name}"
+    finally:
+        _delete_vhost(name)
+
+
 @dataclass(frozen=True)
 class Infrastructure:
     database_url: str
@@ -164,6 +175,11 @@ class Stack:
     @property
     def sandbox_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['sandbox_http']}"
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """The process id of each running service (what `make bench` measures the CPU of)."""
+        return {name: process.pid for name, process in self.processes.items()}
 
     def metrics_url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service + '_metrics']}/metrics"
