@@ -1,12 +1,13 @@
-"""The Celery no-op ceiling: how fast a worker set up exactly like Pulse's email worker drains a queue
-when its task does nothing. Pulse's delivered/s divided by this is the share of the machine's Celery
-capacity that Pulse turns into deliveries.
+"""The Celery no-op ceiling: how fast a plain Celery worker drains a queue when its task does nothing.
+Pulse's delivered/s divided by this is the share of the machine's Celery capacity that Pulse turns
+into deliveries.
 
-The worker is Pulse's own: `make_celery` with a queue, started by `run_worker` with the email worker's
-settings read from the same environment (thread pool, acks late, the same pool size and prefetch);
-the queue is one durable quorum queue, as Pulse's work queues are. `measure_ceiling` fills the queue
-first (not timed), then starts the worker as a separate process; the worker's task notes when the
-first and the last task ran, and the ceiling is tasks ÷ that span.
+The worker is a plain Celery worker as Pulse's email worker would be without batching: `make_celery`
+with a queue (acks late), a thread pool with as many threads as the email worker has sends in flight
+(`PULSE_EMAIL_WORKER_CONCURRENCY`) and Celery's default prefetch (4 per thread) — how the issue that
+set the target measured it; the queue is one durable quorum queue, as Pulse's work queues are.
+`measure_ceiling` fills the queue first (not timed), then starts the worker as a separate process;
+the worker's task notes when the first and the last task ran, and the ceiling is tasks ÷ that span.
 
     python -m bench.ceiling --broker amqp://…/vhost --tasks 5000 --report out.json
 runs such a worker by itself (what `measure_ceiling` starts).
@@ -26,10 +27,11 @@ from celery import Celery
 from kombu import Connection, Exchange, Queue
 
 from devtools.stack import REPO, free_port, wait_until
-from pulse.delivery.worker import run_worker
 from pulse.messaging.celery_app import make_celery
 from pulse.settings import BrokerSettings
 from services.email_worker.settings import EmailWorkerSettings
+
+CELERY_DEFAULT_PREFETCH_MULTIPLIER = 4
 
 # A topic exchange like Pulse's, so that Celery binds the queue for native delayed delivery as it
 # does Pulse's queues at start-up.
@@ -130,8 +132,20 @@ def main() -> None:
     app = ceiling_app(args.broker)
     drain = _Drain(args.tasks, args.report)
     app.task(name=TASK)(drain.ran_one)
-    # The email worker's settings, from the same environment: its pool size, prefetch, everything.
-    run_worker(app, hostname="ceiling@%h", settings=EmailWorkerSettings(metrics_port=free_port()))
+    settings = EmailWorkerSettings(metrics_port=free_port())
+    app.worker_main(
+        [
+            "--quiet",
+            "worker",
+            "--pool=threads",
+            f"--concurrency={settings.concurrency}",
+            f"--prefetch-multiplier={CELERY_DEFAULT_PREFETCH_MULTIPLIER}",
+            "--hostname=ceiling@%h",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
 
 
 if __name__ == "__main__":

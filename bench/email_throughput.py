@@ -37,7 +37,7 @@ from devtools.stack import Stack, Timeout, isolated_infrastructure, isolated_vho
 
 RESULTS = Path(__file__).with_name("results")
 # What the email path needs; idle workers of other channels would only take CPU from it.
-EMAIL_PATH = ("sandbox", "api", "email_worker", "scheduler")
+EMAIL_PATH = ("sandbox", "api", "email_worker", "email_worker_urgent", "scheduler")
 POSTGRES = "postgresql"
 POSTGRES_EVERY_DATABASE = "postgresql, every database"  # for reference, not in the totals
 LOAD_GENERATOR = "load generator"

@@ -153,6 +153,8 @@ SERVICES = {
     "sandbox": "services.sandbox",
     "api": "services.api",
     "email_worker": "services.email_worker",
+    # A second email worker for the urgent priorities only (see `running_stack`).
+    "email_worker_urgent": "services.email_worker",
     "sms_worker": "services.sms_worker",
     "push_worker": "services.push_worker",
     "webhook_worker": "services.webhook_worker",
@@ -165,6 +167,8 @@ class Stack:
     infrastructure: Infrastructure
     log_dir: Path
     env: dict[str, str] = field(default_factory=dict)
+    # What a service's process gets besides `env`.
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -197,7 +201,7 @@ class Stack:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", SERVICES[name]],
                 cwd=REPO,
-                env=self.env,
+                env={**self.env, **self.service_env.get(name, {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -252,9 +256,9 @@ def running_stack(
     infrastructure: Infrastructure,
     log_dir: Path,
     extra_env: dict[str, str] | Callable[[Stack], dict[str, str]] | None = None,
-    services: Sequence[str] = tuple(SERVICES),
+    services: Sequence[str] = tuple(name for name in SERVICES if name != "email_worker_urgent"),
 ) -> Iterator[Stack]:
-    """Start `services` (default: all) on free ports against `infrastructure`; stop them (SIGTERM)
+    """Start `services` (default: one of each) on free ports against `infrastructure`; stop them (SIGTERM)
     on exit.
 
     `extra_env` may be a function of the stack, for values that name its ports (say, its sandbox URL).
@@ -266,6 +270,7 @@ def running_stack(
         "sandbox_smtp",
         "sandbox_smtp_secondary",
         "email_worker_metrics",
+        "email_worker_urgent_metrics",
         "sms_worker_metrics",
         "push_worker_metrics",
         "webhook_worker_metrics",
@@ -283,6 +288,8 @@ def running_stack(
         "PULSE_SANDBOX_SMTP_SECONDARY_PORT": str(stack.ports["sandbox_smtp_secondary"]),
         "PULSE_SANDBOX_HTTP_PORT": str(stack.ports["sandbox_http"]),
         "PULSE_EMAIL_WORKER_METRICS_PORT": str(stack.ports["email_worker_metrics"]),
+        # When the urgent email worker runs too, the other one leaves it critical and high.
+        **({"PULSE_EMAIL_WORKER_PRIORITIES": "normal,low"} if "email_worker_urgent" in services else {}),
         "PULSE_TWILIO_BASE_URL": f"http://127.0.0.1:{stack.ports['sandbox_http']}",
         "PULSE_SMS_WORKER_METRICS_PORT": str(stack.ports["sms_worker_metrics"]),
         "PULSE_FCM_BASE_URL": f"http://127.0.0.1:{stack.ports['sandbox_http']}",
@@ -296,6 +303,10 @@ def running_stack(
         "PULSE_QUIET_HOURS": "off",
     }
     stack.env.update((extra_env(stack) if callable(extra_env) else extra_env) or {})
+    stack.service_env["email_worker_urgent"] = {
+        "PULSE_EMAIL_WORKER_PRIORITIES": "critical,high",
+        "PULSE_EMAIL_WORKER_METRICS_PORT": str(stack.ports["email_worker_urgent_metrics"]),
+    }
     log_dir.mkdir(parents=True, exist_ok=True)
     try:
         stack.start(*services)

@@ -28,7 +28,7 @@ cat <<TXT
 
   API               http://localhost:$PULSE_API_PORT          (docs: /docs, /redoc; health: /healthz, /readyz)
   Dashboard         http://localhost:$PULSE_API_PORT/dashboard  (paste the key below)
-  Metrics           http://localhost:$PULSE_API_PORT/metrics  email worker :9101, sms worker :9102, push worker :9103, webhook worker :9104, scheduler :9105
+  Metrics           http://localhost:$PULSE_API_PORT/metrics  email workers :9101 (normal, low) and :9111 (critical, high), sms worker :9102, push worker :9103, webhook worker :9104, scheduler :9105
   Sandbox inbox     http://localhost:$sandbox_port          (SMTP on :${PULSE_SANDBOX_SMTP_PORT:-1025})
   Flower            http://localhost:5555          (user:password $FLOWER_BASIC_AUTH, from $flower_credentials)
   RabbitMQ UI       http://localhost:15672         (guest/guest, when the management plugin is on)

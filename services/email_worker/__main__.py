@@ -7,7 +7,7 @@ from services.email_worker.worker import create_worker
 def main() -> None:
     configure_logging("email-worker")
     settings = EmailWorkerSettings()
-    run_worker(create_worker(settings), hostname="email@%h", settings=settings)
+    run_worker(create_worker(settings), hostname=settings.node_name("email"), settings=settings)
 
 
 if __name__ == "__main__":

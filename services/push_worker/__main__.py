@@ -7,7 +7,7 @@ from services.push_worker.worker import create_worker
 def main() -> None:
     configure_logging("push-worker")
     settings = PushWorkerSettings()
-    run_worker(create_worker(settings), hostname="push@%h", settings=settings)
+    run_worker(create_worker(settings), hostname=settings.node_name("push"), settings=settings)
 
 
 if __name__ == "__main__":

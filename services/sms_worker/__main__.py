@@ -7,7 +7,7 @@ from services.sms_worker.worker import create_worker
 def main() -> None:
     configure_logging("sms-worker")
     settings = SmsWorkerSettings()
-    run_worker(create_worker(settings), hostname="sms@%h", settings=settings)
+    run_worker(create_worker(settings), hostname=settings.node_name("sms"), settings=settings)
 
 
 if __name__ == "__main__":

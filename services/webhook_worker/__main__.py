@@ -7,7 +7,7 @@ from services.webhook_worker.worker import create_worker
 def main() -> None:
     configure_logging("webhook-worker")
     settings = WebhookWorkerSettings()
-    run_worker(create_worker(settings), hostname="webhook@%h", settings=settings)
+    run_worker(create_worker(settings), hostname=settings.node_name("webhook"), settings=settings)
 
 
 if __name__ == "__main__":

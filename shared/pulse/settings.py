@@ -12,6 +12,11 @@ def _config(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore")
 
 
+def split_commas(value: object) -> object:
+    """A list setting given as `a,b,c` in the environment (fields marked NoDecode) becomes a list."""
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
 class DatabaseSettings(BaseSettings):
     model_config = _config("PULSE_DATABASE_")
 

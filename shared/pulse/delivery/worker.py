@@ -12,14 +12,14 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 from celery import Celery, Task
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,9 +30,9 @@ from pulse.delivery.providers import Provider
 from pulse.delivery.retry import RetrySettings
 from pulse.delivery.service import Outcome, deliver
 from pulse.messaging.celery_app import make_celery
-from pulse.messaging.topology import task_name, work_queue, work_queues
+from pulse.messaging.topology import task_name, work_queue
 from pulse.observability.metrics import serve_metrics
-from pulse.settings import BrokerSettings, DatabaseSettings
+from pulse.settings import BrokerSettings, DatabaseSettings, split_commas
 from pulse.vocabulary import Channel, Priority
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,13 @@ class ChannelWorkerSettings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="PostgreSQL.")
     broker: BrokerSettings = Field(default_factory=BrokerSettings, description="RabbitMQ.")
     retries: RetrySettings = Field(default_factory=RetrySettings, description="Retry plans per priority.")
+    priorities: Annotated[list[Priority], NoDecode] = Field(
+        default=list(Priority),
+        min_length=1,
+        description="The priorities whose queues this worker consumes (comma-separated). Run one worker "
+        "for `critical,high` and one for `normal,low` to give urgent sends capacity that a backlog of "
+        "ordinary ones cannot take.",
+    )
     concurrency: int = Field(16, ge=1, description="Sends in flight at once (threads talking to providers).")
     batch_size: int = Field(
         32, ge=1, le=1000, description="Messages claimed and recorded together, in one transaction each."
@@ -149,6 +156,17 @@ class ChannelWorkerSettings(BaseSettings):
     metrics_host: str = Field("0.0.0.0", description="Interface of the /metrics endpoint.")
     metrics_port: int = Field(description="Port of the /metrics endpoint.")
 
+    @field_validator("priorities", mode="before")
+    @classmethod
+    def _split_priorities(cls, value: object) -> object:
+        return split_commas(value)
+
+    def node_name(self, service: str) -> str:
+        """The Celery node name: `email@<host>`, or `email-critical-high@<host>` for some priorities."""
+        if set(self.priorities) == set(Priority):
+            return f"{service}@%h"
+        return f"{'-'.join([service, *self.priorities])}@%h"
+
 
 def make_channel_worker(
     name: str, *, channels: list[Channel], providers: list[Provider], settings: ChannelWorkerSettings
@@ -166,7 +184,8 @@ def make_channel_worker(
     database = settings.database.model_copy(update={"pool_size": settings.batches_in_flight})
     session_factory = make_session_factory(make_engine(database))
     claim_lease = timedelta(seconds=settings.claim_lease_seconds)
-    app = make_celery(name, settings.broker, queues=work_queues(*channels))
+    queues = [work_queue(channel, priority) for channel in channels for priority in settings.priorities]
+    app = make_celery(name, settings.broker, queues=queues)
     senders = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="sender")
     delivery = _ChannelDelivery(session_factory, chain, claim_lease, settings.retries, senders)
 

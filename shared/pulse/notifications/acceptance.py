@@ -15,6 +15,7 @@ from pulse.errors import InvalidInput
 from pulse.notifications.schemas import NotificationRequest
 from pulse.rate_limits.service import MAX_WINDOW_SECONDS, QUOTA_WINDOW_SECONDS, RateLimit, SendLimits
 from pulse.scheduling.quiet_hours import QuietHours
+from pulse.settings import split_commas
 from pulse.vocabulary import Channel
 
 
@@ -59,9 +60,7 @@ class AcceptanceSettings(BaseSettings):
     @field_validator("enabled_channels", mode="before")
     @classmethod
     def _split_channels(cls, value: object) -> object:
-        return (
-            [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
-        )
+        return split_commas(value)
 
     @property
     def default_quiet_hours(self) -> QuietHours | None:

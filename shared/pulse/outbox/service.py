@@ -1,5 +1,6 @@
 """Publishing outbox rows: right after commit (the gateway's fast path) and by the scheduler's sweep."""
 
+import itertools
 import logging
 import queue
 import threading
@@ -23,6 +24,8 @@ from pulse.vocabulary import Channel, Priority
 
 log = logging.getLogger(__name__)
 
+_RANKS = {priority: rank for rank, priority in enumerate(Priority)}  # critical first
+
 
 @dataclass(frozen=True)
 class OwedPublish:
@@ -36,7 +39,8 @@ class AfterCommitPublisher:
     """Publishes outbox rows right after their transaction committed (the gateway's fast path), from a
     thread of its own, so requests never wait for RabbitMQ: whatever requests hand over while the
     thread waits for one round of confirms goes out together in the next (a group commit for
-    publishes), and the confirmed rows are deleted in one statement.
+    publishes), and the confirmed rows are deleted in one statement. Waiting publishes go out by
+    priority, so a backlog of `low` sends never holds up a `critical` one.
 
     Nothing depends on this path: a row it does not publish (the broker is down, the process is
     killed) is published by the scheduler's sweep once due. After a failed publish the thread stands
@@ -57,7 +61,9 @@ class AfterCommitPublisher:
         self._backoff_seconds = backoff_seconds
         self._max_group = max_group
         self._standing_back_until = 0.0
-        self._owed: queue.SimpleQueue[OwedPublish | None] = queue.SimpleQueue()
+        # (priority rank, arrival, publish); the stop signal (rank -1, no publish) comes before all.
+        self._owed: queue.PriorityQueue[tuple[int, int, OwedPublish | None]] = queue.PriorityQueue()
+        self._arrivals = itertools.count()
         self._thread = threading.Thread(target=self._publish_owed, name="after-commit-publisher", daemon=True)
         self._thread.start()
 
@@ -66,8 +72,10 @@ class AfterCommitPublisher:
         `channel` and `priority` — to be published; returns at once."""
         current_request = request_id.get()
         for outbox_id, notification in outbox_rows:
-            key = routing_key(Channel(notification.channel), Priority(notification.priority))
-            self._owed.put(OwedPublish(outbox_id, TaskMessage(notification.id, key, current_request)))
+            priority = Priority(notification.priority)
+            key = routing_key(Channel(notification.channel), priority)
+            owed = OwedPublish(outbox_id, TaskMessage(notification.id, key, current_request))
+            self._owed.put((_RANKS[priority], next(self._arrivals), owed))
 
     @property
     def standing_back(self) -> bool:
@@ -75,24 +83,24 @@ class AfterCommitPublisher:
         return time.monotonic() < self._standing_back_until
 
     def close(self) -> None:
-        """Publish what was handed over, then stop."""
-        self._owed.put(None)
+        """Stop after the group being published; what is still waiting is in the outbox, for the sweep."""
+        self._owed.put((-1, next(self._arrivals), None))
         self._thread.join(timeout=10)
-        self._publisher.close()
 
     def _publish_owed(self) -> None:
-        while (first := self._owed.get()) is not None:
+        while (first := self._owed.get()[2]) is not None:
             group = [first]
             while len(group) < self._max_group:
                 try:
-                    owed = self._owed.get_nowait()
+                    _, _, owed = self._owed.get_nowait()
                 except queue.Empty:
                     break
                 if owed is None:
-                    self._owed.put(None)  # Stop after this group.
+                    self._owed.put((-1, next(self._arrivals), None))  # Stop after this group.
                     break
                 group.append(owed)
             self._publish_group(group)
+        self._publisher.close()
 
     def _publish_group(self, group: list[OwedPublish]) -> None:
         if self.standing_back:
