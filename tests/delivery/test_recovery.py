@@ -23,6 +23,7 @@ from tests.conftest import drain
 
 DEAD_QUEUE = "pulse.email.dead"
 OVERDUE_AFTER = timedelta(seconds=30)
+LEASE = timedelta(seconds=60)
 
 
 def _retrying(factory: sessionmaker[Session], *next_attempts: datetime) -> list[uuid.UUID]:
@@ -229,3 +230,22 @@ def test_a_queued_notification_without_a_message_is_published_again_once_and_oth
 def _requeue_stuck(factory: sessionmaker[Session]) -> int:
     with transaction(factory) as session:
         return requeue_stuck_queued(session, older_than=STUCK_AFTER, batch_size=100)
+
+
+def test_an_expired_claim_is_taken_over_by_a_worker_only_while_attempts_are_left(
+    factory: sessionmaker[Session],
+) -> None:
+    retries = RetrySettings()  # high: 5 attempts
+    spent, left = _retrying(factory, datetime.now(UTC), datetime.now(UTC))
+    with transaction(factory) as session:
+        for notification_id, attempts in ((spent, 5), (left, 4)):
+            session.execute(
+                update(Notification)
+                .where(Notification.id == notification_id)
+                .values(status="sending", attempt_count=attempts, claimed_until=datetime.now(UTC) - LEASE)
+            )
+        claims = claim_for_delivery(session, notification_ids=[spent, left], lease=LEASE, retries=retries)
+
+    # The spent one stays for the scheduler, which records the lost attempt and dead-letters it.
+    assert list(claims) == [left]
+    assert claims[left].attempts_left == 0

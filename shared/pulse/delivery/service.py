@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import any_, bindparam, text, update
+from sqlalchemy import any_, bindparam, case, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
@@ -62,7 +62,21 @@ _CLAIM = (
     .where(
         _notification.c.id == any_(bindparam("notification_ids", type_=ARRAY(Uuid))),
         _notification.c.status.in_([Status.QUEUED, Status.RETRYING])
-        | ((_notification.c.status == Status.SENDING) & (_notification.c.claimed_until < bindparam("now"))),
+        # A lease that expired may be taken over while attempts are left; once they are spent, the
+        # scheduler's recovery records the lost attempt and dead-letters the notification.
+        | (
+            (_notification.c.status == Status.SENDING)
+            & (_notification.c.claimed_until < bindparam("now"))
+            & (
+                _notification.c.attempt_count - _notification.c.attempts_before_replay
+                < case(
+                    *(
+                        (_notification.c.priority == priority, bindparam(f"{priority}_attempts"))
+                        for priority in Priority
+                    )
+                )
+            )
+        ),
     )
     .values(
         status=Status.SENDING,
@@ -127,8 +141,9 @@ def claim_for_delivery(
 ) -> dict[uuid.UUID, Claim]:
     """Claim those of the notifications that are claimable now; the others are missing from the result."""
     now = datetime.now(UTC)
+    budgets = {f"{priority}_attempts": retries.plan_for(priority).attempts for priority in Priority}
     rows = session.execute(
-        _CLAIM, {"notification_ids": list(notification_ids), "now": now, "lease_ends": now + lease}
+        _CLAIM, {"notification_ids": list(notification_ids), "now": now, "lease_ends": now + lease, **budgets}
     ).all()
     claims = {}
     for row in rows:

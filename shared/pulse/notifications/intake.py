@@ -119,7 +119,9 @@ class Intake:
                         rate=tenant_sends[0].rate,
                         publish_grace=self._publish_grace,
                     )
-                    for tenant_id, tenant_sends in by_tenant.items()
+                    # In one order in every transaction, so that two intake threads (or gateways)
+                    # taking rate-limit counters of the same tenants cannot deadlock.
+                    for tenant_id, tenant_sends in sorted(by_tenant.items())
                 }
         except Exception as error:
             if _database_unreachable(error):
