@@ -12,12 +12,14 @@ from pulse.db import transaction
 from pulse.db.models import DeliveryAttempt, Notification, OutboxMessage
 from pulse.delivery.recovery import recover_expired_claims
 from pulse.delivery.retry import RetrySettings
+from pulse.messaging.celery_app import make_celery
 from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
-from pulse.outbox.service import sweep_outbox
+from pulse.outbox.service import AfterCommitPublisher, sweep_outbox
+from pulse.settings import BrokerSettings
 from pulse.tenants.service import create_tenant
-from tests.conftest import drain
+from tests.conftest import drain, wait_until
 
 
 def _accept(factory: sessionmaker[Session], count: int, *, due_in: timedelta) -> list[uuid.UUID]:
@@ -107,3 +109,26 @@ def test_an_expired_claim_is_requeued_with_the_lost_attempt_recorded_and_a_live_
     assert (lost.number, lost.outcome) == (1, "failed")
     assert "claim expired" in (lost.error or "")
     assert owed == 1
+
+
+def test_the_after_commit_publisher_stands_back_when_the_broker_fails_and_leaves_the_row_to_the_sweep(
+    factory: sessionmaker[Session],
+) -> None:
+    unreachable = make_celery("pulse-tests-down", BrokerSettings(url="amqp://guest:guest@127.0.0.1:1//"))
+    publisher = AfterCommitPublisher(factory, unreachable, confirm_timeout_seconds=1)
+    [notification_id] = _accept(factory, 1, due_in=timedelta(0))
+    with factory() as session:
+        row = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.notification_id == notification_id)
+        ).one()
+        notification = session.get_one(Notification, notification_id)
+    try:
+        publisher.publish([(row.id, notification)])
+        wait_until(lambda: publisher.standing_back, what="the publisher to stand back")  # /readyz says so
+    finally:
+        publisher.close()
+    with factory() as session:
+        assert (
+            session.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.id == row.id))
+            == 1
+        )
