@@ -33,6 +33,19 @@ A `202` means the notification is committed to PostgreSQL; it then ends `deliver
 """
 
 
+ROUTERS = (
+    notifications.router,
+    dead_letters.router,
+    schedules.router,
+    templates.router,
+    recipients.router,
+    analytics.router,
+    health.router,
+    dashboard.router,
+    webhook_secret.router,
+)
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
 
@@ -74,16 +87,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
-    install_problem_handlers(app)
-    app.include_router(notifications.router)
-    app.include_router(dead_letters.router)
-    app.include_router(schedules.router)
-    app.include_router(templates.router)
-    app.include_router(recipients.router)
-    app.include_router(analytics.router)
-    app.include_router(health.router)
-    app.include_router(dashboard.router)
-    app.include_router(webhook_secret.router)
+    for router in ROUTERS:
+        app.include_router(router)
+    install_problem_handlers(app, routes=[route for router in ROUTERS for route in router.routes])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestTiming)
     app.add_middleware(RequestId)

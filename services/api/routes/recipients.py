@@ -5,10 +5,13 @@ from fastapi import APIRouter, Path, Response, status
 from pulse.db import transaction
 from pulse.recipients.schemas import MAX_USER_ID, RecipientIn, RecipientOut
 from pulse.recipients.service import delete_recipient, get_recipient, put_recipient
+from services.api.bodies import StrictJsonRoute
 from services.api.deps import GatewayDep, ReaderDep, SenderDep, SessionDep
 from services.api.routes.notifications import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1/recipients", tags=["recipients"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/recipients", tags=["recipients"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute
+)
 
 NOT_FOUND: dict[int | str, dict[str, str]] = {404: {"description": "No profile for this user id"}}
 

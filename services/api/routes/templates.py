@@ -3,6 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from pulse.db import transaction
+from pulse.pagination import MAX_PAGE
 from pulse.templates.rendering import render_template
 from pulse.templates.schemas import PreviewOut, PreviewRequest, TemplateIn, TemplateOut, TemplatePage
 from pulse.templates.service import (
@@ -13,10 +14,13 @@ from pulse.templates.service import (
     replace_template,
 )
 from pulse.vocabulary import Channel
+from services.api.bodies import StrictJsonRoute
 from services.api.deps import AdminDep, GatewayDep, ReaderDep, SessionDep
 from services.api.routes.notifications import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1/templates", tags=["templates"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/templates", tags=["templates"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute
+)
 
 NOT_FOUND: dict[int | str, dict[str, str]] = {404: {"description": "No such template for this tenant"}}
 
@@ -43,7 +47,7 @@ def browse_templates(
     session: SessionDep,
     channel: Channel | None = None,
     active: bool | None = None,
-    page: Annotated[int, Query(ge=1, description="From 1.")] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="From 1.")] = 1,
     size: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TemplatePage:
     """This tenant's templates by name, a page at a time, with the total count."""
