@@ -1,7 +1,7 @@
 """Every error leaves the gateway as RFC 9457 problem details; never as a stack trace."""
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -12,10 +12,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Route
 
 from pulse.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
-from services.api.bodies import UNPARSABLE_BODY
+from services.api.bodies import REFUSED_BODY
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +38,18 @@ _DOMAIN_STATUS: dict[type[Exception], int] = {
 }
 
 
-def install_problem_handlers(app: FastAPI, *, routes: Iterable[BaseRoute]) -> None:
-    """`routes`: the app's, for the `Allow` header of a 405."""
-    path_methods = _PathMethods(routes)
-
+def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        headers = error.headers
-        if error.status_code == 405 and (allowed := path_methods.allowed(request.url.path)):
-            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
-        return problem(error.status_code, str(error.detail), headers=headers)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        return problem(error.status_code, str(error.detail), headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
-        unparsable = request.scope.get(UNPARSABLE_BODY)
-        if unparsable is not None:
+        refused_body = request.scope.get(REFUSED_BODY)
+        if refused_body is not None:
             # The body model's own complaint is about the stand-in; say what is wrong with the body.
-            errors = [e for e in errors if e["loc"][:1] != ["body"]]
-            errors.append({"loc": ["body"], "msg": f"invalid JSON: {unparsable}", "type": "json_invalid"})
+            errors = [*(e for e in errors if e["loc"][:1] != ["body"]), refused_body]
         return problem(422, "The request is invalid; see `errors`.", errors=errors)
 
     for error_type, status in _DOMAIN_STATUS.items():
@@ -112,19 +104,6 @@ def rate_limited_headers(error: RateLimited) -> dict[str, str]:
         "Retry-After": str(error.reset_seconds),
         **rate_limit_headers(limit=error.limit, remaining=0, reset_seconds=error.reset_seconds),
     }
-
-
-class _PathMethods:
-    """Every method some route accepts on a path. FastAPI's 405 allows only the methods of the first
-    route matching the path, while routes share paths (one per method)."""
-
-    def __init__(self, routes: Iterable[BaseRoute]) -> None:
-        self._routes = [
-            (route.path_regex, route.methods or ()) for route in routes if isinstance(route, Route)
-        ]
-
-    def allowed(self, path: str) -> list[str]:
-        return sorted({method for regex, methods in self._routes if regex.match(path) for method in methods})
 
 
 def _is_connection_failure(error: DBAPIError) -> bool:

@@ -34,6 +34,7 @@ from pulse.notifications.service import (
     list_notifications,
 )
 from pulse.observability.metrics import NOTIFICATIONS_ACCEPTED
+from pulse.text import NO_NUL_CHARACTERS
 from pulse.vocabulary import Channel, Priority, Status
 from services.api.bodies import StrictJsonRoute
 from services.api.deps import Gateway, GatewayDep, ReaderDep, SenderDep, SessionDep
@@ -269,7 +270,7 @@ def search_notifications(
     session: SessionDep,
     status: Status | None = None,
     channel: Channel | None = None,
-    user_id: str | None = None,
+    user_id: Annotated[str | None, Query(pattern=NO_NUL_CHARACTERS)] = None,
     priority: Priority | None = None,
     created_after: DateTimeInput | None = None,
     created_before: DateTimeInput | None = None,

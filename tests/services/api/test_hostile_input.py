@@ -173,6 +173,36 @@ def test_metadata_postgresql_cannot_store_is_refused(client: TestClient, tenant:
     _nothing_stored(client, tenant)
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "location"),
+    [
+        ("/v1/templates", {"name": "t", "channel": "sms", "body": "Hi", "html": "<p>\x00</p>"}, ["html"]),
+        ("/v1/schedules", {"cron": "\x00", "notification": _email()}, ["cron"]),
+        ("/v1/notifications", _email(metadata={"k": ["\x00"]}), ["metadata", "k", 0]),
+    ],
+)
+def test_a_nul_character_anywhere_in_a_body_is_refused_naming_where(
+    client: TestClient, tenant: Tenant, path: str, body: dict[str, Any], location: list[str | int]
+) -> None:
+    [error] = _refused(client.post(path, json=body, headers=auth(tenant)))
+    assert error["loc"] == ["body", *location]
+    assert "NUL" in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "parameter"),
+    [
+        ("GET", "/v1/templates/a%00b", ["path", "name"]),
+        ("DELETE", "/v1/templates/a%00b", ["path", "name"]),
+        ("GET", "/v1/notifications?user_id=%00", ["query", "user_id"]),
+    ],
+)
+def test_a_nul_character_in_a_parameter_is_refused(
+    client: TestClient, tenant: Tenant, method: str, path: str, parameter: list[str]
+) -> None:
+    assert _locations(client.request(method, path, headers=auth(tenant))) == [parameter]
+
+
 # --- the edge: authentication first, every body parsed alike ---------------------------------------
 
 
@@ -227,3 +257,19 @@ def test_a_method_the_path_lacks_is_a_405_allowing_all_of_the_paths_methods(
     response = client.request(method, path, headers=auth(tenant))
     _refused(response, 405)
     assert set(response.headers["allow"].split(", ")) == methods
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "OPTIONS"])
+def test_a_literal_path_comes_before_a_template_that_matches_it(
+    client: TestClient, tenant: Tenant, method: str
+) -> None:
+    # Not the notification whose id would be "batch" (a 422: not a UUID).
+    response = client.request(method, "/v1/notifications/batch", headers=auth(tenant))
+    _refused(response, 405)
+    assert response.headers["allow"] == "POST"
+
+
+def test_a_user_id_with_a_line_break_can_have_a_profile(client: TestClient, tenant: Tenant) -> None:
+    path = "/v1/recipients/first%0Asecond"
+    assert client.put(path, json={"email": "ada@example.com"}, headers=auth(tenant)).status_code == 201
+    assert client.get(path, headers=auth(tenant)).json()["user_id"] == "first\nsecond"
