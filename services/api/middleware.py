@@ -157,19 +157,22 @@ class MethodNotAllowed:
             return
         path = scope["path"]
         if path in self.literal_paths and scope["method"] not in (allowed := self._allowed(path)):
-            await problem(405, "Method Not Allowed", headers={"Allow": allowed})(scope, receive, send)
+            allow = ", ".join(allowed)
+            await problem(405, "Method Not Allowed", headers={"Allow": allow})(scope, receive, send)
             return
 
         async def listing_send(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 405:
+            # Routes outside `routes` (the docs) keep their own 405.
+            is_405 = message["type"] == "http.response.start" and message["status"] == 405
+            if is_405 and (allowed := self._allowed(path)):
                 headers = [(name, value) for name, value in message["headers"] if name != b"allow"]
-                message["headers"] = [*headers, (b"allow", self._allowed(path).encode())]
+                message["headers"] = [*headers, (b"allow", ", ".join(allowed).encode())]
             await send(message)
 
         await self.app(scope, receive, listing_send)
 
-    def _allowed(self, path: str) -> str:
+    def _allowed(self, path: str) -> list[str]:
         matching = [route for route in self.routes if route.path_regex.match(path)]
         if path in self.literal_paths:
             matching = [route for route in matching if route.path == path]
-        return ", ".join(sorted({method for route in matching for method in route.methods or ()}))
+        return sorted({method for route in matching for method in route.methods or ()})

@@ -26,8 +26,8 @@ def _iso_8601(value: Any) -> Any:
 
 
 def _supported_year(moment: datetime) -> datetime:
-    # Checked on the date as written: then reading it in any time zone or offset stays far from the
-    # limits of Python's datetime (years 1 to 9999), whatever the database may hold.
+    # Checked on the date as written, before any conversion: reading it at any UTC offset or in any
+    # time zone then stays far from the limits of Python's datetime (years 1 to 9999).
     if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
         raise ValueError(f"must be in the years {EARLIEST_YEAR} to {LATEST_YEAR}")
     return moment
