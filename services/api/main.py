@@ -11,7 +11,7 @@ from pulse.messaging.celery_app import make_celery
 from pulse.notifications.intake import Intake
 from pulse.outbox.service import AfterCommitPublisher
 from services.api.deps import ApiKeyCache, Gateway
-from services.api.middleware import BodySizeLimit, RequestId, RequestTiming
+from services.api.middleware import BodySizeLimit, MethodNotAllowed, RequestId, RequestTiming
 from services.api.problems import install_problem_handlers
 from services.api.routes import (
     analytics,
@@ -31,6 +31,19 @@ Pulse accepts notifications over one REST API and delivers them through per-chan
 A `202` means the notification is committed to PostgreSQL; it then ends `delivered`, `failed`
 (in the dead-letter queue, with the reason) or `cancelled`. Errors are RFC 9457 problem details.
 """
+
+
+ROUTERS = (
+    notifications.router,
+    dead_letters.router,
+    schedules.router,
+    templates.router,
+    recipients.router,
+    analytics.router,
+    health.router,
+    dashboard.router,
+    webhook_secret.router,
+)
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -69,21 +82,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         title="Pulse",
         version="0.1.0",
         description=DESCRIPTION,
+        # BodySizeLimit answers before routing, whatever the operation.
+        responses={413: {"description": "Body over the size limit"}},
         lifespan=lifespan,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
     install_problem_handlers(app)
-    app.include_router(notifications.router)
-    app.include_router(dead_letters.router)
-    app.include_router(schedules.router)
-    app.include_router(templates.router)
-    app.include_router(recipients.router)
-    app.include_router(analytics.router)
-    app.include_router(health.router)
-    app.include_router(dashboard.router)
-    app.include_router(webhook_secret.router)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(MethodNotAllowed, routes=[route for router in ROUTERS for route in router.routes])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestTiming)
     app.add_middleware(RequestId)

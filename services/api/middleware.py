@@ -1,13 +1,16 @@
-"""ASGI middleware: request body limit and request timing."""
+"""ASGI middleware: request body limit, request timing, request ids, 405s."""
 
 import json
 import time
+from collections.abc import Iterable
 from typing import Any
 
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pulse.observability.logging import REQUEST_ID_HEADER, new_request_id, request_id
 from pulse.observability.metrics import HTTP_REQUEST_DURATION
+from services.api.problems import problem
 
 
 class BodySizeLimit:
@@ -130,3 +133,46 @@ class RequestId:
 def _acceptable(given: str) -> bool:
     # Echoed into headers and logs: short and printable only.
     return 0 < len(given) <= 128 and given.isprintable() and given.isascii()
+
+
+class MethodNotAllowed:
+    """A 405's `Allow` lists every method of the path: FastAPI's lists those of the first route
+    matching it, while routes share paths (one per method). And a literal path comes before a
+    template that also matches it, as in OpenAPI: GET /v1/notifications/batch is a 405 (the path has
+    only POST), not the read of a notification whose id would be "batch"."""
+
+    def __init__(self, app: ASGIApp, *, routes: Iterable[BaseRoute]) -> None:
+        self.app = app
+        self.routes = [route for route in routes if isinstance(route, Route)]
+        templates = [route for route in self.routes if route.param_convertors]
+        self.literal_paths = {
+            route.path
+            for route in self.routes
+            if not route.param_convertors and any(t.path_regex.match(route.path) for t in templates)
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path in self.literal_paths and scope["method"] not in (allowed := self._allowed(path)):
+            allow = ", ".join(allowed)
+            await problem(405, "Method Not Allowed", headers={"Allow": allow})(scope, receive, send)
+            return
+
+        async def listing_send(message: Message) -> None:
+            # Routes outside `routes` (the docs) keep their own 405.
+            is_405 = message["type"] == "http.response.start" and message["status"] == 405
+            if is_405 and (allowed := self._allowed(path)):
+                headers = [(name, value) for name, value in message["headers"] if name != b"allow"]
+                message["headers"] = [*headers, (b"allow", ", ".join(allowed).encode())]
+            await send(message)
+
+        await self.app(scope, receive, listing_send)
+
+    def _allowed(self, path: str) -> list[str]:
+        matching = [route for route in self.routes if route.path_regex.match(path)]
+        if path in self.literal_paths:
+            matching = [route for route in matching if route.path == path]
+        return sorted({method for route in matching for method in route.methods or ()})

@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 
 from pulse.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
+from services.api.bodies import REFUSED_BODY
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(error.status_code, str(error.detail), headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+        refused_body = request.scope.get(REFUSED_BODY)
+        if refused_body is not None:
+            # The body model's own complaint is about the stand-in; say what is wrong with the body.
+            errors = [*(e for e in errors if e["loc"][:1] != ["body"]), refused_body]
         return problem(422, "The request is invalid; see `errors`.", errors=errors)
 
     for error_type, status in _DOMAIN_STATUS.items():

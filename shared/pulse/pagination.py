@@ -1,4 +1,5 @@
-"""Keyset pagination on (created_at, id), newest first: pages stay stable while rows arrive."""
+"""Keyset pagination on (created_at, id), newest first: pages stay stable while rows arrive. And the
+bound on numbered pages, where a list has them."""
 
 import base64
 import uuid
@@ -8,6 +9,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_
 
 from pulse.errors import InvalidInput
+
+# The highest page number, so that OFFSET (page - 1) * size stays reasonable (PostgreSQL refuses
+# one past a bigint, and a huge one scans for nothing).
+MAX_PAGE = 10_000
 
 
 def encode_cursor(created_at: datetime, id: uuid.UUID) -> str:

@@ -5,10 +5,14 @@ from fastapi import APIRouter, Query
 
 from pulse.analytics.schemas import AnalyticsSummary
 from pulse.analytics.service import MAX_WINDOW, queue_depths_or_none, resolve_window, summarize
+from pulse.inputs import DateTimeInput
+from services.api.bodies import StrictJsonRoute
 from services.api.deps import GatewayDep, ReaderDep, SessionDep
 from services.api.routes.notifications import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1/analytics", tags=["analytics"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/analytics", tags=["analytics"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute
+)
 
 SUMMARY_DESCRIPTION = f"""
 Delivery statistics of this tenant's notifications created in [`since`, `until`), per channel;
@@ -32,11 +36,11 @@ def analytics_summary(
     session: SessionDep,
     gateway: GatewayDep,
     since: Annotated[
-        datetime | None,
+        DateTimeInput | None,
         Query(description="Start of the window (ISO 8601; naive means UTC). Default: 24 h before `until`."),
     ] = None,
     until: Annotated[
-        datetime | None,
+        DateTimeInput | None,
         Query(description="End of the window, exclusive (ISO 8601; naive means UTC). Default: now."),
     ] = None,
 ) -> AnalyticsSummary:

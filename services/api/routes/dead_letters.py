@@ -7,13 +7,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pulse.db import transaction
 from pulse.dead_letters.service import MAX_BULK_REPLAY, ReplaySelection, list_dead_letters, replay, replay_one
+from pulse.inputs import DateTimeInput
 from pulse.notifications.schemas import NotificationDetail
 from pulse.notifications.service import get_notification
 from pulse.vocabulary import Channel
+from services.api.bodies import StrictJsonRoute
 from services.api.deps import AdminDep, GatewayDep, ReaderDep, SessionDep
 from services.api.routes.notifications import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/dead-letters", tags=["dead letters"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute
+)
 
 
 class DeadLetterPage(BaseModel):
@@ -24,8 +28,8 @@ class BulkReplayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channel: Channel
-    since: datetime | None = Field(None, description="Failed at or after (ISO 8601; naive means UTC).")
-    until: datetime | None = Field(None, description="Failed before (ISO 8601; naive means UTC).")
+    since: DateTimeInput | None = Field(None, description="Failed at or after (ISO 8601; naive means UTC).")
+    until: DateTimeInput | None = Field(None, description="Failed before (ISO 8601; naive means UTC).")
 
 
 class BulkReplayResult(BaseModel):

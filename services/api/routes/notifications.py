@@ -1,6 +1,6 @@
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from pulse.db import transaction
 from pulse.errors import InvalidInput, PulseError, RateLimited
+from pulse.inputs import DateTimeInput
 from pulse.notifications.acceptance import screen
 from pulse.notifications.intake import Send
 from pulse.notifications.schemas import (
@@ -33,11 +34,13 @@ from pulse.notifications.service import (
     list_notifications,
 )
 from pulse.observability.metrics import NOTIFICATIONS_ACCEPTED
+from pulse.text import NO_NUL_CHARACTERS
 from pulse.vocabulary import Channel, Priority, Status
+from services.api.bodies import StrictJsonRoute
 from services.api.deps import Gateway, GatewayDep, ReaderDep, SenderDep, SessionDep
 from services.api.problems import problem, rate_limit_headers
 
-router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
+router = APIRouter(prefix="/v1/notifications", tags=["notifications"], route_class=StrictJsonRoute)
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid API key"},
@@ -267,10 +270,10 @@ def search_notifications(
     session: SessionDep,
     status: Status | None = None,
     channel: Channel | None = None,
-    user_id: str | None = None,
+    user_id: Annotated[str | None, Query(pattern=NO_NUL_CHARACTERS)] = None,
     priority: Priority | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: DateTimeInput | None = None,
+    created_before: DateTimeInput | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> NotificationPage:

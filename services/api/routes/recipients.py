@@ -1,31 +1,46 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from pulse.db import transaction
 from pulse.recipients.schemas import MAX_USER_ID, RecipientIn, RecipientOut
 from pulse.recipients.service import delete_recipient, get_recipient, put_recipient
+from pulse.text import NO_NUL_CHARACTERS
+from services.api.bodies import StrictJsonRoute
 from services.api.deps import GatewayDep, ReaderDep, SenderDep, SessionDep
 from services.api.routes.notifications import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1/recipients", tags=["recipients"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/recipients", tags=["recipients"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute
+)
 
 NOT_FOUND: dict[int | str, dict[str, str]] = {404: {"description": "No profile for this user id"}}
 
-# `:path` so that any user id a send accepts (up to 255 characters, `/` included) can have a profile.
+
+class _AnyText(PathConvertor):
+    """As `:path`, line breaks included."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("any_text", _AnyText())
+
+# `:any_text` so that any user id a send accepts (up to 255 characters, `/` and line breaks included)
+# can have a profile.
 UserId = Annotated[
     str,
     Path(
         min_length=1,
         max_length=MAX_USER_ID,
-        pattern="^[^\\x00]*$",  # PostgreSQL text cannot hold NUL.
+        pattern=NO_NUL_CHARACTERS,
         description="Your id of the end user, as given in `user_id` when sending.",
     ),
 ]
 
 
 @router.put(
-    "/{user_id:path}",
+    "/{user_id:any_text}",
     response_model=RecipientOut,
     responses={
         201: {"description": "The profile was created", "model": RecipientOut},
@@ -49,13 +64,13 @@ def save_recipient(
         return RecipientOut.model_validate(recipient)
 
 
-@router.get("/{user_id:path}", response_model=RecipientOut, responses=NOT_FOUND)
+@router.get("/{user_id:any_text}", response_model=RecipientOut, responses=NOT_FOUND)
 def read_recipient(user_id: UserId, principal: ReaderDep, session: SessionDep) -> RecipientOut:
     """The end user's profile."""
     return RecipientOut.model_validate(get_recipient(session, tenant_id=principal.tenant_id, user_id=user_id))
 
 
-@router.delete("/{user_id:path}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
+@router.delete("/{user_id:any_text}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 def remove_recipient(user_id: UserId, principal: SenderDep, gateway: GatewayDep) -> Response:
     """Forget the end user's profile; sends naming them must then give `recipient` again. Their
     notifications stay."""

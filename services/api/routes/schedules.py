@@ -20,10 +20,13 @@ from pulse.scheduling.schedules import (
     resume_schedule,
 )
 from pulse.vocabulary import Status
+from services.api.bodies import StrictJsonRoute
 from services.api.deps import GatewayDep, ReaderDep, SenderDep, SessionDep
 from services.api.routes.notifications import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1/schedules", tags=["schedules"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/schedules", tags=["schedules"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute
+)
 
 NOT_FOUND: dict[int | str, dict[str, str]] = {404: {"description": "No such schedule for this tenant"}}
 

@@ -1,8 +1,9 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from pulse.db import transaction
+from pulse.pagination import MAX_PAGE
 from pulse.templates.rendering import render_template
 from pulse.templates.schemas import PreviewOut, PreviewRequest, TemplateIn, TemplateOut, TemplatePage
 from pulse.templates.service import (
@@ -12,13 +13,19 @@ from pulse.templates.service import (
     list_templates,
     replace_template,
 )
+from pulse.text import NO_NUL_CHARACTERS
 from pulse.vocabulary import Channel
+from services.api.bodies import StrictJsonRoute
 from services.api.deps import AdminDep, GatewayDep, ReaderDep, SessionDep
 from services.api.routes.notifications import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1/templates", tags=["templates"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/templates", tags=["templates"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute
+)
 
 NOT_FOUND: dict[int | str, dict[str, str]] = {404: {"description": "No such template for this tenant"}}
+
+TemplateName = Annotated[str, Path(pattern=NO_NUL_CHARACTERS)]
 
 
 @router.post(
@@ -43,7 +50,7 @@ def browse_templates(
     session: SessionDep,
     channel: Channel | None = None,
     active: bool | None = None,
-    page: Annotated[int, Query(ge=1, description="From 1.")] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="From 1.")] = 1,
     size: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TemplatePage:
     """This tenant's templates by name, a page at a time, with the total count."""
@@ -56,13 +63,15 @@ def browse_templates(
 
 
 @router.get("/{name}", response_model=TemplateOut, responses=NOT_FOUND)
-def read_template(name: str, principal: ReaderDep, session: SessionDep) -> TemplateOut:
+def read_template(name: TemplateName, principal: ReaderDep, session: SessionDep) -> TemplateOut:
     """One template, at its current version."""
     return TemplateOut.model_validate(get_template(session, tenant_id=principal.tenant_id, name=name))
 
 
 @router.put("/{name}", response_model=TemplateOut, responses=NOT_FOUND)
-def change_template(name: str, request: TemplateIn, principal: AdminDep, gateway: GatewayDep) -> TemplateOut:
+def change_template(
+    name: TemplateName, request: TemplateIn, principal: AdminDep, gateway: GatewayDep
+) -> TemplateOut:
     """Replace the whole template (omitted optional fields are reset) and increment its `version`;
     sends accepted from then on use the new content. The body's `name` must be the path's."""
     with transaction(gateway.session_factory) as session:
@@ -72,7 +81,7 @@ def change_template(name: str, request: TemplateIn, principal: AdminDep, gateway
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
-def remove_template(name: str, principal: AdminDep, gateway: GatewayDep) -> Response:
+def remove_template(name: TemplateName, principal: AdminDep, gateway: GatewayDep) -> Response:
     """Delete it; notifications already accepted from it keep their rendered content."""
     with transaction(gateway.session_factory) as session:
         delete_template(session, tenant_id=principal.tenant_id, name=name)
@@ -81,7 +90,7 @@ def remove_template(name: str, principal: AdminDep, gateway: GatewayDep) -> Resp
 
 @router.post("/{name}/preview", response_model=PreviewOut, responses=NOT_FOUND)
 def preview_template(
-    name: str, request: PreviewRequest, principal: ReaderDep, session: SessionDep
+    name: TemplateName, request: PreviewRequest, principal: ReaderDep, session: SessionDep
 ) -> PreviewOut:
     """Render it with `variables` (formatted for `locale`) without sending anything; inactive
     templates too. 422 names the missing variables, or says what failed in the template."""

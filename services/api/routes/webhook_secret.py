@@ -6,10 +6,13 @@ from pydantic import BaseModel, Field
 
 from pulse.db import transaction
 from pulse.webhooks.secrets import get_secret, rotate_secret
+from services.api.bodies import StrictJsonRoute
 from services.api.deps import AdminDep, GatewayDep
 from services.api.routes.notifications import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1/webhook-secret", tags=["webhooks"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/webhook-secret", tags=["webhooks"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute
+)
 
 
 class WebhookSecret(BaseModel):

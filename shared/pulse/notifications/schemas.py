@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from pulse.inputs import DateTimeInput, JsonObject
 from pulse.notifications.addresses import MAX_DEVICE_TOKEN, channel_address, webhook_url
 from pulse.scheduling.clock import TimeZoneName
 from pulse.text import refuse_nul_characters
@@ -27,7 +28,7 @@ class Content(BaseModel):
         Field(min_length=1, description="Plain-text body (at most 1600 characters for sms and whatsapp)."),
     ]
     html: Annotated[str | None, Field(description="Optional HTML alternative (email).")] = None
-    data: Annotated[dict[str, Any] | None, Field(description="Structured payload (push, webhook).")] = None
+    data: Annotated[JsonObject | None, Field(description="Structured payload (push, webhook).")] = None
 
 
 class NotificationRequest(BaseModel):
@@ -71,7 +72,7 @@ class NotificationRequest(BaseModel):
         Field(min_length=1, max_length=100, description="A template's name; instead of `content`."),
     ] = None
     variables: Annotated[
-        dict[str, Any], Field(description="Values for the template's variables (with `template`).")
+        JsonObject, Field(description="Values for the template's variables (with `template`).")
     ] = {}
     content: Annotated[Content | None, Field(description="The message itself; instead of `template`.")] = None
     priority: Annotated[
@@ -82,9 +83,10 @@ class NotificationRequest(BaseModel):
         ),
     ] = None
     send_at: Annotated[
-        datetime | None,
+        DateTimeInput | None,
         Field(
-            description="When to send (ISO 8601); naive values are read in `timezone`; past ones mean now."
+            description="When to send (ISO 8601, years 2000 to 2100); naive values are read in `timezone`; "
+            "past ones mean now."
         ),
     ] = None
     timezone: Annotated[
@@ -94,7 +96,7 @@ class NotificationRequest(BaseModel):
     respect_quiet_hours: Annotated[
         bool, Field(description="Wait for the recipient's quiet hours to end (`critical` never waits).")
     ] = True
-    metadata: Annotated[dict[str, Any], Field(description="Stored and returned as given.")] = {}
+    metadata: Annotated[JsonObject, Field(description="Stored and returned as given.")] = {}
     callback_url: Annotated[
         str | None,
         Field(

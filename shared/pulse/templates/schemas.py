@@ -2,10 +2,11 @@
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from pulse.inputs import JsonObject
 from pulse.templates.rendering import normalize_locale
 from pulse.vocabulary import Channel, Priority
 
@@ -128,7 +129,7 @@ class PreviewRequest(BaseModel):
         },
     )
 
-    variables: Annotated[dict[str, Any], Field(description="Values for the template's variables.")] = {}
+    variables: Annotated[JsonObject, Field(description="Values for the template's variables.")] = {}
     locale: Annotated[
         str | None,
         Field(
