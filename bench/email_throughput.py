@@ -77,7 +77,11 @@ def main() -> None:
     ceiling = {"start": ceiling_run(args.ceiling_tasks, worker_env, log_dir)}
     with (
         isolated_infrastructure("pulse_bench") as infrastructure,
-        running_stack(infrastructure, log_dir, worker_env, services=EMAIL_PATH) as stack,
+        # The isolation backlog is one tenant's 100,000 sends in a minute or two: more than the default
+        # tenant quota lets through, which is the point of a quota, not of this measurement.
+        running_stack(
+            infrastructure, log_dir, {**worker_env, "PULSE_TENANT_SENDS_PER_MINUTE": "0"}, services=EMAIL_PATH
+        ) as stack,
     ):
         progress(f"Pulse started: {', '.join(EMAIL_PATH)}")
         ledger = Ledger(infrastructure)
