@@ -302,3 +302,24 @@ def test_the_cache_never_serves_other_source_for_the_same_version() -> None:
     assert render_template(template, {})["body"] == "first"
     template.body = "second"  # as after an update that was rolled back and redone
     assert render_template(template, {})["body"] == "second"
+
+
+def test_the_cache_holds_compiled_parts_up_to_a_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A count of entries would not bound the memory: 10,000 tokens compile to 0.75 MB.
+    monkeypatch.setattr(rendering, "_compiled", rendering._CompiledTemplates(max_bytes=200_000))
+    compiled: list[str] = []
+    compile_part = rendering._compile
+
+    def counting(part: str, source: str, **options: Any) -> Any:
+        compiled.append(source)
+        return compile_part(part, source, **options)
+
+    monkeypatch.setattr(rendering, "_compile", counting)
+    dense = [_template("{{ x }}" * 700 + str(i)) for i in range(2)]  # 2,100 tokens: about 160 KB
+    small = [_template(f"Hi {i}") for i in range(100)]
+    for template in (dense[0], dense[1], dense[0]):
+        render_template(template, {"x": 1})
+    assert len(compiled) == 3  # the second pushed the first out
+    for template in small + small:
+        render_template(template, {})
+    assert len(compiled) == 3 + 100  # many small ones fit

@@ -11,7 +11,8 @@ because the sandbox (sandbox.py) routes through it every operation whose cost gr
   printed output) is at most `max_chars` long, checked before it is built wherever its inputs do not
   bound it (`'a' * n`, `'%9999d' % x`, `|center(n)`...), after otherwise;
 - its size is charged to `max_work_chars`, the render's allowance for all it produces (so the memory
-  one render can hold), and loop iterations and calls to `max_steps`;
+  one render can hold); loop iterations, calls and the items filters such as `sort` go through are
+  counted against `max_steps`;
 - the wall-clock deadline is checked at each of these operations and at each comparison. A single
   operation takes at most time linear in values of at most `max_chars` (the filters that would not,
   `sum` of lists and `round` to a huge precision, are checked; `pprint` is not provided), so a render
@@ -57,7 +58,11 @@ class TemplateLimits(BaseSettings):
         description="Characters one render may produce in all, every intermediate value, printed "
         "value and buffer counted: what bounds its memory.",
     )
-    max_steps: int = Field(100_000, ge=1, description="Loop iterations plus calls in one render.")
+    max_steps: int = Field(
+        100_000,
+        ge=1,
+        description="Loop iterations, calls and items that filters such as `sort` go through, in one render.",
+    )
     deadline_ms: float = Field(100, gt=0, description="Wall-clock time one render (all its parts) may take.")
     max_tokens: int = Field(
         10_000,
@@ -92,7 +97,9 @@ class Render:
     def step(self) -> None:
         self.steps += 1
         if self.steps > self.limits.max_steps:
-            raise LimitExceeded(f"more than {self.limits.max_steps} loop iterations and calls")
+            raise LimitExceeded(
+                f"more than {self.limits.max_steps} loop iterations, calls and filtered items"
+            )
         self.check_deadline()
 
     def charge(self, characters: int) -> None:

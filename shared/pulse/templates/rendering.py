@@ -30,7 +30,10 @@ from pulse.text import refuse_nul_characters
 log = logging.getLogger(__name__)
 
 DEFAULT_LOCALE: Final = "en"
-_CACHED_TEMPLATES: Final = 512
+# What the compiled templates a process keeps may hold: a part holds about its source plus 75 bytes
+# a token (0.75 MB for 10,000 tokens), so that a count of entries would not bound it.
+_CACHE_BYTES: Final = 64 * 1024 * 1024
+_BYTES_PER_TOKEN: Final = 75
 # Levels of tags and expressions one in another. Jinja's parser and compiler recurse, about five
 # Python frames a level: any template within this compiles wherever it is compiled.
 MAX_NESTING: Final = 100
@@ -70,10 +73,12 @@ def check_template_source(subject: str | None, body: str, html: str | None) -> N
             _compile(part, source, location=("body", part))
 
 
-def _compile(part: str, source: str, *, location: tuple[str, str]) -> CompiledTemplate:
+def _compile(part: str, source: str, *, location: tuple[str, str]) -> tuple[CompiledTemplate, int]:
+    """The part compiled, and about how many bytes it holds."""
     environment = _environment(part)
     try:
-        return environment.from_string(_checked_tree(environment, part, source, location))
+        tree, tokens = _checked_tree(environment, part, source, location)
+        return environment.from_string(tree), len(source) + tokens * _BYTES_PER_TOKEN
     except TemplateSyntaxError as error:
         raise InvalidInput(
             f"the {part} has a syntax error on line {error.lineno}: {error.message}", location=location
@@ -91,11 +96,15 @@ def _compile(part: str, source: str, *, location: tuple[str, str]) -> CompiledTe
         ) from error
 
 
-def _checked_tree(environment: Sandbox, part: str, source: str, location: tuple[str, str]) -> nodes.Template:
+def _checked_tree(
+    environment: Sandbox, part: str, source: str, location: tuple[str, str]
+) -> tuple[nodes.Template, int]:
+    """The part's syntax tree, and how many tokens it has."""
     # Compiling takes time in proportion to the tokens; counting them first is cheap.
     max_tokens = limits.LIMITS.max_tokens
-    for count, _ in enumerate(environment.lexer.tokenize(source), start=1):
-        if count > max_tokens:
+    tokens = 0
+    for tokens, _ in enumerate(environment.lexer.tokenize(source), start=1):
+        if tokens > max_tokens:
             raise InvalidInput(
                 f"the {part} is too long to compile: more than {max_tokens} tokens (names, values, "
                 "operators, tags and runs of text)",
@@ -130,7 +139,7 @@ def _checked_tree(environment: Sandbox, part: str, source: str, location: tuple[
                 "(names starting with '_' are not accessible)",
                 location=location,
             )
-    return tree
+    return tree, tokens
 
 
 def _depth(tree: nodes.Node) -> int:
@@ -145,16 +154,17 @@ def _depth(tree: nodes.Node) -> int:
 
 
 class _CompiledTemplates:
-    """Compiled parts by (template id, version), least recently used dropped past `size`.
+    """Compiled parts by (template id, version), least recently used dropped past `max_bytes`.
 
     The stored sources are compared on every hit, so an entry can never serve other source (a version
     number reused after a rolled-back update, say); comparing equal strings is cheap next to rendering.
     """
 
-    def __init__(self, size: int) -> None:
-        self._size = size
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._entries: OrderedDict[
-            tuple[uuid.UUID, int], tuple[tuple[str | None, ...], dict[str, CompiledTemplate]]
+            tuple[uuid.UUID, int], tuple[tuple[str | None, ...], dict[str, CompiledTemplate], int]
         ] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -166,20 +176,21 @@ class _CompiledTemplates:
             if entry is not None and entry[0] == sources:
                 self._entries.move_to_end(key)
                 return entry[1]
-        compiled = {
-            part: _compile(part, source, location=("template", part))
-            for part, source in zip(_PARTS, sources, strict=True)
-            if source is not None
-        }
+        compiled, size = {}, 0
+        for part, source in zip(_PARTS, sources, strict=True):
+            if source is not None:
+                compiled[part], part_size = _compile(part, source, location=("template", part))
+                size += part_size
         with self._lock:
-            self._entries[key] = (sources, compiled)
-            self._entries.move_to_end(key)
-            if len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+            replaced = self._entries.pop(key, None)
+            self._bytes += size - (replaced[2] if replaced else 0)
+            self._entries[key] = (sources, compiled, size)
+            while self._bytes > self._max_bytes and len(self._entries) > 1:
+                self._bytes -= self._entries.popitem(last=False)[1][2]
         return compiled
 
 
-_compiled = _CompiledTemplates(_CACHED_TEMPLATES)
+_compiled = _CompiledTemplates(_CACHE_BYTES)
 
 
 # --- rendering -----------------------------------------------------------------------------------

@@ -35,11 +35,12 @@ from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, Undefined, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
-from markupsafe import soft_str
+from markupsafe import escape, soft_str
 
 from pulse.templates.formatting import LOCALE_FILTERS
 from pulse.templates.limits import (
     LimitExceeded,
+    Render,
     check_printf,
     checked,
     current_render,
@@ -54,6 +55,28 @@ from pulse.templates.limits import (
 REMOVED_GLOBALS: Final = ("namespace", "lipsum")
 # `pprint` takes time in proportion to a value's size times its depth, and is only a debugging aid.
 _REMOVED_FILTERS: Final = ("pprint",)
+# Filters that run Python code for each item of their input (a sort key, a test, an attribute
+# lookup): sorting a 250,000-character string took over half a second. These get their input one
+# item at a time, each counted as a step, as a loop's are.
+_ITEM_BY_ITEM: Final = frozenset(
+    {
+        "batch",
+        "groupby",
+        "join",
+        "list",
+        "map",
+        "max",
+        "min",
+        "reject",
+        "rejectattr",
+        "select",
+        "selectattr",
+        "slice",
+        "sort",
+        "sum",
+        "unique",
+    }
+)
 MAX_JSON_INDENT: Final = 8
 MAX_ROUND_DIGITS: Final = 100  # more than any float or useful integer rounding; 10 ** n is computed
 
@@ -180,10 +203,11 @@ class _CodeGenerator(CodeGenerator):
 
 
 @pass_eval_context  # any pass_* but `environment` keeps Jinja from finalising constants at compile time
-def _finalize(_: EvalContext, value: Any) -> str:
+def _finalize(eval_ctx: EvalContext, value: Any) -> str:
     if not isinstance(value, str):
         checked(value, "a printed value")
-    return produced(soft_str(value), "a printed value")
+    # Escaped here, not after, so that what is counted is what is written (up to 6 times as long).
+    return produced(escape(value) if eval_ctx.autoescape else soft_str(value), "a printed value")
 
 
 class Sandbox(ImmutableSandboxedEnvironment):
@@ -199,7 +223,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         for name in REMOVED_GLOBALS:
             del self.globals[name]
         self.filters = {
-            name: _limited(filter_, "filter")
+            name: _limited(filter_, "filter", item_by_item=name in _ITEM_BY_ITEM)
             for name, filter_ in {**DEFAULT_FILTERS, **_SIZE_CHECKED_FILTERS, **LOCALE_FILTERS}.items()
             if name not in _REMOVED_FILTERS
         }
@@ -244,6 +268,16 @@ class Sandbox(ImmutableSandboxedEnvironment):
         current_render.get().check_deadline()
         return result
 
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        # Filters look up an attribute of each item (`sort(attribute=...)`): over a long string,
+        # hundreds of thousands of times.
+        current_render.get().check_deadline()
+        return super().getitem(obj, argument)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        current_render.get().check_deadline()
+        return super().getattr(obj, attribute)
+
     def sliced(self, value: Any) -> Any:
         """`s[a:b:c]` (see `_CodeGenerator`): a new value, up to as long as `s`."""
         return produced(value, "a slice")
@@ -258,10 +292,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
     def budgeted(self, iterable: Iterable[Any]) -> Iterator[Any]:
         """What every `for` loop iterates over (see `_CodeGenerator`)."""
-        render = current_render.get()
-        for item in iterable:
-            render.step()
-            yield item
+        return _stepped(current_render.get(), iterable)
 
     def count_written(self, characters: int) -> None:
         current_render.get().charge(characters)
@@ -271,19 +302,31 @@ def _size(value: Any) -> int:
     return size_of(value, current_render.get().limits.max_chars)
 
 
-def _limited(function: Any, kind: str) -> Any:
-    """The filter or test, refusing arguments and results over the limits, its result counted."""
+def _limited(function: Any, kind: str, *, item_by_item: bool = False) -> Any:
+    """The filter or test, refusing arguments and results over the limits, its result counted; with
+    `item_by_item`, its input is handed over one item at a time, each counted as a step."""
+    # Its input comes after the environment or context Jinja passes to some filters.
+    input_index = 0 if getattr(function, "jinja_pass_arg", None) is None else 1
 
     @wraps(function)  # copies Jinja's `jinja_pass_arg` marker too
     def limited(*args: Any, **kwargs: Any) -> Any:
         # Outside a render this raises LookupError, which also keeps Jinja from running filters and
         # tests on constants at compile time, where nothing would count them.
-        current_render.get().check_deadline()
+        render = current_render.get()
+        render.check_deadline()
         for value in (*args, *kwargs.values()):
             checked(value, f"a {kind}'s argument")
+        if item_by_item and len(args) > input_index:
+            args = (*args[:input_index], _stepped(render, args[input_index]), *args[input_index + 1 :])
         return produced(function(*args, **kwargs), f"a {kind}'s result")
 
     return limited
+
+
+def _stepped(render: Render, iterable: Iterable[Any]) -> Iterator[Any]:
+    for item in iterable:
+        render.step()
+        yield item
 
 
 # --- filters whose cost an argument sizes: checked before they run --------------------------------
