@@ -278,15 +278,21 @@ def test_arithmetic_errors_fail_the_render_with_a_reason() -> None:
 # --- compiled templates are cached --------------------------------------------------------------
 
 
-def test_a_template_version_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    compiled: list[str] = []
+@pytest.fixture
+def compiled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The parts compiled from now on, in order."""
+    parts: list[str] = []
     compile_part = rendering._compile
 
     def counting(part: str, source: str, **options: Any) -> Any:
-        compiled.append(part)
+        parts.append(part)
         return compile_part(part, source, **options)
 
     monkeypatch.setattr(rendering, "_compile", counting)
+    return parts
+
+
+def test_a_template_version_is_compiled_once(compiled: list[str]) -> None:
     template = _template("Hi {{ name }}", subject="S", variables=["name"])
     for name in ("Ada", "Bob", "Cy"):
         assert render_template(template, {"name": name})["body"] == f"Hi {name}"
@@ -304,17 +310,11 @@ def test_the_cache_never_serves_other_source_for_the_same_version() -> None:
     assert render_template(template, {})["body"] == "second"
 
 
-def test_the_cache_holds_compiled_parts_up_to_a_size(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cache_holds_compiled_parts_up_to_a_size(
+    monkeypatch: pytest.MonkeyPatch, compiled: list[str]
+) -> None:
     # A count of entries would not bound the memory: 10,000 tokens compile to 0.75 MB.
     monkeypatch.setattr(rendering, "_compiled", rendering._CompiledTemplates(max_bytes=200_000))
-    compiled: list[str] = []
-    compile_part = rendering._compile
-
-    def counting(part: str, source: str, **options: Any) -> Any:
-        compiled.append(source)
-        return compile_part(part, source, **options)
-
-    monkeypatch.setattr(rendering, "_compile", counting)
     dense = [_template("{{ x }}" * 700 + str(i)) for i in range(2)]  # 2,100 tokens: about 160 KB
     small = [_template(f"Hi {i}") for i in range(100)]
     for template in (dense[0], dense[1], dense[0]):

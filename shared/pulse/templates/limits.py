@@ -2,21 +2,23 @@
 
 Template code comes from API users and runs in the gateway's request threads (inside the request's
 transaction) and in the scheduler's single thread, so a render must never hold a thread, memory or a
-transaction for long. The bounds are enforced in-process rather than by rendering in a pool of child
+transaction for long. The bounds are kept in-process rather than by rendering in a pool of child
 processes with rlimits: a templated send renders in tens of microseconds, less than a round trip to a
-child process (pickling variables and result) would cost, and the in-process account is watertight
-because the sandbox (sandbox.py) routes through it every operation whose cost grows with its values:
+child process (pickling variables and result) would cost. The account is watertight because the
+sandbox (sandbox.py) routes through it every operation whose cost grows with its values:
 
 - every value a render builds (operators, `~`, slices, filters, tests, calls and method results,
   printed output) is at most `max_chars` long, checked before it is built wherever its inputs do not
   bound it (`'a' * n`, `'%9999d' % x`, `|center(n)`...), after otherwise;
-- its size is charged to `max_work_chars`, the render's allowance for all it produces (so the memory
-  one render can hold); loop iterations, calls and the items filters such as `sort` go through are
-  counted against `max_steps`;
-- the wall-clock deadline is checked at each of these operations and at each comparison. A single
-  operation takes at most time linear in values of at most `max_chars` (the filters that would not,
-  `sum` of lists and `round` to a huge precision, are checked; `pprint` is not provided), so a render
-  ends within about the deadline.
+- its size is charged to `max_work_chars`, the render's allowance for all it produces, which bounds
+  the memory one render can hold;
+- loop iterations, calls, and the items of filters that run Python code for each (`sort`, `map`...)
+  are steps, at most `max_steps`;
+- the wall-clock deadline is checked at each of these, and at each comparison and attribute lookup.
+  No single operation runs long: each takes time at most linear in values of at most `max_chars`
+  (`sum` of lists and `round` to a huge precision, which would not, are checked; `pprint` is not
+  provided); the slowest, pure-Python filters such as `wordwrap` or `urlize` over 256 KiB, take about
+  0.25 s. A render ends within the deadline plus that.
 
 Compiling is bounded apart, by the number of tokens of a part's source (`max_tokens`).
 """
