@@ -14,7 +14,8 @@ sandbox (sandbox.py) routes through it every operation whose cost grows with its
   the memory one render can hold;
 - loop iterations, calls, and the items of filters that run Python code for each (`sort`, `map`...)
   are steps, at most `max_steps`;
-- the wall-clock deadline is checked at each of these, and at each comparison and attribute lookup.
+- the deadline, on the render's processor time, is checked at each of these, and at each comparison
+  and attribute lookup.
   No single operation runs long: each takes time at most linear in values of at most `max_chars`
   (`sum` of lists and `round` to a huge precision, which would not, are checked; `pprint` is not
   provided); the slowest, pure-Python filters such as `wordwrap` or `urlize` over 256 KiB, take about
@@ -65,7 +66,9 @@ class TemplateLimits(BaseSettings):
         ge=1,
         description="Loop iterations, calls and items that filters such as `sort` go through, in one render.",
     )
-    deadline_ms: float = Field(100, gt=0, description="Wall-clock time one render (all its parts) may take.")
+    deadline_ms: float = Field(
+        100, gt=0, description="Processor time one render (all its parts) may take, in milliseconds."
+    )
     max_tokens: int = Field(
         10_000,
         ge=100,
@@ -83,18 +86,24 @@ class LimitExceeded(SecurityError):
 
 @dataclass
 class Render:
-    """What one render (all its parts) has used so far, and the locale its filters format for."""
+    """What one render (all its parts) has used so far, and the locale its filters format for.
+
+    The deadline is on the thread's processor time: on a busy machine a thread also waits for the CPU
+    or the GIL, and that must not make an ordinary render fail. The processor time is slow to read
+    (a system call), so the wall clock, which can only be ahead of it, is read first.
+    """
 
     locale: Locale
     limits: TemplateLimits
-    deadline: float  # on time.monotonic()'s clock
+    cpu_started: float  # time.thread_time() at the start, moved on by what is not counted
+    deadline: float  # on time.monotonic()'s clock, when the processor time is next read
     steps: int = 0
     work: int = 0
     named_locales: set[str] = field(default_factory=set)  # by its filters (see formatting.py)
 
     @classmethod
     def start(cls, locale: Locale, limits: TemplateLimits) -> "Render":
-        return cls(locale, limits, time.monotonic() + limits.deadline_ms / 1000)
+        return cls(locale, limits, time.thread_time(), time.monotonic() + limits.deadline_ms / 1000)
 
     def step(self) -> None:
         self.steps += 1
@@ -110,17 +119,29 @@ class Render:
             raise LimitExceeded(f"more than {_kib(self.limits.max_work_chars)} produced while rendering")
         self.check_deadline()
 
+    def size_within(self, value: object, what: str) -> int:
+        """How long `value` is (see `size_of`), refused if longer than max_chars."""
+        limit = self.limits.max_chars
+        size = size_of(value, limit)
+        if size > limit:
+            raise LimitExceeded(f"{what} would exceed {_kib(limit)}")
+        return size
+
     def check_deadline(self) -> None:
         if time.monotonic() > self.deadline:
-            raise LimitExceeded(f"rendering took longer than {self.limits.deadline_ms:g} ms")
+            left = self.limits.deadline_ms / 1000 - (time.thread_time() - self.cpu_started)
+            if left <= 0:
+                raise LimitExceeded(f"rendering took more than {self.limits.deadline_ms:g} ms of CPU time")
+            self.deadline = time.monotonic() + left
 
     @contextmanager
     def deadline_paused(self) -> Iterator[None]:
-        started = time.monotonic()
+        wall, cpu = time.monotonic(), time.thread_time()
         try:
             yield
         finally:
-            self.deadline += time.monotonic() - started
+            self.deadline += time.monotonic() - wall
+            self.cpu_started += time.thread_time() - cpu
 
 
 current_render: ContextVar[Render] = ContextVar("pulse_template_render")
@@ -162,7 +183,7 @@ def refuse_bits_over(bits: int, what: str) -> None:
 
 def checked(value: _Value, what: str) -> _Value:
     """`value`, refused if it is longer than max_chars."""
-    refuse_over(size_of(value, current_render.get().limits.max_chars), what)
+    current_render.get().size_within(value, what)
     return value
 
 
@@ -172,9 +193,7 @@ def produced(value: _Value, what: str) -> _Value:
     render = current_render.get()
     if isinstance(value, int):
         refuse_bits_over(value.bit_length(), what)
-    size = size_of(value, render.limits.max_chars)
-    refuse_over(size, what)
-    render.charge(size)
+    render.charge(render.size_within(value, what))
     return value
 
 

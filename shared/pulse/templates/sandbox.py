@@ -314,8 +314,8 @@ def _limited(function: Any, kind: str, *, item_by_item: bool = False) -> Any:
         # tests on constants at compile time, where nothing would count them.
         render = current_render.get()
         render.check_deadline()
-        for value in (*args, *kwargs.values()):
-            checked(value, f"a {kind}'s argument")
+        for value in (*args[input_index:], *kwargs.values()):
+            render.size_within(value, f"a {kind}'s argument")
         if item_by_item and len(args) > input_index:
             args = (*args[:input_index], _stepped(render, args[input_index]), *args[input_index + 1 :])
         return produced(function(*args, **kwargs), f"a {kind}'s result")
