@@ -8,7 +8,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from pulse.inputs import JsonObject
 from pulse.templates.formatting import normalize_locale
-from pulse.text import refuse_nul_characters
 from pulse.vocabulary import Channel, Priority
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -86,12 +85,6 @@ class TemplateIn(BaseModel):
     @classmethod
     def _dedupe(cls, names: list[str]) -> list[str]:
         return list(dict.fromkeys(names))
-
-    @field_validator("subject", "body", "html", "description")
-    @classmethod
-    def _storable(cls, text: str | None) -> str | None:
-        refuse_nul_characters(text)
-        return text
 
     @field_validator("subject")
     @classmethod
