@@ -1,9 +1,11 @@
 """Running due schedules, in a private database (no scheduler of the session's stack takes part)."""
 
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from time import monotonic
 
 import pytest
 from sqlalchemy import delete, select, text, update
@@ -25,6 +27,8 @@ from pulse.scheduling.schedules import (
     pause_schedule,
     resume_schedule,
 )
+from pulse.templates.schemas import TemplateIn
+from pulse.templates.service import create_template
 from pulse.tenants.service import create_tenant
 from pulse.vocabulary import Channel, Status
 from services.scheduler.settings import SchedulerSettings
@@ -194,6 +198,40 @@ def test_quiet_hours_are_the_tenant_s_else_the_deployment_s(
     _run(factory, rules=always_quiet)
     [sent] = _notifications_of(factory, not_deferred)
     assert sent.status == Status.QUEUED
+
+
+def test_a_hostile_template_fails_its_run_quickly_without_holding_memory(
+    factory: sessionmaker[Session], tenant_id: uuid.UUID
+) -> None:
+    # A string ten times as long at each line: it held 100 MB while the scheduler ran it.
+    body = (
+        "{% set s0 = 'x' * 250000 %}{% set s1 = s0 ~ s0 ~ s0 ~ s0 ~ s0 ~ s0 ~ s0 ~ s0 ~ s0 ~ s0 %}"
+        "{% set s2 = s1 ~ s1 ~ s1 ~ s1 ~ s1 ~ s1 ~ s1 ~ s1 ~ s1 ~ s1 %}{% set s3 = s2 ~ s2 ~ s2 %}"
+    )
+    with transaction(factory) as session:
+        create_template(
+            session,
+            tenant_id=tenant_id,
+            request=TemplateIn(name="hostile", channel="email", subject="S", body=body),
+        )
+    hostile = _schedule(factory, tenant_id, content=None, template="hostile")
+    healthy = _schedule(factory, _other_tenant(factory))
+
+    started = monotonic()
+    tracemalloc.start()
+    try:
+        assert _run(factory) == 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert monotonic() - started < 1
+    assert peak < 16 * 1024 * 1024
+
+    assert _notifications_of(factory, hostile) == []
+    assert _get(factory, hostile).last_error == (
+        "body: the body went over a limit: the joined string would exceed 256 KiB"
+    )
+    assert len(_notifications_of(factory, healthy)) == 1
 
 
 def test_resume_skips_the_runs_missed_while_paused(

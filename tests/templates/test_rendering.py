@@ -10,7 +10,8 @@ import pytest
 from pulse.db.models import Template
 from pulse.errors import InvalidInput
 from pulse.templates import rendering
-from pulse.templates.rendering import MAX_PART, check_template_source, render_template
+from pulse.templates.limits import LIMITS
+from pulse.templates.rendering import check_template_source, render_template
 from pulse.templates.schemas import PreviewRequest
 
 NBSP, NARROW_NBSP = "\xa0", "\u202f"  # CLDR's spaces in amounts, numbers and times
@@ -191,7 +192,7 @@ def test_template_injection_is_refused_when_the_template_is_saved(payload: str) 
 )
 def test_reaching_for_internals_at_render_time_is_refused(payload: str) -> None:
     refused = _refusal(payload, {"name": "{0.__class__}", "items": []})
-    assert str(refused).startswith("the template tried an unsafe operation: ")
+    assert str(refused).startswith("the template tried an unsafe operation in the body: ")
     assert refused.location == ("template", "body")
     _assert_no_internals(str(refused))
 
@@ -244,7 +245,7 @@ def test_resource_exhaustion_is_refused_quickly(source: str) -> None:
     started = time.monotonic()
     refused = _refusal(source, {"big": "x" * 200_000})
     assert time.monotonic() - started < 5
-    assert str(refused).startswith("the template tried an unsafe operation: ")
+    assert str(refused).startswith("the body went over a limit: ")
     assert refused.location == ("template", "body")
 
 
@@ -259,7 +260,7 @@ def test_big_but_bounded_arithmetic_still_works() -> None:
 def test_a_part_over_the_size_limit_is_refused() -> None:
     kilobyte = "x" * 1024
     source = "{% for i in range(count) %}{{ kilobyte }}{% endfor %}"
-    assert len(_body(source, {"kilobyte": kilobyte, "count": 256})) == MAX_PART
+    assert len(_body(source, {"kilobyte": kilobyte, "count": 256})) == LIMITS.max_chars
     refused = _refusal(source, {"kilobyte": kilobyte, "count": 257})
     assert str(refused) == "the rendered body is longer than 256 KiB"
 
@@ -277,15 +278,21 @@ def test_arithmetic_errors_fail_the_render_with_a_reason() -> None:
 # --- compiled templates are cached --------------------------------------------------------------
 
 
-def test_a_template_version_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    compiled: list[str] = []
+@pytest.fixture
+def compiled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The parts compiled from now on, in order."""
+    parts: list[str] = []
     compile_part = rendering._compile
 
-    def counting(part: str, source: str) -> Any:
-        compiled.append(part)
-        return compile_part(part, source)
+    def counting(part: str, source: str, **options: Any) -> Any:
+        parts.append(part)
+        return compile_part(part, source, **options)
 
     monkeypatch.setattr(rendering, "_compile", counting)
+    return parts
+
+
+def test_a_template_version_is_compiled_once(compiled: list[str]) -> None:
     template = _template("Hi {{ name }}", subject="S", variables=["name"])
     for name in ("Ada", "Bob", "Cy"):
         assert render_template(template, {"name": name})["body"] == f"Hi {name}"
@@ -301,3 +308,18 @@ def test_the_cache_never_serves_other_source_for_the_same_version() -> None:
     assert render_template(template, {})["body"] == "first"
     template.body = "second"  # as after an update that was rolled back and redone
     assert render_template(template, {})["body"] == "second"
+
+
+def test_the_cache_holds_compiled_parts_up_to_a_size(
+    monkeypatch: pytest.MonkeyPatch, compiled: list[str]
+) -> None:
+    # A count of entries would not bound the memory: 10,000 tokens compile to 0.75 MB.
+    monkeypatch.setattr(rendering, "_compiled", rendering._CompiledTemplates(max_bytes=200_000))
+    dense = [_template("{{ x }}" * 700 + str(i)) for i in range(2)]  # 2,100 tokens: about 160 KB
+    small = [_template(f"Hi {i}") for i in range(100)]
+    for template in (dense[0], dense[1], dense[0]):
+        render_template(template, {"x": 1})
+    assert len(compiled) == 3  # the second pushed the first out
+    for template in small + small:
+        render_template(template, {})
+    assert len(compiled) == 3 + 100  # many small ones fit

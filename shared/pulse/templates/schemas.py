@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pulse.inputs import JsonObject
-from pulse.templates.rendering import normalize_locale
+from pulse.templates.formatting import normalize_locale
 from pulse.vocabulary import Channel, Priority
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
