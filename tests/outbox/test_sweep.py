@@ -132,3 +132,23 @@ def test_the_after_commit_publisher_stands_back_when_the_broker_fails_and_leaves
             session.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.id == row.id))
             == 1
         )
+
+
+def test_publishes_beyond_what_may_wait_are_left_to_the_sweep(
+    factory: sessionmaker[Session], private: Infrastructure
+) -> None:
+    app = make_celery("pulse-tests-burst", BrokerSettings(url=private.broker_url))
+    # Stopped at once: nothing is taken from what waits, so the bound is all that decides.
+    publisher = AfterCommitPublisher(factory, app, confirm_timeout_seconds=5, max_waiting=2)
+    publisher.close()
+    ids = _accept(factory, 5, due_in=timedelta(0))
+    with factory() as session:
+        owed = [
+            (row.id, session.get_one(Notification, row.notification_id))
+            for row in session.scalars(select(OutboxMessage).where(OutboxMessage.notification_id.in_(ids)))
+        ]
+
+    for pair in owed:
+        publisher.publish([pair])
+
+    assert publisher.waiting == 2  # Two wait (for a publisher that has stopped); three are the sweep's.

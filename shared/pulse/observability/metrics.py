@@ -50,6 +50,9 @@ CIRCUITS_OPEN = Gauge(
 QUEUE_LENGTH = Gauge("pulse_queue_length", "Messages waiting in a Pulse queue.", ["queue"])
 DEAD_LETTERS = Gauge("pulse_dead_letters", "Messages in a channel's dead-letter queue.", ["channel"])
 OUTBOX_LAG = Gauge("pulse_outbox_lag_seconds", "Age of the oldest publish still owed to the broker.")
+PUBLISHES_WAITING = Gauge(
+    "pulse_publishes_waiting", "Committed notifications waiting for the gateway's after-commit publisher."
+)
 OUTBOX_PUBLISHED = Counter("pulse_outbox_published", "Publishes made by the outbox sweep.")
 CLAIMS_RECOVERED = Counter(
     "pulse_claims_recovered", "Notifications re-queued after their worker's claim expired."

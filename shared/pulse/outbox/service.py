@@ -45,6 +45,8 @@ class AfterCommitPublisher:
     Nothing depends on this path: a row it does not publish (the broker is down, the process is
     killed) is published by the scheduler's sweep once due. After a failed publish the thread stands
     back for `backoff_seconds`, leaving everything to the sweep, so that an outage costs nothing.
+    And when more than `max_waiting` publishes wait (a burst of batch sends outrunning the broker),
+    further ones are left to the sweep too, so that a burst cannot grow the gateway's memory.
     """
 
     def __init__(
@@ -55,27 +57,37 @@ class AfterCommitPublisher:
         confirm_timeout_seconds: float,
         backoff_seconds: float = 5.0,
         max_group: int = 1000,
+        max_waiting: int = 20_000,
     ) -> None:
         self._session_factory = session_factory
         self._publisher = ConfirmedPublisher(app, confirm_timeout=confirm_timeout_seconds)
         self._backoff_seconds = backoff_seconds
         self._max_group = max_group
+        self._max_waiting = max_waiting
         self._standing_back_until = 0.0
         # (priority rank, arrival, publish); the stop signal (rank -1, no publish) comes before all.
         self._owed: queue.PriorityQueue[tuple[int, int, OwedPublish | None]] = queue.PriorityQueue()
         self._arrivals = itertools.count()
+        metrics.PUBLISHES_WAITING.set_function(lambda: self.waiting)
         self._thread = threading.Thread(target=self._publish_owed, name="after-commit-publisher", daemon=True)
         self._thread.start()
 
     def publish(self, outbox_rows: Sequence[tuple[int, Any]]) -> None:
         """Hand over committed (outbox id, notification) pairs — notifications as rows with `id`,
         `channel` and `priority` — to be published; returns at once."""
+        if self.waiting >= self._max_waiting:
+            return
         current_request = request_id.get()
         for outbox_id, notification in outbox_rows:
             priority = Priority(notification.priority)
             key = routing_key(Channel(notification.channel), priority)
             owed = OwedPublish(outbox_id, TaskMessage(notification.id, key, current_request))
             self._owed.put((_RANKS[priority], next(self._arrivals), owed))
+
+    @property
+    def waiting(self) -> int:
+        """Publishes handed over and not yet taken (pulse_publishes_waiting)."""
+        return self._owed.qsize()
 
     @property
     def standing_back(self) -> bool:
