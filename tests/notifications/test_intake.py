@@ -44,7 +44,8 @@ def _send(tenant_id: uuid.UUID, recipient: str, *, idempotency_key: str | None =
 
 def _accept_all(intake: Intake, sends: list[Send]) -> list[Accepted | BaseException]:
     async def accept_concurrently() -> list[Accepted | BaseException]:
-        return await asyncio.gather(*(intake.accept(send) for send in sends), return_exceptions=True)
+        accepted = asyncio.gather(*(intake.accept(send) for send in sends), return_exceptions=True)
+        return await asyncio.wait_for(accepted, timeout=30)
 
     return asyncio.run(accept_concurrently())
 
@@ -122,3 +123,19 @@ def test_a_send_with_an_idempotency_key_is_accepted_once(
             )
             == 1
         )
+
+
+def test_a_request_cancelled_while_its_send_waits_does_not_stop_the_intake(
+    factory: sessionmaker[Session],
+) -> None:
+    tenant = _tenant(factory)
+    cancelled = _send(tenant, "gone@example.com")
+    cancelled.outcome.cancel()  # As asyncio does when the request's task is cancelled.
+    intake = Intake(factory, publish_grace=timedelta(seconds=5), threads=1)
+    try:
+        [outcome] = _accept_all(intake, [cancelled, _send(tenant, "here@example.com")])[1:]
+    finally:
+        intake.close()
+
+    assert isinstance(outcome, Accepted)  # Not lost behind the cancelled one.
+    assert _stored(factory, tenant) == 1

@@ -97,6 +97,9 @@ class Intake:
                     self._waiting.put(None)  # Another thread's stop, or this one's after the group.
                     break
                 group.append(send)
+            # A request cancelled while its send waited (the server shutting down) is not accepted;
+            # the others can no longer be cancelled, so their outcomes always reach them.
+            group = [send for send in group if send.outcome.set_running_or_notify_cancel()]
             shared = [send for send in group if send.idempotency_key is None]
             if shared:
                 self._accept_together(shared)
