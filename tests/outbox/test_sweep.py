@@ -3,6 +3,7 @@ scheduler or worker touches them, so every published message can be counted)."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -150,5 +151,8 @@ def test_publishes_beyond_what_may_wait_are_left_to_the_sweep(
 
     for pair in owed:
         publisher.publish([pair])
+    urgent = SimpleNamespace(id=uuid.uuid4(), channel="email", priority="critical")
+    publisher.publish([(0, urgent)])
 
-    assert publisher.waiting == 2  # Two wait (for a publisher that has stopped); three are the sweep's.
+    # Two normal ones wait (for a publisher that has stopped), three are the sweep's; critical still queues.
+    assert publisher.waiting == 3

@@ -25,6 +25,7 @@ from pulse.vocabulary import Channel, Priority
 log = logging.getLogger(__name__)
 
 _RANKS = {priority: rank for rank, priority in enumerate(Priority)}  # critical first
+_URGENT = frozenset({Priority.CRITICAL, Priority.HIGH})
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,10 @@ class AfterCommitPublisher:
     Nothing depends on this path: a row it does not publish (the broker is down, the process is
     killed) is published by the scheduler's sweep once due. After a failed publish the thread stands
     back for `backoff_seconds`, leaving everything to the sweep, so that an outage costs nothing.
-    And when more than `max_waiting` publishes wait (a burst of batch sends outrunning the broker),
-    further ones are left to the sweep too, so that a burst cannot grow the gateway's memory.
+    And when `max_waiting` publishes wait (a burst of batch sends outrunning the broker), further
+    `normal` and `low` ones are left to the sweep too, so that a burst cannot grow the gateway's
+    memory; `critical` and `high` ones still queue, ahead of the rest. Groups are small
+    (`max_group`), so an urgent publish never waits behind a long one.
     """
 
     def __init__(
@@ -56,7 +59,7 @@ class AfterCommitPublisher:
         *,
         confirm_timeout_seconds: float,
         backoff_seconds: float = 5.0,
-        max_group: int = 1000,
+        max_group: int = 100,
         max_waiting: int = 20_000,
     ) -> None:
         self._session_factory = session_factory
@@ -75,11 +78,12 @@ class AfterCommitPublisher:
     def publish(self, outbox_rows: Sequence[tuple[int, Any]]) -> None:
         """Hand over committed (outbox id, notification) pairs — notifications as rows with `id`,
         `channel` and `priority` — to be published; returns at once."""
-        if self.waiting >= self._max_waiting:
-            return
+        crowded = self.waiting >= self._max_waiting
         current_request = request_id.get()
         for outbox_id, notification in outbox_rows:
             priority = Priority(notification.priority)
+            if crowded and priority not in _URGENT:
+                continue  # The sweep's; urgent ones always queue (they go out first).
             key = routing_key(Channel(notification.channel), priority)
             owed = OwedPublish(outbox_id, TaskMessage(notification.id, key, current_request))
             self._owed.put((_RANKS[priority], next(self._arrivals), owed))
