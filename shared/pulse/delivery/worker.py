@@ -28,7 +28,7 @@ from pulse.db import make_engine, make_session_factory
 from pulse.delivery.circuit import BreakerSettings, ProviderChain
 from pulse.delivery.providers import Provider
 from pulse.delivery.retry import RetrySettings
-from pulse.delivery.service import Outcome, deliver
+from pulse.delivery.service import DeliveryResult, Outcome, deliver
 from pulse.messaging.celery_app import make_celery
 from pulse.messaging.topology import task_name, work_queue
 from pulse.observability.metrics import serve_metrics
@@ -108,7 +108,7 @@ class _ChannelDelivery:
             )
         return [Settle.DEAD_LETTER if id is None else next(settled) for _, id in named]
 
-    def _settle(self, task: Task, request: SimpleRequest, channel: Channel, result: Any) -> Settle:
+    def _settle(self, task: Task, request: SimpleRequest, channel: Channel, result: DeliveryResult) -> Settle:
         if result.outcome in (Outcome.RETRYING, Outcome.POSTPONED):
             assert result.retry_in_seconds is not None
             return _send_later(task, request, channel, result.retry_in_seconds, retries=0)
