@@ -40,10 +40,8 @@ def test_two_gateways_and_three_workers_deliver_each_notification_exactly_once(
     replicated: Stack, private: Infrastructure
 ) -> None:
     key = private.create_tenant_with_key("scale-out", Scope.SEND, Scope.READ)
-    clients = [
-        httpx.Client(base_url=replicated.gateway_url(name), headers={"Authorization": f"Bearer {key}"}, timeout=60)
-        for name in GATEWAYS
-    ]
+    auth = {"Authorization": f"Bearer {key}"}
+    clients = [httpx.Client(base_url=replicated.gateway_url(name), headers=auth, timeout=60) for name in GATEWAYS]
     indexes = itertools.count()
     batches = [[_email(next(indexes)) for _ in range(BATCH_SIZE)] for _ in range(BATCHES)]
     singles = [_email(next(indexes)) for _ in range(SINGLE_SENDS)]
