@@ -41,7 +41,7 @@ def test_two_gateways_and_three_workers_deliver_each_notification_exactly_once(
 ) -> None:
     key = private.create_tenant_with_key("scale-out", Scope.SEND, Scope.READ)
     auth = {"Authorization": f"Bearer {key}"}
-    clients = [httpx.Client(base_url=replicated.gateway_url(name), headers=auth, timeout=60) for name in GATEWAYS]
+    clients = [httpx.Client(base_url=replicated.gateway_url(gw), headers=auth, timeout=60) for gw in GATEWAYS]
     indexes = itertools.count()
     batches = [[_email(next(indexes)) for _ in range(BATCH_SIZE)] for _ in range(BATCHES)]
     singles = [_email(next(indexes)) for _ in range(SINGLE_SENDS)]
