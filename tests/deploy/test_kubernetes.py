@@ -82,6 +82,12 @@ def _module(container: dict[str, Any]) -> str | None:
     return command[command.index("-m") + 1] if "-m" in command else None
 
 
+def _long_running(manifests: list[dict[str, Any]]) -> set[str]:
+    """The gateway, the workers and the scheduler: what exports metrics and must survive disruptions."""
+    modules = {"services.api", *METRICS_PORTS}
+    return {name for name, _, container in _pulse_containers(manifests) if _module(container) in modules}
+
+
 def test_every_overlay_is_valid_kubernetes(manifests: list[dict[str, Any]]) -> None:
     version = kubernetes_validate.latest_version()
     for doc in manifests:
@@ -134,10 +140,7 @@ def test_every_long_running_service_has_a_disruption_budget(manifests: list[dict
         pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
         for pdb in _of_kind(manifests, "PodDisruptionBudget").values()
     }
-    long_running = {"services.api", *METRICS_PORTS}
-    containers = _pulse_containers(manifests)
-    services = {name for name, _, container in containers if _module(container) in long_running}
-    assert services <= budgets, services - budgets
+    assert _long_running(manifests) <= budgets, _long_running(manifests) - budgets
 
 
 def test_production_scales_every_channel_worker_on_its_queues() -> None:
@@ -171,3 +174,21 @@ def test_production_scales_every_channel_worker_on_its_queues() -> None:
     hpa = _of_kind(manifests, "HorizontalPodAutoscaler")["api"]["spec"]
     assert hpa["scaleTargetRef"]["name"] == "api" and hpa["minReplicas"] >= 2
     assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+
+
+def test_production_monitors_every_service_that_exports_metrics() -> None:
+    manifests = _render("production")
+    (monitor,) = _of_kind(manifests, "ServiceMonitor").values()
+    (selected,) = monitor["spec"]["selector"]["matchExpressions"]
+    scraped_ports = {endpoint["port"] for endpoint in monitor["spec"]["endpoints"]}
+    deployments = _long_running(manifests)
+    services = [
+        service
+        for service in _of_kind(manifests, "Service").values()
+        if service["metadata"].get("labels", {}).get("app.kubernetes.io/name") in selected["values"]
+    ]
+    assert selected["operator"] == "In" and set(selected["values"]) == deployments
+    assert {svc["spec"]["selector"]["app.kubernetes.io/name"] for svc in services} == deployments
+    for service in services:
+        ports = {port["name"] for port in service["spec"]["ports"]}
+        assert ports & scraped_ports, service["metadata"]["name"]
