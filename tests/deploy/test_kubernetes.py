@@ -174,6 +174,10 @@ def test_production_scales_every_channel_worker_on_its_queues() -> None:
     hpa = _of_kind(manifests, "HorizontalPodAutoscaler")["api"]["spec"]
     assert hpa["scaleTargetRef"]["name"] == "api" and hpa["minReplicas"] >= 2
     assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+    # An apply must not reset what the autoscalers chose.
+    deployments = _of_kind(manifests, "Deployment")
+    for autoscaled in [*scaled_objects, hpa["scaleTargetRef"]["name"]]:
+        assert "replicas" not in deployments[autoscaled]["spec"], autoscaled
 
 
 def test_production_monitors_every_service_that_exports_metrics() -> None:
