@@ -20,7 +20,7 @@ install: $(INSTALLED) ## Create .venv and install Pulse with its dev tools
 infra: ## Check PostgreSQL and RabbitMQ (install/start them on Debian as root)
 	@scripts/ensure-infra.sh
 
-test-tools: ## Chromium, ChromeDriver and promtool for the browser and metrics tests (apt-get on Debian as root)
+test-tools: ## Chromium, ChromeDriver, promtool, kubectl, docker-compose for the browser, metrics, deploy tests (apt-get on Debian as root)
 	@scripts/ensure-test-tools.sh
 
 run: install infra ## Set up and start every service in the foreground (Ctrl-C stops them)

@@ -171,10 +171,16 @@ class Stack:
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Further processes of a service (`start_replica`): replica name → service name.
+    replicas: dict[str, str] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['api']}"
+        return self.gateway_url("api")
+
+    def gateway_url(self, name: str) -> str:
+        """The base URL of the gateway `name` (`api`, or a replica of it)."""
+        return f"http://127.0.0.1:{self.ports[name]}"
 
     @property
     def sandbox_url(self) -> str:
@@ -199,7 +205,7 @@ class Stack:
         for name in names:
             log = (self.log_dir / f"{name}.log").open("ab")
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", SERVICES[name]],
+                [sys.executable, "-m", SERVICES[self.replicas.get(name, name)]],
                 cwd=REPO,
                 env={**self.env, **self.service_env.get(name, {})},
                 stdout=log,
@@ -212,6 +218,19 @@ class Stack:
                 return _started(process, self.log_dir / f"{name}.log") and _responds(url)
 
             wait_until(ready, timeout=60, what=f"{name} at {url} (logs: {self.log_dir})")
+
+    def start_replica(self, service: str, replica: str) -> None:
+        """Start one more process of `service` (the gateway, a channel worker or the scheduler) named
+        `replica`, on a port of its own (the gateway's HTTP port, or the metrics port), as a replica on
+        another host would run: `gateway_url(replica)` / `metrics_url(replica)` reach it."""
+        if service == "api":
+            port, variable = replica, "PULSE_API_PORT"
+        else:
+            port, variable = f"{replica}_metrics", f"PULSE_{service.upper()}_METRICS_PORT"
+        self.ports[port] = free_port()
+        self.replicas[replica] = service
+        self.service_env[replica] = {**self.service_env.get(service, {}), variable: str(self.ports[port])}
+        self.start(replica)
 
     def kill(self, name: str) -> None:
         """SIGKILL: the process gets no chance to finish anything."""
@@ -231,6 +250,8 @@ class Stack:
         self.processes.clear()
 
     def _health_url(self, name: str) -> str:
+        if self.replicas.get(name) == "api":
+            return f"{self.gateway_url(name)}/readyz"
         return {
             "sandbox": f"{self.sandbox_url}/healthz",
             "api": f"{self.api_url}/readyz",

@@ -37,12 +37,13 @@ def test_every_grafana_query_uses_exported_metrics() -> None:
     assert used <= _exported_names(), used - _exported_names()
 
 
-def test_the_prometheus_config_is_valid() -> None:
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-compose.yml"])
+def test_the_prometheus_config_is_valid(config: str) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
     checked = subprocess.run(
-        [promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
+        [promtool, "check", "config", str(DEPLOY / "prometheus" / config)],
         capture_output=True,
         text=True,
         timeout=30,
