@@ -33,10 +33,12 @@ def test_a_connection_the_broker_closed_is_replaced_and_the_publish_still_goes_t
     queue = "pulse.inapp.low"  # Nothing consumes it in the private vhost.
     before = _depth(private, queue)
     publisher.publish([TaskMessage(uuid.uuid4(), "inapp.low")])
-    names = wait_until(lambda: _connections(private), what="the publisher's connection to be listed")
+    names = wait_until(
+        lambda: _connections(private), timeout=90, what="the publisher's connection to be listed"
+    )
     for name in names:  # As an idle connection reset, or a broker restart, would leave it.
         httpx.delete(f"{MANAGEMENT_API}/connections/{name}", timeout=10).raise_for_status()
-    wait_until(lambda: not _connections(private), what="the connection to be closed")
+    wait_until(lambda: not _connections(private), timeout=90, what="the connection to be closed")
 
     publisher.publish([TaskMessage(uuid.uuid4(), "inapp.low"), TaskMessage(uuid.uuid4(), "inapp.low")])
 
