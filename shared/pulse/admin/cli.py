@@ -21,7 +21,13 @@ from pulse.db.models import Tenant
 from pulse.dead_letters.service import ReplaySelection, list_dead_letters, replay, replay_one
 from pulse.errors import InvalidInput, NotFound, PulseError
 from pulse.messaging.topology import declare_topology
-from pulse.tenants.service import configure_tenant, create_api_key, create_tenant, parse_scopes
+from pulse.tenants.service import (
+    configure_tenant,
+    create_api_key,
+    create_tenant,
+    find_principal,
+    parse_scopes,
+)
 from pulse.vocabulary import Channel
 from pulse.webhooks.secrets import get_secret, rotate_secret
 
@@ -109,6 +115,13 @@ def _describe(tenant: Tenant) -> str:
     )
 
 
+def check_api_key(session: Session, key: str) -> str:
+    principal = find_principal(session, key=key)
+    if principal is None:
+        raise NotFound("no such API key (unknown or revoked)")
+    return f"tenant {principal.tenant_name}, scopes {','.join(sorted(principal.scopes))}"
+
+
 def webhook_secret(session: Session, args: argparse.Namespace) -> str:
     tenant_id = _tenant_id(session, args.tenant)
     assert tenant_id is not None
@@ -193,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = commands.add_parser("create-api-key", help="issue an API key; printed once, as the last line")
     key.add_argument("--tenant", required=True)
     key.add_argument("--scopes", default="send,read", help="comma-separated: send,read,admin")
+    commands.add_parser(
+        "check-api-key",
+        help="read a key on stdin (not argv, which `ps` shows); exit 0 and name its tenant if it works",
+    )
     secret = commands.add_parser(
         "webhook-secret", help="a tenant's webhook signing secret (created if missing), as the last line"
     )
@@ -238,6 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             lambda session: create_api_key(
                 session, tenant_name=args.tenant, scopes=parse_scopes(args.scopes)
             ),
+        ),
+        "check-api-key": lambda: _with_session(
+            settings, lambda session: check_api_key(session, sys.stdin.read().strip())
         ),
         "webhook-secret": lambda: _with_session(settings, lambda session: webhook_secret(session, args)),
         "dlq": lambda: _with_session(
