@@ -21,6 +21,8 @@ export FLOWER_BASIC_AUTH=${FLOWER_BASIC_AUTH:-$(<"$flower_credentials")}
 
 pulse-admin init
 pulse-admin create-tenant dev >/dev/null
+# A newcomer's first "Try it" send should arrive at any hour: no quiet hours for the dev tenant.
+pulse-admin configure-tenant dev --quiet-hours off >/dev/null
 key=$(scripts/dev-api-key.sh)
 
 cat <<TXT
@@ -37,7 +39,8 @@ cat <<TXT
   Dev API key (tenant "dev", scopes send,read,admin; kept in ${DEV_API_KEY_FILE:-var/dev-api-key}):
     $key
 
-  Try it:
+  Try it (the dev tenant has quiet hours off; elsewhere non-critical sends wait out 22:00-08:00 in the
+  recipient's time zone unless they say "respect_quiet_hours": false):
     curl -s -X POST http://localhost:$PULSE_API_PORT/v1/notifications \\
       -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \\
       -d '{"channel":"email","recipient":"ada@example.com","content":{"subject":"Hello","body":"Hi Ada"}}'
