@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: initialise PostgreSQL and RabbitMQ, issue a dev API key, start every service (honcho).
+# `make run`: initialise PostgreSQL and RabbitMQ, prepare the dev tenant and its kept API key, start every
+# service (honcho).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -20,7 +21,9 @@ export FLOWER_BASIC_AUTH=${FLOWER_BASIC_AUTH:-$(<"$flower_credentials")}
 
 pulse-admin init
 pulse-admin create-tenant dev >/dev/null
-key=$(pulse-admin create-api-key --tenant dev --scopes send,read,admin | tail -n 1)
+# A newcomer's first "Try it" send should arrive at any hour: no quiet hours for the dev tenant.
+pulse-admin configure-tenant dev --quiet-hours off >/dev/null
+key=$(scripts/dev-api-key.sh)
 
 cat <<TXT
 
@@ -33,10 +36,11 @@ cat <<TXT
   Flower            http://localhost:5555          (user:password $FLOWER_BASIC_AUTH, from $flower_credentials)
   RabbitMQ UI       http://localhost:15672         (guest/guest, when the management plugin is on)
 
-  Dev API key (tenant "dev", scopes send,read,admin):
+  Dev API key (tenant "dev", scopes send,read,admin; kept in ${DEV_API_KEY_FILE:-var/dev-api-key}):
     $key
 
-  Try it:
+  Try it (the dev tenant has quiet hours off; elsewhere non-critical sends wait out 22:00-08:00 in the
+  recipient's time zone unless they say "respect_quiet_hours": false):
     curl -s -X POST http://localhost:$PULSE_API_PORT/v1/notifications \\
       -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \\
       -d '{"channel":"email","recipient":"ada@example.com","content":{"subject":"Hello","body":"Hi Ada"}}'

@@ -135,3 +135,59 @@ def test_configure_tenant_sets_and_resets_its_quota(
     assert "quota default (PULSE_TENANT_SENDS_PER_MINUTE)" in output
     assert main(["configure-tenant", name, "--sends-per-minute", "lots"]) == 2
     assert "'lots'" in capsys.readouterr().err
+
+
+def _issue(capsys: pytest.CaptureFixture[str], tenant: str, scopes: str) -> str:
+    assert main(["create-api-key", "--tenant", tenant, "--scopes", scopes]) == 0
+    return capsys.readouterr().out.splitlines()[-1]
+
+
+def test_list_api_keys_shows_prefixes_scopes_and_dates_but_never_the_secret(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    name, other = _name(), _name()
+    for tenant in (name, other):
+        main(["create-tenant", tenant])
+    capsys.readouterr()
+    keys = [_issue(capsys, name, "send"), _issue(capsys, name, "read,admin")]
+    stranger = _issue(capsys, other, "send")
+
+    assert main(["list-api-keys", "--tenant", name]) == 0
+    listing = capsys.readouterr().out
+
+    for key in keys:
+        assert key[:10] in listing
+        assert key not in listing and key[10:] not in listing
+    assert stranger[:10] not in listing
+    rows = listing.splitlines()[1:]
+    assert [row.split()[1] for row in rows] == ["send", "admin,read"]  # Oldest first.
+    assert all(row.split()[2].startswith("20") for row in rows)  # created_at, ISO 8601.
+
+
+def test_revoke_api_key_refuses_that_key_only(
+    capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    name = _name()
+    main(["create-tenant", name])
+    capsys.readouterr()
+    revoked, kept = _issue(capsys, name, "send"), _issue(capsys, name, "send")
+
+    assert main(["revoke-api-key", "--tenant", name, revoked[:10]]) == 0
+    assert revoked[:10] in capsys.readouterr().out
+
+    with session_factory() as session:
+        assert find_principal(session, key=revoked) is None
+        assert find_principal(session, key=kept) is not None
+    assert main(["list-api-keys", "--tenant", name]) == 0
+    listing = capsys.readouterr().out
+    assert [len(row.split()) for row in listing.splitlines()[1:]] == [4, 3]  # Its revoked_at; none.
+
+    # Again, a prefix the tenant does not have, or another tenant's key: exit 2, nothing changes.
+    other = _name()
+    main(["create-tenant", other])
+    assert main(["revoke-api-key", "--tenant", name, revoked[:10]]) == 2
+    assert main(["revoke-api-key", "--tenant", name, "pk_nothing"]) == 2
+    assert main(["revoke-api-key", "--tenant", other, kept[:10]]) == 2
+    assert "no active API key" in capsys.readouterr().err
+    with session_factory() as session:
+        assert find_principal(session, key=kept) is not None

@@ -5,7 +5,14 @@ from fastapi import APIRouter, Path, Query, Response, status
 from pulse.db import transaction
 from pulse.pagination import MAX_PAGE
 from pulse.templates.rendering import render_template
-from pulse.templates.schemas import PreviewOut, PreviewRequest, TemplateIn, TemplateOut, TemplatePage
+from pulse.templates.schemas import (
+    PreviewOut,
+    PreviewRequest,
+    TemplateIn,
+    TemplateOut,
+    TemplatePage,
+    TemplateReplacement,
+)
 from pulse.templates.service import (
     create_template,
     delete_template,
@@ -70,10 +77,12 @@ def read_template(name: TemplateName, principal: ReaderDep, session: SessionDep)
 
 @router.put("/{name}", response_model=TemplateOut, responses=NOT_FOUND)
 def change_template(
-    name: TemplateName, request: TemplateIn, principal: AdminDep, gateway: GatewayDep
+    name: TemplateName, request: TemplateReplacement, principal: AdminDep, gateway: GatewayDep
 ) -> TemplateOut:
     """Replace the whole template (omitted optional fields are reset) and increment its `version`;
-    sends accepted from then on use the new content. The body's `name` must be the path's."""
+    sends accepted from then on use the new content. The path names the template: the body needs no
+    `name`, and one that differs from the path's is refused with 422 naming `body.name` (templates
+    cannot be renamed)."""
     with transaction(gateway.session_factory) as session:
         return TemplateOut.model_validate(
             replace_template(session, tenant_id=principal.tenant_id, name=name, request=request)

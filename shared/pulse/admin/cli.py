@@ -21,7 +21,15 @@ from pulse.db.models import Tenant
 from pulse.dead_letters.service import ReplaySelection, list_dead_letters, replay, replay_one
 from pulse.errors import InvalidInput, NotFound, PulseError
 from pulse.messaging.topology import declare_topology
-from pulse.tenants.service import configure_tenant, create_api_key, create_tenant, parse_scopes
+from pulse.tenants.service import (
+    configure_tenant,
+    create_api_key,
+    create_tenant,
+    find_principal,
+    list_api_keys,
+    parse_scopes,
+    revoke_api_key,
+)
 from pulse.vocabulary import Channel
 from pulse.webhooks.secrets import get_secret, rotate_secret
 
@@ -109,6 +117,22 @@ def _describe(tenant: Tenant) -> str:
     )
 
 
+def check_api_key(session: Session, key: str) -> str:
+    principal = find_principal(session, key=key)
+    if principal is None:
+        raise NotFound("no such API key (unknown or revoked)")
+    return f"tenant {principal.tenant_name}, scopes {','.join(sorted(principal.scopes))}"
+
+
+def _key_listing(session: Session, tenant_name: str) -> str:
+    lines = [f"{'prefix':10}  {'scopes':16}  {'created at':25}  revoked at"]
+    for key in list_api_keys(session, tenant_name=tenant_name):
+        revoked_at = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
+        created_at = key.created_at.isoformat(timespec="seconds")
+        lines.append(f"{key.prefix:10}  {','.join(key.scopes):16}  {created_at:25}  {revoked_at}".rstrip())
+    return "\n".join(lines)
+
+
 def webhook_secret(session: Session, args: argparse.Namespace) -> str:
     tenant_id = _tenant_id(session, args.tenant)
     assert tenant_id is not None
@@ -193,6 +217,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = commands.add_parser("create-api-key", help="issue an API key; printed once, as the last line")
     key.add_argument("--tenant", required=True)
     key.add_argument("--scopes", default="send,read", help="comma-separated: send,read,admin")
+    listing_keys = commands.add_parser(
+        "list-api-keys", help="a tenant's API keys (prefix, scopes, created, revoked), never their secrets"
+    )
+    listing_keys.add_argument("--tenant", required=True)
+    revoking = commands.add_parser("revoke-api-key", help="revoke a tenant's API key, named by its prefix")
+    revoking.add_argument("--tenant", required=True)
+    revoking.add_argument("prefix", help="as list-api-keys shows it (the key's first 10 characters)")
+    commands.add_parser(
+        "check-api-key",
+        help="read a key on stdin (not argv, which `ps` shows); exit 0 and name its tenant if it works",
+    )
     secret = commands.add_parser(
         "webhook-secret", help="a tenant's webhook signing secret (created if missing), as the last line"
     )
@@ -238,6 +273,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             lambda session: create_api_key(
                 session, tenant_name=args.tenant, scopes=parse_scopes(args.scopes)
             ),
+        ),
+        "list-api-keys": lambda: _with_session(settings, lambda session: _key_listing(session, args.tenant)),
+        "revoke-api-key": lambda: _with_session(
+            settings,
+            lambda session: (
+                "revoked " + revoke_api_key(session, tenant_name=args.tenant, prefix=args.prefix).prefix
+            ),
+        ),
+        "check-api-key": lambda: _with_session(
+            settings, lambda session: check_api_key(session, sys.stdin.read().strip())
         ),
         "webhook-secret": lambda: _with_session(settings, lambda session: webhook_secret(session, args)),
         "dlq": lambda: _with_session(

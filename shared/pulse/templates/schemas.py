@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, field_validator
 
 from pulse.inputs import JsonObject
 from pulse.templates.formatting import normalize_locale
@@ -17,34 +17,23 @@ MAX_SOURCE = 100_000
 MAX_VARIABLES = 100
 
 
-class TemplateIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "welcome",
-                    "channel": "email",
-                    "subject": "Welcome, {{ first_name }}",
-                    "body": "Hello {{ first_name }}, your plan costs {{ price|currency('EUR') }} a month "
-                    "from {{ start|format_date('long') }}.",
-                    "html": "<p>Hello {{ first_name }},</p>"
-                    "<p>your plan costs {{ price|currency('EUR') }} a month.</p>",
-                    "variables": ["first_name", "price", "start"],
-                    "description": "Sent when an account is created.",
-                }
-            ]
-        },
-    )
+# The documented example of a template's content; TemplateIn's adds the name.
+_EXAMPLE: dict[str, JsonValue] = {
+    "channel": "email",
+    "subject": "Welcome, {{ first_name }}",
+    "body": "Hello {{ first_name }}, your plan costs {{ price|currency('EUR') }} a month "
+    "from {{ start|format_date('long') }}.",
+    "html": "<p>Hello {{ first_name }},</p><p>your plan costs {{ price|currency('EUR') }} a month.</p>",
+    "variables": ["first_name", "price", "start"],
+    "description": "Sent when an account is created.",
+}
 
-    name: Annotated[
-        str,
-        Field(
-            pattern=NAME_PATTERN,
-            description="Unique per tenant; letters, digits, `_`, `-` and `.`, 1 to 100 characters, "
-            "starting with a letter or digit. Sends name the template by it.",
-        ),
-    ]
+
+class TemplateContent(BaseModel):
+    """Everything a template is but its name."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
+
     channel: Channel
     subject: Annotated[
         str | None,
@@ -92,6 +81,26 @@ class TemplateIn(BaseModel):
         if subject is None and info.data.get("channel") is Channel.EMAIL:
             raise ValueError("subject is required for email")
         return subject
+
+
+class TemplateIn(TemplateContent):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "welcome", **_EXAMPLE}]})
+
+    name: Annotated[
+        str,
+        Field(
+            pattern=NAME_PATTERN,
+            description="Unique per tenant; letters, digits, `_`, `-` and `.`, 1 to 100 characters, "
+            "starting with a letter or digit. Sends name the template by it.",
+        ),
+    ]
+
+
+class TemplateReplacement(TemplateContent):
+    name: Annotated[
+        str | None,
+        Field(description="Optional, as the path names the template; if given, it must be the path's."),
+    ] = None
 
 
 class TemplateOut(BaseModel):

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from pulse.db.models import Template
 from pulse.errors import Conflict, InvalidInput, NotFound
 from pulse.templates.rendering import check_template_source
-from pulse.templates.schemas import TemplateIn
+from pulse.templates.schemas import TemplateContent, TemplateIn, TemplateReplacement
 from pulse.vocabulary import Channel
 
 
@@ -22,7 +22,14 @@ def create_template(session: Session, *, tenant_id: uuid.UUID, request: Template
     now = datetime.now(UTC)
     created = session.scalars(
         pg_insert(Template)
-        .values(id=uuid.uuid4(), tenant_id=tenant_id, created_at=now, updated_at=now, **_content(request))
+        .values(
+            id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            name=request.name,
+            created_at=now,
+            updated_at=now,
+            **_content(request),
+        )
         .on_conflict_do_nothing(constraint="uq_templates_tenant_name")
         .returning(Template)
     ).one_or_none()
@@ -62,9 +69,12 @@ def list_templates(
     return list(rows), total
 
 
-def replace_template(session: Session, *, tenant_id: uuid.UUID, name: str, request: TemplateIn) -> Template:
-    """Replace every field of an existing template and bump its version; NotFound if there is none."""
-    if request.name != name:
+def replace_template(
+    session: Session, *, tenant_id: uuid.UUID, name: str, request: TemplateReplacement
+) -> Template:
+    """Replace every field of an existing template but its name and bump its version; NotFound if there
+    is none."""
+    if request.name is not None and request.name != name:
         raise InvalidInput(
             f"the body names {request.name!r} but the path {name!r}: templates cannot be renamed",
             location=("body", "name"),
@@ -101,5 +111,5 @@ def find_templates(session: Session, tenant_id: uuid.UUID, names: Collection[str
     return {template.name: template for template in rows}
 
 
-def _content(request: TemplateIn) -> dict[str, Any]:
-    return request.model_dump(mode="json")
+def _content(request: TemplateContent) -> dict[str, Any]:
+    return request.model_dump(mode="json", include=set(TemplateContent.model_fields))

@@ -3,12 +3,12 @@
 import hashlib
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -130,11 +130,16 @@ def _send_count(value: str) -> int:
     return int(value)
 
 
+def _tenant_named(session: Session, name: str) -> Tenant:
+    tenant = session.scalars(select(Tenant).where(Tenant.name == name)).one_or_none()
+    if tenant is None:
+        raise NotFound(f"tenant {name!r} does not exist")
+    return tenant
+
+
 def create_api_key(session: Session, *, tenant_name: str, scopes: list[Scope]) -> str:
     """Issue a new key; only its hash is stored, so the returned value is the only copy."""
-    tenant = session.scalars(select(Tenant).where(Tenant.name == tenant_name)).one_or_none()
-    if tenant is None:
-        raise NotFound(f"tenant {tenant_name!r} does not exist")
+    tenant = _tenant_named(session, tenant_name)
     if not scopes:
         raise InvalidInput("an API key needs at least one scope")
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)
@@ -148,6 +153,32 @@ def create_api_key(session: Session, *, tenant_name: str, scopes: list[Scope]) -
         )
     )
     return key
+
+
+def list_api_keys(session: Session, *, tenant_name: str) -> Sequence[ApiKey]:
+    """The tenant's keys, revoked ones too, oldest first."""
+    tenant = _tenant_named(session, tenant_name)
+    return session.scalars(
+        select(ApiKey).where(ApiKey.tenant_id == tenant.id).order_by(ApiKey.created_at, ApiKey.id)
+    ).all()
+
+
+def revoke_api_key(session: Session, *, tenant_name: str, prefix: str) -> ApiKey:
+    """Revoke the tenant's active key with this prefix (its first 10 characters); NotFound if it has
+    none, InvalidInput (nothing revoked, the caller rolling back) if several share it. Gateways refuse
+    it once their auth cache (PULSE_AUTH_CACHE_SECONDS) expires."""
+    tenant = _tenant_named(session, tenant_name)
+    revoked = session.scalars(
+        update(ApiKey)
+        .where(ApiKey.tenant_id == tenant.id, ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+        .returning(ApiKey)
+    ).all()
+    if not revoked:
+        raise NotFound(f"tenant {tenant_name!r} has no active API key with prefix {prefix!r}")
+    if len(revoked) > 1:
+        raise InvalidInput(f"several active API keys have prefix {prefix!r}: none was revoked")
+    return revoked[0]
 
 
 def find_principal(session: Session, *, key: str) -> Principal | None:

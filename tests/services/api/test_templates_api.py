@@ -136,6 +136,18 @@ def test_a_template_cannot_be_renamed_by_put(client: TestClient, tenant: Tenant)
     assert problem["errors"][0]["loc"] == ["body", "name"]
 
 
+def test_put_takes_the_name_from_the_path(client: TestClient, tenant: Tenant) -> None:
+    _create(client, tenant, _welcome())
+    replacement = _welcome(body="Hi {{ first_name }}", variables=["first_name"])
+    del replacement["name"]
+
+    response = client.put("/v1/templates/welcome", json=replacement, headers=auth(tenant))
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["name"], response.json()["version"]) == ("welcome", 2)
+    assert client.get("/v1/templates/welcome", headers=auth(tenant)).json()["body"] == "Hi {{ first_name }}"
+
+
 # --- scopes --------------------------------------------------------------------------------------
 
 
