@@ -1,9 +1,9 @@
 """The API key routes' request and response bodies."""
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pulse.inputs import DateTimeInput
 from pulse.tenants.service import Scope
@@ -25,6 +25,11 @@ class ApiKeyRequest(BaseModel):
         None,
         description="When the key stops working (ISO 8601, in the future; naive means UTC); null: never.",
     )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _naive_is_utc(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 class ApiKeyOut(BaseModel):

@@ -129,6 +129,11 @@ def test_invalid_requests_are_refused_naming_the_field(
     assert location in [error["loc"] for error in problem["errors"]]
 
 
+def test_a_naive_expiry_is_read_as_utc(client: TestClient, tenant: Tenant) -> None:
+    issued = _issue(client, tenant, expires_at="2030-01-31T09:00:00")
+    assert datetime.fromisoformat(issued["expires_at"]) == datetime(2030, 1, 31, 9, tzinfo=UTC)
+
+
 def test_an_expired_key_is_refused_as_expired(client: TestClient, tenant: Tenant) -> None:
     soon = datetime.now(UTC) + timedelta(seconds=5)
     issued = _issue(client, tenant, scopes=["read"], expires_at=soon.isoformat())
