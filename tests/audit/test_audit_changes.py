@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from pulse.audit.changes import MAX_ITEMS, MAX_TEXT, REDACTED, diff
+from pulse.audit.changes import MAX_BYTES, MAX_ITEMS, MAX_TEXT, REDACTED, diff
 
 
 class Profile(BaseModel):
@@ -75,3 +75,14 @@ def test_big_values_are_cut() -> None:
     assert len(after["data"]) == MAX_ITEMS + 1 and after["data"]["…"] == f"{1000 - MAX_ITEMS} more"
     assert "leaf" not in json.dumps(after["nested"])
     assert len(json.dumps(changes)) < 10_000
+
+
+def test_a_diff_too_big_even_when_cut_keeps_only_the_names_of_the_fields() -> None:
+    wide = {
+        f"k{a}": {f"k{b}": {f"k{c}": "x" * 1000 for c in range(30)} for b in range(30)} for a in range(30)
+    }
+
+    changes = diff({"data": {}, "name": "a"}, {"data": wide, "name": "b"})
+
+    assert changes == {"changed": ["data", "name"], "truncated": True}
+    assert len(json.dumps(diff(None, {"data": {"k": "x" * 1000}}))) < MAX_BYTES

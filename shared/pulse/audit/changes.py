@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 
 from pulse.observability.logging import redact_url
 
@@ -15,20 +15,27 @@ SECRET_NAMES = ("secret", "password", "token", "api_key", "key_hash", "authoriza
 MAX_TEXT = 200
 MAX_ITEMS = 20
 MAX_DEPTH = 4
+# Beyond this as JSON, an entry keeps only the names of the fields that changed.
+MAX_BYTES = 16 * 1024
 
 Snapshot = BaseModel | Mapping[str, Any] | None
 
 
 def diff(before: Snapshot, after: Snapshot) -> dict[str, Any] | None:
     """`{"before": {...}, "after": {...}}` with the fields that differ (all of them on a creation or a
-    deletion, where one side is None); None when there is neither side."""
+    deletion, where one side is None); None when there is neither side. Over MAX_BYTES even once
+    bounded: `{"changed": [field names], "truncated": true}`."""
     old, new = _plain(before), _plain(after)
     if old is not None and new is not None:
         changed = {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
         old = {name: value for name, value in old.items() if name in changed}
         new = {name: value for name, value in new.items() if name in changed}
     sides = {"before": old, "after": new}
-    return {side: _bounded(values, 0) for side, values in sides.items() if values is not None} or None
+    bounded = {side: _bounded(values, 0) for side, values in sides.items() if values is not None}
+    if len(to_json(bounded)) <= MAX_BYTES:
+        return bounded or None
+    names = sorted({_text(str(name)) for values in sides.values() if values for name in values})
+    return {"changed": names[:MAX_ITEMS], "truncated": True}
 
 
 def _plain(snapshot: Snapshot) -> dict[str, Any] | None:
