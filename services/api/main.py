@@ -15,6 +15,8 @@ from services.api.middleware import BodySizeLimit, MethodNotAllowed, RequestId, 
 from services.api.problems import install_problem_handlers
 from services.api.routes import (
     analytics,
+    api_keys,
+    audit_log,
     dashboard,
     dead_letters,
     health,
@@ -43,6 +45,8 @@ ROUTERS = (
     health.router,
     dashboard.router,
     webhook_secret.router,
+    api_keys.router,
+    audit_log.router,
 )
 
 

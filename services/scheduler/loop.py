@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from pulse.audit.service import delete_old_entries
 from pulse.db import transaction
 from pulse.dead_letters.queue import reconcile_dead_letter_queues
 from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries, requeue_stuck_queued
@@ -99,6 +100,13 @@ class Scheduler:
                 settings.retention_every_seconds,
                 lambda s: delete_expired(
                     s, keep_for=timedelta(days=settings.retention_days), batch_size=batch
+                ),
+            ),
+            Job(
+                "delete old audit log entries",
+                settings.retention_every_seconds,
+                lambda s: delete_old_entries(
+                    s, keep_for=timedelta(days=settings.audit.retention_days), batch_size=batch
                 ),
             ),
             Job(

@@ -1,6 +1,7 @@
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pulse.audit.service import AuditSettings
 from pulse.delivery.retry import RetrySettings
 from pulse.notifications.acceptance import AcceptanceSettings
 from pulse.settings import BrokerSettings, DatabaseSettings
@@ -39,6 +40,9 @@ class SchedulerSettings(BaseSettings):
     )
     retention_days: float = Field(30, description="Finished notifications older than this are deleted.")
     retention_every_seconds: float = Field(60, description="How often the retention job runs.")
+    audit: AuditSettings = Field(
+        default_factory=AuditSettings, description="The audit log's retention (PULSE_AUDIT_RETENTION_DAYS)."
+    )
     acceptance: AcceptanceSettings = Field(
         default_factory=AcceptanceSettings,
         description="The gateway's acceptance rules (`PULSE_ENABLED_CHANNELS`, `PULSE_QUIET_HOURS`, "

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import ValidationError
 
+from pulse.audit.service import record_change
 from pulse.db import transaction
 from pulse.errors import InvalidInput, PulseError, RateLimited
 from pulse.inputs import DateTimeInput
@@ -221,9 +222,9 @@ def _refused_batch(refused: dict[int, ItemError], *, total: int) -> Response:
 def cancel(notification_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep) -> NotificationDetail:
     """Cancel a notification that is `scheduled`, or `queued` and not yet taken by a worker."""
     with transaction(gateway.session_factory) as session:
-        return NotificationDetail.model_validate(
-            cancel_notification(session, tenant_id=principal.tenant_id, id=notification_id)
-        )
+        cancelled = cancel_notification(session, tenant_id=principal.tenant_id, id=notification_id)
+        record_change(session, principal, "notification.cancel", "notification", notification_id)
+        return NotificationDetail.model_validate(cancelled)
 
 
 @router.post(
@@ -245,6 +246,7 @@ def force(notification_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep)
             id=notification_id,
             publish_grace=timedelta(seconds=gateway.settings.publish_grace_seconds),
         )
+        record_change(session, principal, "notification.force", "notification", notification_id)
     assert accepted.outbox_id is not None
     gateway.publisher.publish([(accepted.outbox_id, accepted.notification)])
     return NotificationDetail.model_validate(accepted.notification)

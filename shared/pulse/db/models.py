@@ -59,7 +59,34 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Rows stay after revocation, for the audit log.
     revoked_at: Mapped[datetime | None]
+    name: Mapped[str | None] = mapped_column(String(100))
+    expires_at: Mapped[datetime | None]
+    # Refreshed at most once a minute (pulse.tenants.service.find_principal).
+    last_used_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """One change to a tenant's configuration: who (an API key's id, or `cli`), what, when, and a
+    small diff without secrets (pulse.audit)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(255))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    changes: Mapped[dict[str, Any] | None]
+
+    __table_args__ = (
+        Index("ix_audit_log_tenant_created", "tenant_id", text("created_at DESC"), text("id DESC")),
+        Index("ix_audit_log_tenant_object", "tenant_id", "object_type", "object_id", text("created_at DESC")),
+    )
 
 
 class Notification(Base):

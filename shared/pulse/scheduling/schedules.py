@@ -170,9 +170,11 @@ def list_schedules(
     return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
 
 
-def delete_schedule(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> None:
-    """Its notifications stay, unlinked (schedule_id ON DELETE SET NULL)."""
-    session.delete(get_schedule(session, tenant_id=tenant_id, id=id, lock=True))
+def delete_schedule(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> Schedule:
+    """Its notifications stay, unlinked (schedule_id ON DELETE SET NULL). Returns it as it was."""
+    schedule = get_schedule(session, tenant_id=tenant_id, id=id, lock=True)
+    session.delete(schedule)
+    return schedule
 
 
 def pause_schedule(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> Schedule:
