@@ -41,7 +41,9 @@ VALIDATION_KEYWORDS = frozenset(
 
 def without_validation(schema: Any) -> Any:
     if isinstance(schema, dict):
-        return {key: without_validation(value) for key, value in schema.items() if key not in VALIDATION_KEYWORDS}
+        return {
+            key: without_validation(value) for key, value in schema.items() if key not in VALIDATION_KEYWORDS
+        }
     if isinstance(schema, list):
         return [without_validation(value) for value in schema]
     return schema
@@ -80,7 +82,9 @@ def generate(openapi: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default="http://localhost:8000/openapi.json", help="the gateway's OpenAPI")
     parser.add_argument("--check", action="store_true", help="compare with models.py instead of writing it")
     arguments = parser.parse_args(argv)
@@ -91,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {MODELS}")
         return 0
     if MODELS.read_text(encoding="utf-8") != models:
-        print(f"{MODELS} is out of date with {arguments.url}: run clients/python/generate.py", file=sys.stderr)
+        print(
+            f"{MODELS} is out of date with {arguments.url}: run clients/python/generate.py", file=sys.stderr
+        )
         return 1
     return 0
 

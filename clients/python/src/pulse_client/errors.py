@@ -102,7 +102,9 @@ def error_from(response: httpx.Response) -> PulseError:
     if not isinstance(problem, dict):
         problem = {}
     errors = [
-        FieldError(loc=tuple(error.get("loc", ())), msg=str(error.get("msg", "")), type=str(error.get("type", "")))
+        FieldError(
+            loc=tuple(error.get("loc", ())), msg=str(error.get("msg", "")), type=str(error.get("type", ""))
+        )
         for error in problem.get("errors") or []
         if isinstance(error, dict)
     ]

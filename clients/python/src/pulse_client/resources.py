@@ -109,11 +109,15 @@ class Notifications(Resource[M]):
 
     def _cancel(self, notification_id: Id) -> Call[NotificationDetail]:
         """Cancel a `scheduled` notification, or a `queued` one no worker took yet (else `ConflictError`)."""
-        return Call("POST", f"/v1/notifications/{segment(notification_id)}/cancel", returns(NotificationDetail))
+        return Call(
+            "POST", f"/v1/notifications/{segment(notification_id)}/cancel", returns(NotificationDetail)
+        )
 
     def _force(self, notification_id: Id) -> Call[NotificationDetail]:
         """Send a waiting notification now, ignoring `send_at`, quiet hours or a retry's backoff."""
-        return Call("POST", f"/v1/notifications/{segment(notification_id)}/force", returns(NotificationDetail))
+        return Call(
+            "POST", f"/v1/notifications/{segment(notification_id)}/force", returns(NotificationDetail)
+        )
 
     send = operation(_send)
     send_batch = operation(_send_batch)
@@ -179,7 +183,10 @@ class Schedules(Resource[M]):
     def _get(self, schedule_id: Id, *, history: int | None = None) -> Call[ScheduleDetail]:
         """One schedule with its latest notifications."""
         return Call(
-            "GET", f"/v1/schedules/{segment(schedule_id)}", returns(ScheduleDetail), params=query(history=history)
+            "GET",
+            f"/v1/schedules/{segment(schedule_id)}",
+            returns(ScheduleDetail),
+            params=query(history=history),
         )
 
     def _delete(self, schedule_id: Id) -> Call[None]:
@@ -219,11 +226,15 @@ class Recipients(Resource[M]):
 class DeadLetters(Resource[M]):
     def _browse(self, *, channel: Channel | None = None, limit: int | None = None) -> Call[DeadLetterPage]:
         """Failed notifications, most recent failure first, with their attempts."""
-        return Call("GET", "/v1/dead-letters", returns(DeadLetterPage), params=query(channel=channel, limit=limit))
+        return Call(
+            "GET", "/v1/dead-letters", returns(DeadLetterPage), params=query(channel=channel, limit=limit)
+        )
 
     def _replay(self, notification_id: Id) -> Call[NotificationDetail]:
         """Re-queue one failed notification with a fresh attempt budget."""
-        return Call("POST", f"/v1/dead-letters/{segment(notification_id)}/replay", returns(NotificationDetail))
+        return Call(
+            "POST", f"/v1/dead-letters/{segment(notification_id)}/replay", returns(NotificationDetail)
+        )
 
     def _replay_all(
         self, channel: Channel, *, since: datetime | None = None, until: datetime | None = None
@@ -252,8 +263,12 @@ class WebhookSecrets(Resource[M]):
 
 
 class Analytics(Resource[M]):
-    def _summary(self, *, since: datetime | None = None, until: datetime | None = None) -> Call[AnalyticsSummary]:
+    def _summary(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> Call[AnalyticsSummary]:
         """Delivery statistics per channel over [`since`, `until`), throughput and queue depths."""
-        return Call("GET", "/v1/analytics/summary", returns(AnalyticsSummary), params=query(since=since, until=until))
+        return Call(
+            "GET", "/v1/analytics/summary", returns(AnalyticsSummary), params=query(since=since, until=until)
+        )
 
     summary = operation(_summary)

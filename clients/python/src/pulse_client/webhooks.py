@@ -1,4 +1,4 @@
-"""Verifying what Pulse POSTs to you: webhook deliveries and status callbacks, signed per Standard Webhooks."""
+"""Verifying what Pulse POSTs to you (webhook deliveries, status callbacks), signed per Standard Webhooks."""
 
 from collections.abc import Mapping
 from typing import Any
