@@ -39,19 +39,29 @@ VALIDATION_KEYWORDS = frozenset(
 )
 
 
+# Keywords whose values map names to schemas: the names are not keywords.
+NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "schemas", "$defs", "definitions"})
+
+
 def without_validation(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {
-            key: without_validation(value) for key, value in schema.items() if key not in VALIDATION_KEYWORDS
-        }
     if isinstance(schema, list):
         return [without_validation(value) for value in schema]
-    return schema
+    if not isinstance(schema, dict):
+        return schema
+    return {
+        key: _named(value) if key in NAMED_SCHEMAS else without_validation(value)
+        for key, value in schema.items()
+        if key not in VALIDATION_KEYWORDS
+    }
+
+
+def _named(schemas: dict[str, Any]) -> dict[str, Any]:
+    return {name: without_validation(schema) for name, schema in schemas.items()}
 
 
 def generate(openapi: dict[str, Any]) -> str:
     """The source of models.py for this OpenAPI document."""
-    schema = {**openapi, "components": without_validation(openapi.get("components", {}))}
+    schema = {**openapi, "components": _named(openapi.get("components", {}))}
     with tempfile.TemporaryDirectory() as directory:
         source, output = Path(directory) / "openapi.json", Path(directory) / "models.py"
         source.write_text(json.dumps(schema), encoding="utf-8")

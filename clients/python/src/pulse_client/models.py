@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 
 class BatchMode(StrEnum):
@@ -76,6 +76,10 @@ class FailureReason(BaseModel):
     """
 
 
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
 class ItemError(BaseModel):
     """
     Why one item of a batch was refused (problem details, as for a single send).
@@ -85,6 +89,7 @@ class ItemError(BaseModel):
     """
     422 (invalid) or 429 (rate limit).
     """
+    title: str
     detail: str
     errors: list[dict[str, Any]]
     """
@@ -130,6 +135,11 @@ class Priority(StrEnum):
     HIGH = "high"
     NORMAL = "normal"
     LOW = "low"
+
+
+class ReadinessStatus(StrEnum):
+    READY = "ready"
+    UNAVAILABLE = "unavailable"
 
 
 class RecipientIn(BaseModel):
@@ -339,6 +349,45 @@ class WebhookSecret(BaseModel):
     secret: Annotated[str, Field(examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])]
     """
     `whsec_` + base64 key; verify deliveries with any Standard Webhooks library.
+    """
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    """
+    Where: the part of the request (`body`, `query`, `path`, `header`), then the field's path.
+    """
+    msg: str
+    """
+    Why it was refused.
+    """
+    type: str
+    """
+    A machine-readable kind, e.g. `missing`, `value_error`, `json_invalid`.
+    """
+
+
+class Problem(BaseModel):
+    """
+    RFC 9457 problem details: the body of every error answer (`application/problem+json`).
+    """
+
+    type: str
+    """
+    Always `about:blank`: `status` and `title` say what happened.
+    """
+    title: str
+    """
+    The status's phrase, e.g. `Unprocessable Entity`.
+    """
+    status: int
+    detail: str | None = None
+    """
+    What was wrong, in words.
+    """
+    errors: list[FieldProblem] | None = None
+    """
+    422 (and a refused batch): every refused input, with where and why.
     """
 
 
@@ -563,6 +612,14 @@ class NotificationRequest(BaseModel):
     callback_url: str | None = None
     """
     Receives a signed (Standard Webhooks) event for each status change: `delivered`, `failed`, `read`.
+    """
+
+
+class Readiness(BaseModel):
+    status: ReadinessStatus
+    checks: dict[str, str]
+    """
+    `database` and `broker`: `ok`, or what is wrong (e.g. `unavailable: OperationalError`).
     """
 
 
