@@ -24,7 +24,7 @@ PROBLEM_JSON = "application/problem+json"
 
 class FieldProblem(BaseModel):
     loc: list[str | int] = Field(
-        description="Where: the part of the request (`body`, `query`, `path`, `header`), then the field's path."
+        description="Where: the request's part (`body`, `query`, `path`, `header`), then the field's path."
     )
     msg: str = Field(description="Why it was refused.")
     type: str = Field(description="A machine-readable kind, e.g. `missing`, `value_error`, `json_invalid`.")

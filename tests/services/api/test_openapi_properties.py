@@ -1,8 +1,9 @@
 """Property-based tests generated from the gateway's own OpenAPI (schemathesis): every operation, called
 with generated input and a key that has every scope, never answers a server error, and answers as
 its schema says: a declared status code, content type and headers, and a body matching the declared
-schema (problem+json for errors), which is what generated clients rely on. The gateway runs in-process on a database and vhost of its own, so the operations
-that mutate (cancel, replay, rotate the secret, delete) touch nothing another test relies on."""
+schema (problem+json for errors), which is what generated clients rely on. The gateway runs in-process
+on a database and vhost of its own, so the operations that mutate (cancel, replay, rotate the secret,
+delete) touch nothing another test relies on."""
 
 from collections.abc import Iterator
 
