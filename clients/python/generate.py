@@ -78,6 +78,7 @@ def generate(openapi: dict[str, Any]) -> str:
                 "--use-annotated",
                 "--use-subclass-enum",
                 "--set-default-enum-member",
+                "--output-datetime-class", "datetime",  # a send_at may be naive (read in its timezone)
                 "--capitalise-enum-members",
                 "--use-field-description",
                 "--use-schema-description",

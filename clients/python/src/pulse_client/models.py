@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from uuid import UUID
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from typing import Annotated, Any, Literal
+from datetime import datetime
 
 
 class BatchMode(StrEnum):
@@ -54,8 +55,8 @@ class Content(BaseModel):
 
 class DeliveryAttemptOut(BaseModel):
     number: int
-    started_at: AwareDatetime
-    finished_at: AwareDatetime
+    started_at: datetime
+    finished_at: datetime
     provider: str
     outcome: str
     error: str | None
@@ -207,8 +208,8 @@ class RecipientOut(BaseModel):
     """
     `{channel: false}` opts out of a channel.
     """
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: datetime
+    updated_at: datetime
 
 
 class Status(StrEnum):
@@ -276,8 +277,8 @@ class TemplateOut(BaseModel):
     """
     1 when created, incremented by every update.
     """
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: datetime
+    updated_at: datetime
 
 
 class TemplatePage(BaseModel):
@@ -327,7 +328,7 @@ class TemplateReplacement(BaseModel):
 
 
 class ThroughputMinute(BaseModel):
-    minute: AwareDatetime
+    minute: datetime
     """
     Start of the minute (UTC).
     """
@@ -355,7 +356,7 @@ class WebhookSecret(BaseModel):
 class FieldProblem(BaseModel):
     loc: list[str | int]
     """
-    Where: the part of the request (`body`, `query`, `path`, `header`), then the field's path.
+    Where: the request's part (`body`, `query`, `path`, `header`), then the field's path.
     """
     msg: str
     """
@@ -412,11 +413,11 @@ class BulkReplayRequest(BaseModel):
         extra="forbid",
     )
     channel: Channel
-    since: AwareDatetime | None = None
+    since: datetime | None = None
     """
     Failed at or after (ISO 8601; naive means UTC).
     """
-    until: AwareDatetime | None = None
+    until: datetime | None = None
     """
     Failed before (ISO 8601; naive means UTC).
     """
@@ -484,10 +485,10 @@ class NotificationDetail(BaseModel):
     """
     On a status callback: the notification whose status change it reports.
     """
-    created_at: AwareDatetime
-    scheduled_for: AwareDatetime | None
+    created_at: datetime
+    scheduled_for: datetime | None
     timezone: str | None
-    local_scheduled_time: AwareDatetime | None = None
+    local_scheduled_time: datetime | None = None
     """
     `scheduled_for` in `timezone`.
     """
@@ -497,13 +498,13 @@ class NotificationDetail(BaseModel):
     The recurring schedule that sent it, if any.
     """
     attempt_count: int
-    next_attempt_at: AwareDatetime | None
+    next_attempt_at: datetime | None
     """
     When a `retrying` notification is tried again.
     """
-    delivered_at: AwareDatetime | None
-    failed_at: AwareDatetime | None
-    read_at: AwareDatetime | None
+    delivered_at: datetime | None
+    failed_at: datetime | None
+    read_at: datetime | None
     last_error: str | None
     attempts: list[DeliveryAttemptOut]
 
@@ -533,10 +534,10 @@ class NotificationOut(BaseModel):
     """
     On a status callback: the notification whose status change it reports.
     """
-    created_at: AwareDatetime
-    scheduled_for: AwareDatetime | None
+    created_at: datetime
+    scheduled_for: datetime | None
     timezone: str | None
-    local_scheduled_time: AwareDatetime | None = None
+    local_scheduled_time: datetime | None = None
     """
     `scheduled_for` in `timezone`.
     """
@@ -546,13 +547,13 @@ class NotificationOut(BaseModel):
     The recurring schedule that sent it, if any.
     """
     attempt_count: int
-    next_attempt_at: AwareDatetime | None
+    next_attempt_at: datetime | None
     """
     When a `retrying` notification is tried again.
     """
-    delivered_at: AwareDatetime | None
-    failed_at: AwareDatetime | None
-    read_at: AwareDatetime | None
+    delivered_at: datetime | None
+    failed_at: datetime | None
+    read_at: datetime | None
     last_error: str | None
 
 
@@ -593,7 +594,7 @@ class NotificationRequest(BaseModel):
     """
     Default: the template's (a template whose name contains `otp`: `critical`), else the tenant's, else `normal`.
     """
-    send_at: AwareDatetime | None = None
+    send_at: datetime | None = None
     """
     When to send (ISO 8601, years 2000 to 2100); naive values are read in `timezone`; past ones mean now.
     """
@@ -642,11 +643,11 @@ class ScheduleOut(BaseModel):
     """
     Why it is paused: `requested` (POST …/pause), or `failures` (its runs failed `PULSE_SCHEDULER_PAUSE_AFTER_FAILURES` times in a row; see `last_error`). Null while it runs.
     """
-    next_run_at: AwareDatetime
+    next_run_at: datetime
     """
     When it runs next (UTC). A skipped local time (DST) runs when the gap ends; a repeated one runs once. While paused: when it would have run.
     """
-    last_run_at: AwareDatetime | None
+    last_run_at: datetime | None
     """
     When it last ran.
     """
@@ -662,11 +663,11 @@ class ScheduleOut(BaseModel):
     """
     Why its latest unsuccessful run did not send (refused, rate-limited or failed); it stays after later successful runs.
     """
-    last_error_at: AwareDatetime | None
+    last_error_at: datetime | None
     """
     When that run was.
     """
-    created_at: AwareDatetime
+    created_at: datetime
 
 
 class SchedulePage(BaseModel):
@@ -705,19 +706,19 @@ class ScheduleRunOut(BaseModel):
     The notification's id (GET /v1/notifications/{id}).
     """
     status: Status
-    created_at: AwareDatetime
-    scheduled_for: AwareDatetime | None
+    created_at: datetime
+    scheduled_for: datetime | None
     """
     When it is held until (e.g. quiet hours), if it is.
     """
 
 
 class AnalyticsSummary(BaseModel):
-    since: AwareDatetime
+    since: datetime
     """
     Start of the window (inclusive, UTC).
     """
-    until: AwareDatetime
+    until: datetime
     """
     End of the window (exclusive, UTC).
     """
@@ -775,11 +776,11 @@ class ScheduleDetail(BaseModel):
     """
     Why it is paused: `requested` (POST …/pause), or `failures` (its runs failed `PULSE_SCHEDULER_PAUSE_AFTER_FAILURES` times in a row; see `last_error`). Null while it runs.
     """
-    next_run_at: AwareDatetime
+    next_run_at: datetime
     """
     When it runs next (UTC). A skipped local time (DST) runs when the gap ends; a repeated one runs once. While paused: when it would have run.
     """
-    last_run_at: AwareDatetime | None
+    last_run_at: datetime | None
     """
     When it last ran.
     """
@@ -795,11 +796,11 @@ class ScheduleDetail(BaseModel):
     """
     Why its latest unsuccessful run did not send (refused, rate-limited or failed); it stays after later successful runs.
     """
-    last_error_at: AwareDatetime | None
+    last_error_at: datetime | None
     """
     When that run was.
     """
-    created_at: AwareDatetime
+    created_at: datetime
     history: list[ScheduleRunOut]
     """
     Its most recent notifications, newest first.
