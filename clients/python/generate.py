@@ -3,6 +3,7 @@
     python clients/python/generate.py                          # from http://localhost:8000/openapi.json
     python clients/python/generate.py --url URL                # another gateway
     python clients/python/generate.py --check --url URL        # exit 1 when the checked-in file differs
+    python clients/python/generate.py --app                    # from this checkout's code, nothing running
 
 Run it whenever the gateway's API changes; the test suite fails while the models lag behind.
 """
@@ -97,10 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--url", default="http://localhost:8000/openapi.json", help="the gateway's OpenAPI")
+    parser.add_argument(
+        "--app", action="store_true", help="read the OpenAPI from services.api (run from the repository root)"
+    )
     parser.add_argument("--check", action="store_true", help="compare with models.py instead of writing it")
     arguments = parser.parse_args(argv)
-    openapi = httpx.get(arguments.url, timeout=30).raise_for_status().json()
-    models = generate(openapi)
+    models = generate(_app_openapi() if arguments.app else _fetch(arguments.url))
     if not arguments.check:
         MODELS.write_text(models, encoding="utf-8")
         print(f"wrote {MODELS}")
@@ -111,6 +114,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def _fetch(url: str) -> dict[str, Any]:
+    openapi: dict[str, Any] = httpx.get(url, timeout=30).raise_for_status().json()
+    return openapi
+
+
+def _app_openapi() -> dict[str, Any]:
+    sys.path.insert(0, str(Path.cwd()))
+    from services.api.main import create_app  # only this option needs the gateway's code
+
+    return create_app().openapi()
 
 
 if __name__ == "__main__":
