@@ -203,7 +203,8 @@ class operation(Generic[P, T]):  # noqa: N801 - used as a decorator
         def run(*args: P.args, **kwargs: P.kwargs) -> Any:
             return resource._transport._run(build(resource, *args, **kwargs))
 
-        return _named_like(run, build)
+        run.__doc__ = build.__doc__
+        return run
 
 
 class pages(Generic[P, T]):  # noqa: N801 - used as a decorator
@@ -227,10 +228,5 @@ class pages(Generic[P, T]):  # noqa: N801 - used as a decorator
         def run(*args: P.args, **kwargs: P.kwargs) -> Any:
             return resource._transport._run_pages(build(resource, *args, **kwargs))
 
-        return _named_like(run, build)
-
-
-def _named_like(run: Callable[P, Any], build: Callable[..., Any]) -> Callable[P, Any]:
-    run.__name__ = run.__qualname__ = build.__name__.lstrip("_")
-    run.__doc__ = build.__doc__
-    return run
+        run.__doc__ = build.__doc__
+        return run
