@@ -56,7 +56,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     response_model=NotificationDetail,
     responses={
         **ERROR_RESPONSES,
-        200: {"description": "Idempotent replay: the original notification (`Idempotent-Replayed: true`)"},
+        200: {
+            "description": "Idempotent replay: the original notification (`Idempotent-Replayed: true`)",
+            "model": NotificationDetail,
+        },
         409: {"description": "Idempotency-Key reused with a different body"},
         413: {"description": "Body over the size limit"},
         429: {"description": "Rate limit exceeded (`Retry-After`; RateLimit-* headers)"},
