@@ -17,6 +17,8 @@ from services.sandbox.store import MessageStore, new_message
 DATA_SIZE_LIMIT = 10 * 1024 * 1024
 # A fixed greeting name: otherwise aiosmtpd resolves the FQDN (a DNS lookup) on every connection.
 SERVER_HOSTNAME = "pulse-sandbox"
+# How relays say "too many, slow down" (SMTP has no code of its own for it).
+_THROTTLING = frozenset({421, 451})
 
 # policy.default re-parses a header on every access, and the parser alone reads Content-Type about a
 # dozen times per multipart mail: memoizing the (immutable) parsed headers makes parsing ~4x cheaper.
@@ -56,9 +58,11 @@ class SandboxSmtpHandler:
         self._provider = provider
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
-        delay_seconds, status = self._faults.decide("smtp", account=self._account)
+        delay_seconds, status, _retry_after = self._faults.decide("smtp", account=self._account)
         if delay_seconds:
             await asyncio.sleep(delay_seconds)
+        if status in _THROTTLING:
+            return f"{status} 4.7.0 sandbox: rate limit exceeded, try again later"
         if status is not None:
             return f"{status} sandbox: injected failure"
 

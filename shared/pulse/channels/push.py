@@ -31,7 +31,7 @@ from pulse.channels.http import json_object, retry_after_seconds
 from pulse.db import transaction
 from pulse.db.models import InvalidPushToken
 from pulse.delivery.providers import Claim
-from pulse.errors import PermanentProviderError, TransientProviderError
+from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import FcmSettings
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,9 @@ def classify_refusal(response: httpx.Response) -> TransientProviderError | Perma
         message += f" ({fcm_code}): {error.get('message', '')}"
     else:
         message += f": {response.text[:200]}"
-    if response.status_code == 429 or response.status_code >= 500:
+    if response.status_code == 429:
+        return ProviderThrottled(message, retry_after=retry_after_seconds(response))
+    if response.status_code >= 500:
         return TransientProviderError(message, retry_after=retry_after_seconds(response))
     if (response.status_code == 404 and "UNREGISTERED" in codes) or (
         response.status_code == 400 and "INVALID_ARGUMENT" in codes and _about_the_token(error)

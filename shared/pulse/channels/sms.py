@@ -12,7 +12,7 @@ import httpx
 
 from pulse.channels.http import json_object, retry_after_seconds
 from pulse.delivery.providers import Claim
-from pulse.errors import PermanentProviderError, TransientProviderError
+from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import TwilioSettings
 from pulse.vocabulary import Channel
 
@@ -104,6 +104,8 @@ def _classify(response: httpx.Response) -> TransientProviderError | PermanentPro
         message += f" (code {error.get('code')}): {error.get('message', '')}"
     else:
         message += f": {response.text[:200]}"
-    if response.status_code == 429 or response.status_code >= 500:
+    if response.status_code == 429:
+        return ProviderThrottled(message, retry_after=retry_after_seconds(response))
+    if response.status_code >= 500:
         return TransientProviderError(message, retry_after=retry_after_seconds(response))
     return PermanentProviderError(message)
