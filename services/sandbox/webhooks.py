@@ -5,9 +5,10 @@ Each delivery is stored as a message of channel `webhook` whose recipient is the
 `webhook-timestamp`, `webhook-signature`, ...). Like a real consumer it keeps one copy per
 `webhook-id` and counts repeats. Faults of endpoint `webhook` apply (status and latency; a 429 says
 `Retry-After: <the fault's retry_after>`; `account` is the path after `/webhooks/`; `answer` makes
-answers misbehave the ways a hostile receiver can: dripped, falsely gzip-labelled, a gzip bomb, huge). Once a test registers the
-tenant's secret (`POST /api/webhook-secret`), every delivery's signature is checked with the Standard
-Webhooks library and the result stored as header `verified` (`"true"` or `"false"`).
+answers misbehave the ways a hostile receiver can: dripped, falsely gzip-labelled, a gzip bomb, huge).
+Once a test registers the tenant's secret (`POST /api/webhook-secret`), every delivery's signature is
+checked with the Standard Webhooks library and the result stored as header `verified` (`"true"` or
+`"false"`).
 """
 
 import asyncio
