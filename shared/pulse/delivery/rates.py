@@ -64,11 +64,11 @@ _CREATE = text(
 
 def _buckets_now(wanted: str) -> str:
     """The buckets named by `:keys`, locked in key order (two batches wanting the same ones never
-    deadlock), each with `w` (the unnested arrays `wanted` names), its rate, tokens and pause now."""
+    deadlock), each with `w` (the unnested arrays `wanted` names), its rate, tokens and pause state."""
     return f"""
-        SELECT b.key, w.*, r.rate_now, t.available, p.paused_for
+        SELECT w.*, r.rate_now, t.available, p.paused_for
         FROM (SELECT * FROM provider_send_buckets WHERE key = ANY(:keys) ORDER BY key FOR UPDATE) AS b
-        JOIN unnest({wanted}) AS w USING (key)
+        JOIN unnest({wanted}) USING (key)
         CROSS JOIN LATERAL (SELECT {_RATE_NOW} AS rate_now) AS r
         CROSS JOIN LATERAL (SELECT {_TOKENS_NOW} AS available) AS t
         CROSS JOIN LATERAL (SELECT {_PAUSED_FOR} AS paused_for) AS p
@@ -76,15 +76,17 @@ def _buckets_now(wanted: str) -> str:
 
 
 # Books up to `want` tokens of each bucket: as many as are there now or will be within `max_wait`.
+# `refilled_at` never goes back: a statement that waited for the lock started before the one it
+# waited for refilled the bucket, and must not refill that time again.
 _BOOK = text(
     f"""
     UPDATE provider_send_buckets AS bucket
-    SET tokens = booked.available - booked.granted, refilled_at = {_NOW}
+    SET tokens = booked.available - booked.granted, refilled_at = greatest(bucket.refilled_at, {_NOW})
     FROM (
         SELECT *, CASE WHEN paused_for > 0 THEN 0
                        ELSE least(want, greatest(0, floor(available + rate_now * :max_wait)))::int
                   END AS granted
-        FROM ({_buckets_now(":keys, :wants, :rates, :bursts) AS w (key, want, rate, burst")}) AS now
+        FROM ({_buckets_now(":keys, :wants, :rates, :bursts) AS w (key, want, rate, burst")}) AS state
     ) AS booked
     WHERE bucket.key = booked.key
     RETURNING bucket.key, booked.want, booked.granted, booked.available, booked.rate_now, booked.paused_for
@@ -95,13 +97,13 @@ _BOOK = text(
 _THROTTLE = text(
     f"""
     UPDATE provider_send_buckets AS bucket SET
-        tokens = least(0.0, now.available),
-        refilled_at = {_NOW},
-        slowdown = CASE WHEN now.paused_for > 0 THEN bucket.slowdown
-                        ELSE greatest(:slowest, now.rate_now / now.rate / 2) END,
-        paused_until = greatest(bucket.paused_until, {_NOW} + make_interval(secs => now.pause))
-    FROM ({_buckets_now(":keys, :pauses, :rates, :bursts) AS w (key, pause, rate, burst")}) AS now
-    WHERE bucket.key = now.key
+        tokens = least(0.0, state.available),
+        refilled_at = greatest(bucket.refilled_at, {_NOW}),
+        slowdown = CASE WHEN state.paused_for > 0 THEN bucket.slowdown
+                        ELSE greatest(:slowest, state.rate_now / state.rate / 2) END,
+        paused_until = greatest(bucket.paused_until, {_NOW} + make_interval(secs => state.pause))
+    FROM ({_buckets_now(":keys, :pauses, :rates, :bursts) AS w (key, pause, rate, burst")}) AS state
+    WHERE bucket.key = state.key
     """  # noqa: S608 - this module's constant fragments only
 ).bindparams(*_ARRAYS, bindparam("pauses", type_=ARRAY(Float)))
 
@@ -161,21 +163,21 @@ class SendRates:
 
     def schedule(
         self, session: Session, claims: Sequence[Claim], providers: ProviderChain
-    ) -> tuple[list[Scheduled], dict[Claim, float]]:
+    ) -> tuple[list[Scheduled], list[tuple[Claim, float]]]:
         """Book the tokens of the claims' sends, each from the bucket of the provider it goes to first
         (none when that one is not limited: it goes at once). Returns the sends to make, with their
         delays, and the claims for which no token came in time, with the seconds to come back in."""
-        buckets: dict[Claim, tuple[str, SendRate] | None] = {}
+        buckets: list[tuple[Claim, tuple[str, SendRate] | None]] = []
         for claim in claims:
             provider = providers.first_choice(claim)
-            buckets[claim] = None if provider is None else self.bucket(provider, claim)
-        wanted = Counter(bucket for bucket in buckets.values() if bucket is not None)
+            buckets.append((claim, None if provider is None else self.bucket(provider, claim)))
+        wanted = Counter(bucket for _, bucket in buckets if bucket is not None)
         if not wanted:
-            return [Scheduled(claim, 0.0) for claim in claims], {}
+            return [Scheduled(claim, 0.0) for claim in claims], []
         bookings = self._book(session, {key: (count, rate) for (key, rate), count in wanted.items()})
-        scheduled, short = [], {}
+        scheduled, short = [], []
         used: defaultdict[str, int] = defaultdict(int)
-        for claim, bucket in buckets.items():
+        for claim, bucket in buckets:
             if bucket is None:
                 scheduled.append(Scheduled(claim, 0.0))
                 continue
@@ -184,7 +186,7 @@ class SendRates:
                 scheduled.append(Scheduled(claim, booking.slot(used[booking.key]), booking.key))
                 used[booking.key] += 1
             else:
-                short[claim] = booking.retry_in
+                short.append((claim, booking.retry_in))
         for booking in bookings.values():
             if booking.wanted > booking.granted:
                 PROVIDER_RATE_LIMITED.labels(_provider(booking.key)).inc(booking.wanted - booking.granted)
@@ -192,11 +194,11 @@ class SendRates:
                 PROVIDER_TOKENS.labels(booking.key).set(booking.available - booking.granted)
         return scheduled, short
 
-    def throttled(self, session: Session, pauses: Mapping[tuple[Provider, Claim], float]) -> None:
+    def throttled(self, session: Session, pauses: Sequence[tuple[Provider, Claim, float]]) -> None:
         """Pause and slow down the buckets of the providers that answered "too many" (each for the
         longest pause it asked for)."""
         longest: dict[str, tuple[float, SendRate]] = {}
-        for (provider, claim), pause in pauses.items():
+        for provider, claim, pause in pauses:
             if (bucket := self.bucket(provider, claim)) is not None:
                 key, rate = bucket
                 longest[key] = (max(pause, longest.get(key, (0.0, rate))[0]), rate)

@@ -306,17 +306,17 @@ def record_attempts(session: Session, attempts: Sequence[Attempt]) -> None:
         )
 
 
-def release_claims(session: Session, waits: Mapping[Claim, int]) -> None:
-    """Give the claims' attempts back: their notifications wait `waits[claim]` seconds as before."""
+def release_claims(session: Session, waits: Sequence[tuple[Claim, int]]) -> None:
+    """Give the claims' attempts back: their notifications wait as before, for the seconds given."""
     if not waits:
         return
     now = datetime.now(UTC)
     session.execute(
         _RELEASE,
         {
-            "ids": [claim.notification_id for claim in waits],
-            "attempt_numbers": [claim.attempt_number for claim in waits],
-            "next_attempts": [now + timedelta(seconds=wait) for wait in waits.values()],
+            "ids": [claim.notification_id for claim, _ in waits],
+            "attempt_numbers": [claim.attempt_number for claim, _ in waits],
+            "next_attempts": [now + timedelta(seconds=wait) for _, wait in waits],
             "now": now,
         },
     )
@@ -365,12 +365,13 @@ def deliver(
     postponed = _postpone(session_factory, held_back, channel, request_ids)
     attempts = _send(sends, providers, retries, senders)
     free_after = datetime.now(UTC) - THROTTLED_FOR_FREE
-    throttled = {
-        attempt.claim: whole_seconds(attempt.throttled_for)
+    throttled = [
+        (attempt.claim, whole_seconds(attempt.throttled_for))
         for attempt in attempts
         if attempt.throttled_for is not None and attempt.claim.created_at > free_after
-    }
-    tried = [attempt for attempt in attempts if attempt.claim not in throttled]
+    ]
+    given_back = {claim.notification_id for claim, _ in throttled}
+    tried = [attempt for attempt in attempts if attempt.claim.notification_id not in given_back]
     _until_recorded(_record)(session_factory, tried, throttled, attempts, rates, providers)
     reported = {attempt.claim.notification_id: _report(attempt, channel, request_ids) for attempt in tried}
     reported.update(postponed)
@@ -395,7 +396,7 @@ def _claim(
     lease: timedelta,
     retries: RetrySettings,
     rates: SendRates,
-) -> tuple[list[Scheduled], dict[Claim, int], dict[uuid.UUID, int]]:
+) -> tuple[list[Scheduled], list[tuple[Claim, int]], dict[uuid.UUID, int]]:
     """Claim the notifications and book their send-rate tokens: returns the sends to make, when, and
     the claims given back for lack of a token in time, with the seconds to wait. Apart, with the
     seconds to wait, those whose destination's own circuit (a webhook receiver's, known once the claim
@@ -419,13 +420,13 @@ def _claim(
 
 def _book(
     session: Session, claims: list[Claim], providers: ProviderChain, rates: SendRates
-) -> tuple[list[Scheduled], dict[Claim, int]]:
+) -> tuple[list[Scheduled], list[tuple[Claim, int]]]:
     """The claims' sends, each with its send-rate token's delay; those without a token in time are
     given back at once (in the claim's transaction), with the seconds to wait."""
     if not rates.limited:
-        return [Scheduled(claim, 0.0) for claim in claims], {}
+        return [Scheduled(claim, 0.0) for claim in claims], []
     sends, short = rates.schedule(session, claims, providers)
-    waits = {claim: whole_seconds(wait) for claim, wait in short.items()}
+    waits = [(claim, whole_seconds(wait)) for claim, wait in short]
     release_claims(session, waits)
     return sends, waits
 
@@ -525,7 +526,7 @@ def _failed(
 def _record(
     session_factory: sessionmaker[Session],
     tried: list[Attempt],
-    throttled: Mapping[Claim, int],
+    throttled: Sequence[tuple[Claim, int]],
     attempts: list[Attempt],
     rates: SendRates,
     providers: ProviderChain,
@@ -537,22 +538,25 @@ def _record(
         release_claims(session, throttled)
         rates.throttled(
             session,
-            {
-                (providers.named(attempt.provider), attempt.claim): attempt.throttled_for
+            [
+                (providers.named(attempt.provider), attempt.claim, attempt.throttled_for)
                 for attempt in attempts
                 if attempt.throttled_for is not None
-            },
+            ],
         )
 
 
 def _report_released(
-    waits: Mapping[Claim, int], why: str, channel: Channel, request_ids: Mapping[uuid.UUID, str | None]
+    waits: Sequence[tuple[Claim, int]],
+    why: str,
+    channel: Channel,
+    request_ids: Mapping[uuid.UUID, str | None],
 ) -> dict[uuid.UUID, DeliveryResult]:
-    for claim, wait in waits.items():
+    for claim, wait in waits:
         log.info("%s, postponed %ss", why, wait, extra=_context(claim.notification_id, channel, request_ids))
     return {
         claim.notification_id: DeliveryResult(Outcome.POSTPONED, retry_in_seconds=wait)
-        for claim, wait in waits.items()
+        for claim, wait in waits
     }
 
 
