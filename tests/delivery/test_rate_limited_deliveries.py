@@ -25,6 +25,9 @@ from pulse.vocabulary import Channel
 from tests.delivery.test_circuit import ScriptedProvider
 
 
+EMAIL = {"subject": "s", "body": "b"}
+
+
 @pytest.fixture(scope="module")
 def tenant_id(factory: sessionmaker[Session]) -> uuid.UUID:
     with transaction(factory) as session:
@@ -42,9 +45,8 @@ def _emails(factory: sessionmaker[Session], tenant_id: uuid.UUID, count: int) ->
     ids = []
     with transaction(factory) as session:
         for index in range(count):
-            request = NotificationRequest.model_validate(
-                {"channel": "email", "recipient": f"r{index}@example.com", "content": {"subject": "s", "body": "b"}}
-            )
+            email = {"channel": "email", "recipient": f"r{index}@example.com", "content": EMAIL}
+            request = NotificationRequest.model_validate(email)
             ids.append(accept_notification(session, tenant_id=tenant_id, request=request).notification.id)
         session.execute(delete(OutboxMessage).where(OutboxMessage.notification_id.in_(ids)))
     return ids
