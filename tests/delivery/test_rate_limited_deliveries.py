@@ -24,7 +24,6 @@ from pulse.tenants.service import create_tenant
 from pulse.vocabulary import Channel
 from tests.delivery.test_circuit import ScriptedProvider
 
-
 EMAIL = {"subject": "s", "body": "b"}
 
 
