@@ -20,10 +20,12 @@ from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import SmtpSettings
 
-# SMTP has no code of its own for "too many": relays say it with a 421 (service busy, closing the
-# connection) or in the words of another 4xx reply.
+# SMTP has no code of its own for "too many": relays say it in the words of a 4xx reply (421 4.7.0
+# "Try again later" alone is also what a relay going down says, and greylisting says that too).
 _SLOW_DOWN = re.compile(
-    r"throttl|rate limit|rate exceeded|slow down|too many (messages|mails|emails|connections)", re.IGNORECASE
+    r"throttl|rate.?limit|rate exceeded|unusual rate|slow down|too many (messages|mails|emails|connections)"
+    r"|unexpected volume|server busy",
+    re.IGNORECASE,
 )
 
 _UTF8_QP = Charset("utf-8")
@@ -137,7 +139,7 @@ def _classify(code: int, reply: bytes | str) -> TransientProviderError | Permane
     text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
     message = f"SMTP {code} {text}".strip()
     # RFC 5321: 4yz replies are transient, 5yz permanent.
-    if code == 421 or (400 <= code < 500 and _SLOW_DOWN.search(text)):
+    if 400 <= code < 500 and _SLOW_DOWN.search(text):
         return ProviderThrottled(message)
     if 400 <= code < 500:
         return TransientProviderError(message)
