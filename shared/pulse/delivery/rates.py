@@ -8,7 +8,7 @@ never faster than the rate plus the burst, whichever worker makes them. What can
 that time is put back without using an attempt, and comes again about when its tokens will have
 accrued. The row lock the statement takes serialises the workers' bookings of one bucket.
 
-A provider answering "too many" (HTTP 429, an SMTP 421) pauses its bucket until its Retry-After (or
+A provider answering "too many" (HTTP 429, an SMTP 4xx saying so) pauses its bucket until its Retry-After (or
 DEFAULT_PAUSE_SECONDS) and halves its rate; after the pause the rate doubles back every
 RECOVERY_SECONDS. The throttled notification goes back without using an attempt.
 """
@@ -37,8 +37,8 @@ RECOVERY_SECONDS = 10.0  # After a pause, a slowed rate doubles back this often.
 SLOWEST = 1 / 64  # The most a bucket is slowed down: a 64th of its rate.
 
 # The bucket's rate now (slowed down after a throttle, recovering after the pause) and its tokens now
-# (refilled since `refilled_at`, but not during a pause; at most the burst). Columns of `bucket`,
-# and the wanted `rate` and `burst`, as the statements below name them.
+# (refilled since `refilled_at`, but not during a pause; at most the burst), from `b` (the bucket's
+# row) and `w` (the configured `rate` and `burst`), as the statements below name them.
 _NOW = "statement_timestamp()"
 _RATE_NOW = f"""
     w.rate * least(1.0, b.slowdown * power(2.0, greatest(0.0,
