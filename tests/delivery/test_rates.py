@@ -1,10 +1,10 @@
 """Provider send-rate buckets against the real PostgreSQL (a private database): how they are written,
 shared between concurrent takers, refilled, and slowed down by a provider's throttling."""
 
+import dataclasses
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -19,9 +19,9 @@ from pulse.delivery.providers import Claim
 from pulse.delivery.rates import SendRates
 from pulse.send_rate import SendRate
 from pulse.settings import SmtpSettings, WebhookSettings
-from pulse.vocabulary import Channel, Priority
+from pulse.vocabulary import Channel
 from tests.conftest import wait_until
-from tests.delivery.test_circuit import ScriptedProvider
+from tests.delivery.test_circuit import CLAIM, ScriptedProvider
 
 
 def test_rates_are_written_per_second_minute_or_hour_with_an_optional_burst() -> None:
@@ -53,17 +53,7 @@ def test_limits_load_from_the_environment_and_bad_ones_name_their_variable(
 
 
 def _claim(recipient: str = "ada@example.com", channel: Channel = Channel.EMAIL) -> Claim:
-    return Claim(
-        notification_id=uuid.uuid4(),
-        tenant_id=uuid.uuid4(),
-        channel=channel,
-        priority=Priority.NORMAL,
-        recipient=recipient,
-        content={"body": "b"},
-        attempt_number=1,
-        attempts_left=3,
-        created_at=datetime.now(UTC),
-    )
+    return dataclasses.replace(CLAIM, notification_id=uuid.uuid4(), recipient=recipient, channel=channel)
 
 
 @pytest.fixture

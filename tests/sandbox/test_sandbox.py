@@ -1,5 +1,6 @@
 """The sandbox started in-process on free ports, driven with smtplib and its HTTP API."""
 
+import dataclasses
 import os
 import signal
 import smtplib
@@ -21,14 +22,13 @@ import pytest
 import uvicorn
 
 from pulse.channels.email import SmtpProvider
-from pulse.delivery.providers import Claim
 from pulse.errors import ProviderThrottled
 from pulse.settings import SmtpSettings
-from pulse.vocabulary import Channel, Priority
 from services.sandbox.app import create_app
 from services.sandbox.faults import FaultInjector
 from services.sandbox.smtp import create_smtp_controller
 from services.sandbox.store import MessageStore, new_message
+from tests.delivery.test_circuit import CLAIM
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 10
@@ -210,17 +210,7 @@ def test_a_429_fault_makes_the_relay_say_slow_down_which_the_smtp_provider_reads
         "/api/faults", json={"endpoint": "smtp", "status": 429, "fail_next": 1}
     ).raise_for_status()
     provider = SmtpProvider(SmtpSettings(host=HOST, port=sandbox.smtp_port))
-    claim = Claim(
-        notification_id=uuid.uuid4(),
-        tenant_id=uuid.uuid4(),
-        channel=Channel.EMAIL,
-        priority=Priority.NORMAL,
-        recipient="ada@example.com",
-        content={"subject": "Slow", "body": "down"},
-        attempt_number=1,
-        attempts_left=3,
-        created_at=datetime.now(UTC),
-    )
+    claim = dataclasses.replace(CLAIM, content={"subject": "Slow", "body": "down"})
 
     with pytest.raises(ProviderThrottled, match=r"SMTP 421 4\.7\.0 .*rate limit exceeded"):
         provider.send(claim)

@@ -2,7 +2,8 @@
 (`POST /v1/projects/{project}/messages:send`).
 
 One pooled HTTP client per provider, shared by every worker thread (httpx clients are thread-safe).
-FCM answers 200 with the message name; a 429 or 5xx is worth trying again. A device token FCM
+FCM answers 200 with the message name; a 5xx is worth trying again, a 429 is throttling
+(ProviderThrottled: it goes back without using an attempt). A device token FCM
 reports as `UNREGISTERED` (404), or as the invalid argument of a 400 `INVALID_ARGUMENT`, will never
 work again: the provider raises a permanent error and reports the token through `on_invalid_token`,
 which the push worker records in `invalid_push_tokens` for the tenant that sent to it, so that the

@@ -1,8 +1,9 @@
 """SMS and WhatsApp over Twilio's Messages API (`POST /2010-04-01/Accounts/{sid}/Messages.json`).
 
 One pooled HTTP client per provider, shared by every worker thread (httpx clients are thread-safe).
-Twilio answers 201 once it has queued the message; a 429 or 5xx is worth trying again, any other
-4xx (bad number, unverified sender, blocked content) is not.
+Twilio answers 201 once it has queued the message; a 5xx is worth trying again, a 429 is throttling
+(ProviderThrottled: it goes back without using an attempt), any other 4xx (bad number, unverified
+sender, blocked content) is permanent.
 """
 
 import logging

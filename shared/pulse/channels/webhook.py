@@ -16,8 +16,9 @@ Receivers are the tenants' to choose, so none may hold a worker up: a request en
 (pulse.channels.http.BoundedClient); each (tenant, receiver host) has its own circuit breaker
 (`circuit_key`), and the tenant's secret is read by `prepare`, before a breaker is involved.
 
-2xx is delivered (whatever its body); 408, 429, 5xx, timeouts and connection errors are worth trying
-again (Retry-After honoured); 410 Gone and every other 4xx are permanent.
+2xx is delivered (whatever its body); 408, 425, 5xx, timeouts and connection errors are worth trying
+again (Retry-After honoured); a 429 is throttling (ProviderThrottled: it goes back after its
+Retry-After without using an attempt); 410 Gone and every other 4xx are permanent.
 """
 
 import ipaddress

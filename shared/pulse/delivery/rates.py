@@ -89,7 +89,8 @@ _BOOK = text(
         FROM ({_buckets_now(":keys, :wants, :rates, :bursts) AS w (key, want, rate, burst")}) AS state
     ) AS booked
     WHERE bucket.key = booked.key
-    RETURNING bucket.key, booked.want, booked.granted, booked.available, booked.rate_now, booked.paused_for
+    RETURNING bucket.key, booked.want AS wanted, booked.granted, booked.available, booked.rate_now AS rate,
+              booked.paused_for
     """  # noqa: S608 - this module's constant fragments only
 ).bindparams(*_ARRAYS, bindparam("wants", type_=ARRAY(Integer)))
 # Tokens that accrued are dropped (they would go straight into the throttle); a throttle while the
@@ -241,18 +242,7 @@ class SendRates:
                 "recovery": RECOVERY_SECONDS,
             },
         )
-        return {
-            row.key: Booking(
-                key=row.key,
-                wanted=row.want,
-                granted=row.granted,
-                available=row.available,
-                rate=row.rate_now,
-                paused_for=row.paused_for,
-                max_wait=self._max_wait,
-            )
-            for row in rows
-        }
+        return {row.key: Booking(**row._mapping, max_wait=self._max_wait) for row in rows}
 
 
 NO_LIMITS = SendRates({}, max_wait_seconds=0)
