@@ -18,7 +18,7 @@ from pulse.delivery.circuit import BreakerSettings, ProviderChain
 from pulse.delivery.providers import Claim
 from pulse.delivery.rates import SendRates
 from pulse.send_rate import SendRate
-from pulse.settings import SmtpSettings, WebhookSettings
+from pulse.settings import FcmSettings, SmtpSettings, TwilioSettings, WebhookSettings
 from pulse.vocabulary import Channel
 from tests.conftest import wait_until
 from tests.delivery.test_circuit import CLAIM, ScriptedProvider
@@ -46,6 +46,14 @@ def test_limits_load_from_the_environment_and_bad_ones_name_their_variable(
     assert smtp.rate_limit == SendRate(per_second=14, burst=14)
     assert secondary is not None and secondary.rate_limit == SendRate(per_second=2, burst=1)
     assert WebhookSettings().rate_limit_per_host is None  # Empty: unlimited.
+    monkeypatch.setenv("PULSE_TWILIO_RATE_LIMIT", "60/m")
+    monkeypatch.setenv("PULSE_TWILIO_SECONDARY_BASE_URL", "https://api.twilio.example")
+    monkeypatch.setenv("PULSE_FCM_RATE_LIMIT", "3600/h,burst=100")
+    twilio = TwilioSettings()
+    assert twilio.rate_limit == SendRate(per_second=1, burst=1)
+    twilio_secondary = twilio.secondary()
+    assert twilio_secondary is not None and twilio_secondary.rate_limit is None  # Its own: unset.
+    assert FcmSettings().rate_limit == SendRate(per_second=1, burst=100)
 
     monkeypatch.setenv("PULSE_SMTP_RATE_LIMIT", "14 per second")
     with pytest.raises(ValidationError, match="rate_limit"):
