@@ -7,6 +7,8 @@ Services compose these blocks into their own settings class, so one variable (sa
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pulse.send_rate import OptionalSendRate
+
 
 def _config(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore")
@@ -69,6 +71,11 @@ class SmtpSettings(BaseSettings):
     message_id_domain: str = Field(
         "pulse.localhost", description="Domain part of the stable Message-ID header."
     )
+    rate_limit: OptionalSendRate = Field(
+        None,
+        description="Send-rate limit of the SMTP relay account, shared by every worker "
+        "(`14/s`, `600/m`, `1000/h`, optionally `,burst=B`); unlimited when unset.",
+    )
     secondary_host: str | None = Field(
         None, description="Host of a secondary SMTP relay to fail over to; no failover when empty."
     )
@@ -87,6 +94,9 @@ class SmtpSettings(BaseSettings):
     secondary_use_tls: bool | None = Field(
         None, description="Implicit TLS towards the secondary relay (default: the primary's setting)."
     )
+    secondary_rate_limit: OptionalSendRate = Field(
+        None, description="Send-rate limit of the secondary relay (its own; unlimited when unset)."
+    )
 
     def secondary(self) -> "SmtpSettings | None":
         """The secondary relay as settings of its own, if one is configured."""
@@ -104,6 +114,7 @@ class SmtpSettings(BaseSettings):
                 "password": pick(self.secondary_password, self.password),
                 "starttls": pick(self.secondary_starttls, self.starttls),
                 "use_tls": pick(self.secondary_use_tls, self.use_tls),
+                "rate_limit": self.secondary_rate_limit,
                 "secondary_host": None,
             }
         )
@@ -123,6 +134,11 @@ class TwilioSettings(BaseSettings):
         description="Sender number (E.164); WhatsApp sends from `whatsapp:<this number>`.",
     )
     timeout_seconds: float = Field(10.0, description="Connect and read timeout of one API request.")
+    rate_limit: OptionalSendRate = Field(
+        None,
+        description="Send-rate limit of the Twilio account (SMS and WhatsApp together), shared by every "
+        "worker (`14/s`, `600/m`, `1000/h`, optionally `,burst=B`); unlimited when unset.",
+    )
     secondary_base_url: str | None = Field(
         None, description="Base URL of a secondary account to fail over to; no failover when empty."
     )
@@ -131,6 +147,9 @@ class TwilioSettings(BaseSettings):
     )
     secondary_auth_token: SecretStr | None = Field(
         None, description="Auth token of the secondary account (default: the primary's)."
+    )
+    secondary_rate_limit: OptionalSendRate = Field(
+        None, description="Send-rate limit of the secondary account (its own; unlimited when unset)."
     )
 
     def secondary(self) -> "TwilioSettings | None":
@@ -142,6 +161,7 @@ class TwilioSettings(BaseSettings):
                 "base_url": self.secondary_base_url,
                 "account_sid": self.secondary_account_sid or self.account_sid,
                 "auth_token": self.secondary_auth_token or self.auth_token,
+                "rate_limit": self.secondary_rate_limit,
                 "secondary_base_url": None,
             }
         )
@@ -164,6 +184,11 @@ class FcmSettings(BaseSettings):
         "(needs the optional `google-auth` package).",
     )
     timeout_seconds: float = Field(10.0, description="Connect and read timeout of one API request.")
+    rate_limit: OptionalSendRate = Field(
+        None,
+        description="Send-rate limit of the Firebase project, shared by every worker "
+        "(`14/s`, `600/m`, `1000/h`, optionally `,burst=B`); unlimited when unset.",
+    )
     secondary_base_url: str | None = Field(
         None, description="Base URL of a secondary FCM project to fail over to; no failover when empty."
     )
@@ -172,6 +197,9 @@ class FcmSettings(BaseSettings):
     )
     secondary_access_token: SecretStr | None = Field(
         None, description="Static bearer token of the secondary (default: the primary's)."
+    )
+    secondary_rate_limit: OptionalSendRate = Field(
+        None, description="Send-rate limit of the secondary project (its own; unlimited when unset)."
     )
 
     def secondary(self) -> "FcmSettings | None":
@@ -183,6 +211,7 @@ class FcmSettings(BaseSettings):
                 "base_url": self.secondary_base_url,
                 "project_id": self.secondary_project_id or self.project_id,
                 "access_token": self.secondary_access_token or self.access_token,
+                "rate_limit": self.secondary_rate_limit,
                 "secondary_base_url": None,
             }
         )
@@ -209,4 +238,9 @@ class WebhookSettings(BaseSettings):
     )
     secret_cache_seconds: float = Field(
         5.0, description="How long a worker remembers a tenant's signing secret (rotation takes this long)."
+    )
+    rate_limit_per_host: OptionalSendRate = Field(
+        None,
+        description="Send-rate limit towards each receiver host (and port), every tenant together, shared "
+        "by every worker (`10/s`, optionally `,burst=B`); unlimited when unset.",
     )

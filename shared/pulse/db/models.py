@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -284,6 +285,23 @@ class RateLimitCounter(Base):
     subject: Mapped[str] = mapped_column(Text, primary_key=True)
     window_start: Mapped[datetime] = mapped_column(index=True)
     count: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
+
+
+class ProviderSendBucket(Base):
+    """A provider account's send-rate token bucket (pulse.delivery.rates), shared by every worker."""
+
+    __tablename__ = "provider_send_buckets"
+
+    # The provider (`smtp`, `twilio-secondary`, …), or `webhook host:port` per receiver host.
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    # At `refilled_at`; below zero while sends are booked ahead of their tokens.
+    tokens: Mapped[float] = mapped_column(Float)
+    refilled_at: Mapped[datetime]
+    # After the provider said "too many": no tokens until then, and the rate times `slowdown` after.
+    paused_until: Mapped[datetime | None]
+    slowdown: Mapped[float] = mapped_column(Float, server_default=text("1"))
 
     __table_args__ = {"prefixes": ["UNLOGGED"]}
 
