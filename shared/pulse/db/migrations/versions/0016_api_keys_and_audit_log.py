@@ -1,7 +1,7 @@
 """API keys get a name, an expiry and a last-used time; the audit log of changes
 
 Revision ID: 0016
-Revises: 0010
+Revises: 0015
 Create Date: 2026-11-30
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0016"
-down_revision = "0010"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
