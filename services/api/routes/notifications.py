@@ -5,9 +5,12 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from pulse.db import transaction
+from pulse.digests.schemas import DigestedSend
+from pulse.digests.service import collect
 from pulse.errors import InvalidInput, PulseError, RateLimited
 from pulse.inputs import DateTimeInput
 from pulse.notifications.acceptance import screen
@@ -34,6 +37,7 @@ from pulse.notifications.service import (
     list_notifications,
 )
 from pulse.observability.metrics import NOTIFICATIONS_ACCEPTED
+from pulse.tenants.service import Principal
 from pulse.text import NO_NUL_CHARACTERS
 from pulse.vocabulary import Channel, Priority, Status
 from services.api.bodies import StrictJsonRoute
@@ -52,9 +56,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=NotificationDetail,
+    response_model=NotificationDetail | DigestedSend,
     responses={
         **ERROR_RESPONSES,
+        202: {"description": "Accepted: the notification, or for a send with `digest` a DigestedSend"},
         200: {"description": "Idempotent replay: the original notification (`Idempotent-Replayed: true`)"},
         409: {"description": "Idempotency-Key reused with a different body"},
         413: {"description": "Body over the size limit"},
@@ -70,6 +75,8 @@ async def send_notification(
 ) -> Response:
     """Accept a notification. The 202 is sent only after it is committed to PostgreSQL."""
     screen(request, gateway.settings)
+    if request.digest is not None:
+        return await run_in_threadpool(_collect, request, principal, gateway, idempotency_key)
     accepted = await gateway.intake.accept(
         Send(
             tenant_id=principal.tenant_id,
@@ -109,6 +116,11 @@ def send_batch(batch: BatchRequest, principal: SenderDep, gateway: GatewayDep) -
     for index, item in enumerate(batch.notifications):
         try:
             requests[index] = NotificationRequest.model_validate(item)
+            if requests[index].digest is not None:
+                raise InvalidInput(
+                    "digest is not allowed in a batch: send digested notifications one by one",
+                    location=("body", "digest"),
+                )
             screen(requests[index], gateway.settings)
         except ValidationError as error:
             requests.pop(index, None)
@@ -150,6 +162,30 @@ def send_batch(batch: BatchRequest, principal: SenderDep, gateway: GatewayDep) -
     return Response(
         body.model_dump_json(), status.HTTP_202_ACCEPTED, _quota_headers(accepted), "application/json"
     )
+
+
+def _collect(
+    request: NotificationRequest, principal: Principal, gateway: Gateway, idempotency_key: str | None
+) -> Response:
+    """A send with `digest`: added to its digest, in a transaction of its own (it locks the digest)."""
+    with transaction(gateway.session_factory) as session:
+        digested = collect(
+            session,
+            tenant_id=principal.tenant_id,
+            request=request,
+            policy=gateway.policy_for(principal),
+            rate=gateway.rate_for(principal),
+            idempotency_key=idempotency_key,
+        )
+    body = digested.send.model_dump_json()
+    if digested.replayed:
+        return Response(body, status.HTTP_200_OK, {"Idempotent-Replayed": "true"}, "application/json")
+    headers = {}
+    if (quota := digested.quota) is not None:
+        headers = rate_limit_headers(
+            limit=quota.limit, remaining=quota.remaining, reset_seconds=quota.reset_seconds
+        )
+    return Response(body, status.HTTP_202_ACCEPTED, headers, "application/json")
 
 
 def _publish(gateway: Gateway, accepted: list[Accepted]) -> None:

@@ -28,7 +28,7 @@ from pulse.notifications.schemas import Content, NotificationRequest, check_cont
 from pulse.pagination import after_cursor, encode_cursor
 from pulse.rate_limits.service import Quota, Send, SendLimits, admit
 from pulse.recipients.service import address_for, find_recipients, opted_out, policy_for
-from pulse.scheduling.service import NO_QUIET_HOURS_UTC, TenantPolicy, plan_send_time
+from pulse.scheduling.service import DIGEST, NO_QUIET_HOURS_UTC, TenantPolicy, plan_send_time
 from pulse.templates.rendering import render_template
 from pulse.templates.service import find_templates
 from pulse.vocabulary import Channel, Priority, Status
@@ -93,7 +93,7 @@ def accept_notification(
     InvalidInput or RateLimited (the caller then rolls back: nothing is written)."""
     notification_id = uuid.uuid4()
     if idempotency_key is not None:
-        original = _claim_idempotency_key(
+        original = claim_idempotency_key(
             session,
             tenant_id=tenant_id,
             key=idempotency_key,
@@ -184,6 +184,20 @@ def accept_notifications(
         result if isinstance(result, PulseError) else _accepted(next(accepted), outbox_ids, quotas)
         for result in results
     ]
+
+
+def resolve_notification(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    request: NotificationRequest,
+    policy: TenantPolicy,
+    now: datetime,
+) -> dict[str, Any]:
+    """The notification's values as accepting `request` would store them (template rendered, recipient
+    profile applied, send time planned), without writing anything. Raises InvalidInput."""
+    context = _Context.look_up(session, tenant_id=tenant_id, requests=[request], policy=policy, now=now)
+    return context.resolve(request).values
 
 
 def _accepted(row: dict[str, Any], outbox_ids: dict[uuid.UUID, int], quotas: dict[Any, Quota]) -> Accepted:
@@ -364,7 +378,7 @@ def _errors_by_index(results: Sequence[object]) -> dict[int, PulseError]:
     return {index: result for index, result in enumerate(results) if isinstance(result, PulseError)}
 
 
-def _claim_idempotency_key(
+def claim_idempotency_key(
     session: Session, *, tenant_id: uuid.UUID, key: str, fingerprint: str, notification_id: uuid.UUID
 ) -> uuid.UUID | None:
     """Reserve the key for this request; return the original notification's id if it was already used.
@@ -475,6 +489,8 @@ def force_notification(
             Notification.id == id,
             Notification.tenant_id == tenant_id,
             Notification.status.in_([Status.SCHEDULED, Status.RETRYING]),
+            # Rendered only when its window closes.
+            Notification.deferred_reason.is_distinct_from(DIGEST),
         )
         .values(
             status=Status.QUEUED,
@@ -486,8 +502,15 @@ def force_notification(
         .returning(Notification.channel, Notification.priority)
     ).one_or_none()
     if forced is None:
-        status = get_notification(session, tenant_id=tenant_id, id=id).status
-        raise Conflict(f"notification {id} is {status}; only scheduled or retrying ones can be forced")
+        waiting = get_notification(session, tenant_id=tenant_id, id=id)
+        if waiting.deferred_reason == DIGEST:
+            raise Conflict(
+                f"notification {id} is a digest collecting sends until {waiting.scheduled_for}; it is "
+                "sent when its window closes"
+            )
+        raise Conflict(
+            f"notification {id} is {waiting.status}; only scheduled or retrying ones can be forced"
+        )
     outbox_id = (
         session.execute(
             _INSERT_OUTBOX,
