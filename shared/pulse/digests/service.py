@@ -38,7 +38,6 @@ from pulse.notifications.schemas import MAX_DIGEST_EVENTS, NotificationRequest
 from pulse.notifications.service import (
     accept_notifications,
     claim_idempotency_key,
-    request_fingerprint,
     resolve_notification,
 )
 from pulse.outbox.service import owe_publish
@@ -81,11 +80,7 @@ def collect(
     candidate = uuid.uuid4()  # The new digest's id, if this send opens one.
     if idempotency_key is not None:
         original = claim_idempotency_key(
-            session,
-            tenant_id=tenant_id,
-            key=idempotency_key,
-            fingerprint=request_fingerprint(request),
-            notification_id=candidate,
+            session, tenant_id=tenant_id, key=idempotency_key, request=request, notification_id=candidate
         )
         if original is not None:
             return Digested(_answer(session.get_one(Digest, original)), replayed=True)

@@ -97,7 +97,7 @@ def accept_notification(
             session,
             tenant_id=tenant_id,
             key=idempotency_key,
-            fingerprint=request_fingerprint(request),
+            request=request,
             notification_id=notification_id,
         )
         if original is not None:
@@ -379,7 +379,12 @@ def _errors_by_index(results: Sequence[object]) -> dict[int, PulseError]:
 
 
 def claim_idempotency_key(
-    session: Session, *, tenant_id: uuid.UUID, key: str, fingerprint: str, notification_id: uuid.UUID
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    key: str,
+    request: NotificationRequest,
+    notification_id: uuid.UUID,
 ) -> uuid.UUID | None:
     """Reserve the key for this request; return the original notification's id if it was already used.
 
@@ -387,6 +392,7 @@ def claim_idempotency_key(
     two racing requests create one notification.
     """
     now = datetime.now(UTC)
+    fingerprint = request_fingerprint(request)
     values = {
         "tenant_id": tenant_id,
         "key": key,
