@@ -180,12 +180,10 @@ def _collect(
     body = digested.send.model_dump_json()
     if digested.replayed:
         return Response(body, status.HTTP_200_OK, {"Idempotent-Replayed": "true"}, "application/json")
-    headers = {}
-    if (quota := digested.quota) is not None:
-        headers = rate_limit_headers(
-            limit=quota.limit, remaining=quota.remaining, reset_seconds=quota.reset_seconds
-        )
-    return Response(body, status.HTTP_202_ACCEPTED, headers, "application/json")
+    # Only the send that opened the window accepted a notification (and counted against the limit).
+    opened = [digested.opened] if digested.opened is not None else []
+    _publish(gateway, opened)
+    return Response(body, status.HTTP_202_ACCEPTED, _quota_headers(opened), "application/json")
 
 
 def _publish(gateway: Gateway, accepted: list[Accepted]) -> None:

@@ -36,12 +36,13 @@ from pulse.errors import Conflict, InvalidInput, PulseError
 from pulse.notifications.acceptance import AcceptanceSettings
 from pulse.notifications.schemas import MAX_DIGEST_EVENTS, NotificationRequest
 from pulse.notifications.service import (
+    Accepted,
     accept_notifications,
     claim_idempotency_key,
     resolve_notification,
 )
 from pulse.outbox.service import owe_publish
-from pulse.rate_limits.service import Quota, SendLimits
+from pulse.rate_limits.service import SendLimits
 from pulse.scheduling.service import DIGEST, TenantPolicy
 from pulse.vocabulary import Status
 
@@ -59,8 +60,8 @@ class Digested:
     send: DigestedSend
     # True when an Idempotency-Key repeat returned the original answer.
     replayed: bool = False
-    # The rate limit's state after the send that opened the window (None: not rate-limited).
-    quota: Quota | None = None
+    # The combined notification, when this send opened the window.
+    opened: Accepted | None = None
 
 
 def collect(
@@ -290,7 +291,7 @@ def _open(
     )
     session.add(DigestEvent(digest_id=id, number=1, variables=request.variables, created_at=now))
     session.flush()
-    return Digested(_answer(session.get_one(Digest, id)), quota=accepted.quota)
+    return Digested(_answer(session.get_one(Digest, id)), opened=accepted)
 
 
 def _fail(session: Session, digest_id: uuid.UUID, reason: str, *, now: datetime) -> None:
