@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from pulse.db import transaction
 from pulse.digests.schemas import DigestedSend
-from pulse.digests.service import collect
+from pulse.digests.service import close_now, collect
 from pulse.errors import InvalidInput, PulseError, RateLimited
 from pulse.inputs import DateTimeInput
 from pulse.notifications.acceptance import screen
@@ -271,8 +271,15 @@ def cancel(notification_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep
     },
 )
 def force(notification_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep) -> NotificationDetail:
-    """Send now, ignoring `send_at`, quiet hours or a retry's backoff."""
+    """Send now, ignoring `send_at`, quiet hours or a retry's backoff; a digest's combined notification
+    closes its window and is sent with what it collected so far."""
     with transaction(gateway.session_factory) as session:
+        policy = gateway.policy_for(principal)
+        if close_now(session, tenant_id=principal.tenant_id, id=notification_id, policy=policy):
+            # Its publish is owed in the outbox: the scheduler's sweep sends it within a tick.
+            return NotificationDetail.model_validate(
+                get_notification(session, tenant_id=principal.tenant_id, id=notification_id)
+            )
         accepted = force_notification(
             session,
             tenant_id=principal.tenant_id,

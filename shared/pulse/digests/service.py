@@ -141,19 +141,37 @@ def close_due_digests(
     return len(due)
 
 
-def close_digest(session: Session, digest: Digest, *, policy: TenantPolicy, now: datetime) -> None:
+def close_now(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID, policy: TenantPolicy) -> bool:
+    """POST …/force on a combined notification whose window is open: close the window now and send
+    what it collected, quiet hours or not. False when `id` is no such notification of the tenant."""
+    digest = session.scalars(
+        select(Digest)
+        .join(Notification, Notification.id == Digest.id)
+        .where(Digest.tenant_id == tenant_id, Digest.closed_at.is_(None), *_collecting(id))
+        .with_for_update(of=Digest)
+    ).one_or_none()
+    if digest is None:
+        return False
+    close_digest(session, digest, policy=policy, now=datetime.now(UTC), respect_quiet_hours=False)
+    return True
+
+
+def close_digest(
+    session: Session, digest: Digest, *, policy: TenantPolicy, now: datetime, respect_quiet_hours: bool = True
+) -> None:
     """Render the locked digest's combined notification with all its events and queue it (or schedule
-    it past quiet hours), and mark the digest closed. A combined notification cancelled meanwhile stays
-    cancelled; one that cannot be rendered any more (template deleted or changed, user opted out)
-    fails, with the reason."""
+    it past quiet hours, unless told not to), and mark the digest closed. A combined notification
+    cancelled meanwhile stays cancelled; one that cannot be rendered any more (template deleted or
+    changed, user opted out) fails, with the reason."""
     digest.closed_at = now
     events = session.scalars(
         select(DigestEvent.variables).where(DigestEvent.digest_id == digest.id).order_by(DigestEvent.number)
     ).all()
+    changes: dict[str, Any] = {"variables": _template_variables(events)}
+    if not respect_quiet_hours:
+        changes["respect_quiet_hours"] = False
     try:
-        combined = NotificationRequest.model_validate(digest.request).model_copy(
-            update={"variables": _template_variables(events)}
-        )
+        combined = NotificationRequest.model_validate(digest.request).model_copy(update=changes)
         values = resolve_notification(
             session, tenant_id=digest.tenant_id, request=combined, policy=policy, now=now
         )

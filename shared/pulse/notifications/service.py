@@ -28,7 +28,7 @@ from pulse.notifications.schemas import Content, NotificationRequest, check_cont
 from pulse.pagination import after_cursor, encode_cursor
 from pulse.rate_limits.service import Quota, Send, SendLimits, admit
 from pulse.recipients.service import address_for, find_recipients, opted_out, policy_for
-from pulse.scheduling.service import DIGEST, NO_QUIET_HOURS_UTC, TenantPolicy, plan_send_time
+from pulse.scheduling.service import NO_QUIET_HOURS_UTC, TenantPolicy, plan_send_time
 from pulse.templates.rendering import render_template
 from pulse.templates.service import find_templates
 from pulse.vocabulary import Channel, Priority, Status
@@ -495,8 +495,6 @@ def force_notification(
             Notification.id == id,
             Notification.tenant_id == tenant_id,
             Notification.status.in_([Status.SCHEDULED, Status.RETRYING]),
-            # Rendered only when its window closes.
-            Notification.deferred_reason.is_distinct_from(DIGEST),
         )
         .values(
             status=Status.QUEUED,
@@ -508,15 +506,8 @@ def force_notification(
         .returning(Notification.channel, Notification.priority)
     ).one_or_none()
     if forced is None:
-        waiting = get_notification(session, tenant_id=tenant_id, id=id)
-        if waiting.deferred_reason == DIGEST:
-            raise Conflict(
-                f"notification {id} is a digest collecting sends until {waiting.scheduled_for}; it is "
-                "sent when its window closes"
-            )
-        raise Conflict(
-            f"notification {id} is {waiting.status}; only scheduled or retrying ones can be forced"
-        )
+        status = get_notification(session, tenant_id=tenant_id, id=id).status
+        raise Conflict(f"notification {id} is {status}; only scheduled or retrying ones can be forced")
     outbox_id = (
         session.execute(
             _INSERT_OUTBOX,

@@ -97,10 +97,31 @@ def test_digested_sends_answer_202_digested_with_the_combined_notification_s_id(
     combined = client.get(f"/v1/notifications/{first['digest_id']}").json()
     assert (combined["status"], combined["deferred_reason"]) == ("scheduled", "digest")
     assert combined["user_id"] == "u-1" and combined["template"] == "comments"
-    # It is sent when the window closes, not before.
-    forced = client.post(f"/v1/notifications/{first['digest_id']}/force")
-    assert forced.status_code == 409
-    assert "window closes" in forced.json()["detail"]
+
+
+def test_forcing_a_digest_closes_its_window_and_sends_what_it_collected_even_in_quiet_hours(
+    gateway: TestClient, make_tenant: Callable[..., Tenant], session_factory: sessionmaker[Session]
+) -> None:
+    night_owl = make_tenant()
+    with transaction(session_factory) as session:
+        configure_tenant(session, name=night_owl.name, quiet_hours="00:00-23:59:59")
+    headers = auth(night_owl)
+    assert gateway.post("/v1/templates", json=COMMENTS, headers=headers).status_code == 201
+    first, second = (
+        gateway.post("/v1/notifications", json=_digested(text), headers=headers).json() for text in ("a", "b")
+    )
+    digest_id = first["digest_id"]
+
+    forced = gateway.post(f"/v1/notifications/{digest_id}/force", headers=headers)
+
+    assert second["digest_id"] == digest_id
+    assert forced.status_code == 202, forced.text
+    assert forced.json()["status"] == "queued"
+    assert forced.json()["content"]["body"] == "Bob: a\nBob: b\n"
+    third = gateway.post("/v1/notifications", json=_digested("c"), headers=headers).json()
+    assert third["digest_id"] != digest_id and third["event_count"] == 1
+    assert gateway.post(f"/v1/notifications/{third['digest_id']}/cancel", headers=headers).status_code == 200
+    assert gateway.post(f"/v1/notifications/{third['digest_id']}/force", headers=headers).status_code == 409
 
 
 def test_an_idempotent_repeat_of_a_digested_send_is_not_collected_twice(client: TestClient) -> None:
