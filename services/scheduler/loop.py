@@ -18,6 +18,7 @@ from pulse.audit.service import delete_old_entries
 from pulse.db import transaction
 from pulse.dead_letters.queue import reconcile_dead_letter_queues
 from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries, requeue_stuck_queued
+from pulse.digests.service import close_due_digests
 from pulse.messaging.depths import queue_depths
 from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.messaging.topology import dead_letter_queue
@@ -59,6 +60,13 @@ class Scheduler:
         publisher = ConfirmedPublisher(celery, confirm_timeout=settings.broker.confirm_timeout_seconds)
         overdue = timedelta(seconds=settings.retry_overdue_seconds)
         self.jobs = [
+            Job(
+                "close due digests",
+                self._tick,
+                lambda s: close_due_digests(
+                    s, rules=settings.acceptance, batch_size=settings.digest_batch_size
+                ),
+            ),
             Job(
                 "release due notifications",
                 self._tick,

@@ -18,6 +18,11 @@ class SchedulerSettings(BaseSettings):
     )
     tick_seconds: float = Field(0.5, description="Pause between two rounds of the scheduler's jobs.")
     batch_size: int = Field(500, description="Rows one job handles per transaction.")
+    digest_batch_size: int = Field(
+        50,
+        ge=1,
+        description="Digests closed per round: each loads and renders up to 1 MiB of collected sends.",
+    )
     retry_overdue_seconds: float = Field(
         60.0, description="A retry this late is published again (its delayed message was lost)."
     )

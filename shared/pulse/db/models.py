@@ -367,6 +367,57 @@ class InvalidPushToken(Base):
     invalidated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class Digest(Base):
+    """Sends of one (tenant, user, channel, key) collected while its window is open, then sent as
+    one notification (whose id is the digest's). Open while `closed_at` is NULL."""
+
+    __tablename__ = "digests"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE", deferrable=True, initially="DEFERRED"),
+        primary_key=True,
+    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(255))
+    channel: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(100))
+    # The body of the send that opened it, without its variables (those are its first event).
+    request: Mapped[dict[str, Any]]
+    max_events: Mapped[int] = mapped_column(Integer)
+    event_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # The events' variables as JSON, together: bounded like the count.
+    event_bytes: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    opened_at: Mapped[datetime]
+    closes_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "uq_digests_open",
+            "tenant_id",
+            "user_id",
+            "channel",
+            "key",
+            unique=True,
+            postgresql_where=text("closed_at IS NULL"),
+        ),
+        Index("ix_digests_due", "closes_at", postgresql_where=text("closed_at IS NULL")),
+    )
+
+
+class DigestEvent(Base):
+    """One collected send: its `variables`, numbered from 1 in the order they arrived."""
+
+    __tablename__ = "digest_events"
+
+    digest_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("digests.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    variables: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
 # Core handles on the hot tables: the delivery and acceptance paths run plain Core statements,
 # several times cheaper in CPU than ORM-enabled ones.
 notifications_table: Table = Notification.__table__  # type: ignore[assignment]

@@ -95,6 +95,11 @@ def create_schedule(
             "send_at is not allowed in a schedule's notification: the cron expression decides when",
             location=("body", "notification", "send_at"),
         )
+    if notification.digest is not None:
+        raise InvalidInput(
+            "digest is not allowed in a schedule's notification: each run sends one notification",
+            location=("body", "notification", "digest"),
+        )
     now = datetime.now(UTC)
     try:
         next_run_at = next_run_after(cron, timezone, now)

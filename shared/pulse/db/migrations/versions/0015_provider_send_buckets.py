@@ -2,7 +2,7 @@
 shared by every worker
 
 Revision ID: 0015
-Revises: 0010
+Revises: 0014
 Create Date: 2026-11-30
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0010"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
