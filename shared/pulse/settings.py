@@ -210,3 +210,19 @@ class WebhookSettings(BaseSettings):
     secret_cache_seconds: float = Field(
         5.0, description="How long a worker remembers a tenant's signing secret (rotation takes this long)."
     )
+
+
+# What PULSE_JWT_SECRET is when nothing sets it: fine on a laptop, refused in production (anyone
+# reading this file could mint end-user tokens).
+DEVELOPMENT_JWT_SECRET = "pulse-development-jwt-secret-change-me-0123456789"  # noqa: S105
+
+
+class JwtSettings(BaseSettings):
+    model_config = _config("PULSE_JWT_")
+
+    secret: SecretStr = Field(
+        SecretStr(DEVELOPMENT_JWT_SECRET),
+        min_length=32,
+        description="Signs and verifies end-user tokens (HS256), on the gateway and every realtime "
+        "process alike. `make run` generates one (kept in var/jwt-secret) when none is set.",
+    )
