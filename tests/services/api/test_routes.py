@@ -322,15 +322,22 @@ def test_a_body_that_is_not_json_is_a_422_problem(client: TestClient, tenant: Te
 
 
 def test_a_channel_not_enabled_on_the_deployment_is_refused_with_422(
-    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+    infrastructure: Infrastructure, tenant: Tenant, session_factory: sessionmaker[Session]
 ) -> None:
+    settings = ApiSettings(
+        database=DatabaseSettings(url=infrastructure.database_url),
+        broker=BrokerSettings(url=infrastructure.broker_url),
+        enabled_channels=["email", "sms", "whatsapp", "push", "webhook"],
+    )
     request = {
         "channel": "inapp",
         "recipient": "user-123",
         "content": {"body": "Your code is 123456"},
         "metadata": {"marker": str(uuid.uuid4())},
     }
-    body = _assert_problem(client.post("/v1/notifications", json=request, headers=auth(tenant)), 422)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/v1/notifications", json=request, headers=auth(tenant))
+    body = _assert_problem(response, 422)
     assert body["detail"] == (
         "channel 'inapp' is not enabled on this deployment (enabled: email, sms, whatsapp, push, webhook)"
     )
