@@ -23,7 +23,7 @@ from pulse.settings import BrokerSettings, DatabaseSettings
 from services.api.main import create_app
 from services.api.settings import ApiSettings
 from tests.conftest import Tenant, wait_until
-from tests.services.api.conftest import auth
+from tests.services.api.conftest import auth, in_process_gateway
 
 PROBLEM_JSON = "application/problem+json"
 UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/x"
@@ -324,18 +324,15 @@ def test_a_body_that_is_not_json_is_a_422_problem(client: TestClient, tenant: Te
 def test_a_channel_not_enabled_on_the_deployment_is_refused_with_422(
     infrastructure: Infrastructure, tenant: Tenant, session_factory: sessionmaker[Session]
 ) -> None:
-    settings = ApiSettings(
-        database=DatabaseSettings(url=infrastructure.database_url),
-        broker=BrokerSettings(url=infrastructure.broker_url),
-        enabled_channels=["email", "sms", "whatsapp", "push", "webhook"],
-    )
     request = {
         "channel": "inapp",
         "recipient": "user-123",
         "content": {"body": "Your code is 123456"},
         "metadata": {"marker": str(uuid.uuid4())},
     }
-    with TestClient(create_app(settings)) as client:
+    with in_process_gateway(
+        infrastructure, enabled_channels=["email", "sms", "whatsapp", "push", "webhook"]
+    ) as client:
         response = client.post("/v1/notifications", json=request, headers=auth(tenant))
     body = _assert_problem(response, 422)
     assert body["detail"] == (
