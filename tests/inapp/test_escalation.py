@@ -107,6 +107,8 @@ def test_an_unread_notification_escalates_once_to_the_first_channel_the_user_can
     assert inapp.escalation is not None
     assert inapp.escalation["status"] == "escalated"
     assert (inapp.escalation["channel"], inapp.escalation["notification_id"]) == ("email", str(email.id))
+    assert inapp.escalation["reason"].startswith("push: no recipient")
+    assert "; sms: user 'ada' opted out of sms" in inapp.escalation["reason"]
 
 
 def test_a_notification_read_in_time_escalates_to_nothing(factory: sessionmaker[Session]) -> None:

@@ -64,7 +64,7 @@ def _decide(
     if notification.status in (Status.CANCELLED, Status.FAILED):
         return {"status": EscalationStatus.SKIPPED, "reason": f"the notification was {notification.status}"}
     assert notification.escalation is not None
-    reasons = []
+    reasons: list[str] = []
     for channel in notification.escalation["channels"]:
         try:
             # A savepoint: whatever one channel's try wrote is undone if it raises.
@@ -76,7 +76,13 @@ def _decide(
             log.exception("escalating notification %s to %s failed", notification.id, channel)
             outcome = "internal error; the scheduler's log has the details"
         if isinstance(outcome, uuid.UUID):
-            return {"status": EscalationStatus.ESCALATED, "channel": channel, "notification_id": str(outcome)}
+            return {
+                "status": EscalationStatus.ESCALATED,
+                "channel": channel,
+                "notification_id": str(outcome),
+                # Why the channels before it were passed over, if any were.
+                "reason": "; ".join(reasons) or None,
+            }
         reasons.append(f"{channel}: {outcome}")
     return {"status": EscalationStatus.SKIPPED, "reason": "; ".join(reasons)}
 

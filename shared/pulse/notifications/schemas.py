@@ -256,7 +256,11 @@ class EscalationOut(BaseModel):
     decided_at: datetime | None = None
     channel: Channel | None = Field(None, description="Where it went, once `escalated`.")
     notification_id: uuid.UUID | None = Field(None, description="The escalated notification, once sent.")
-    reason: str | None = Field(None, description="Why it was `skipped` or `not_needed`.")
+    reason: str | None = Field(
+        None,
+        description="Why it was `skipped` or `not_needed`; once `escalated`, why the channels listed before "
+        "`channel` were passed over.",
+    )
 
 
 class NotificationOut(BaseModel):
