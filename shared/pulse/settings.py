@@ -244,3 +244,19 @@ class WebhookSettings(BaseSettings):
         description="Send-rate limit towards each receiver host (and port), every tenant together, shared "
         "by every worker (`10/s`, optionally `,burst=B`); unlimited when unset.",
     )
+
+
+# What PULSE_JWT_SECRET is when nothing sets it: fine on a laptop, refused in production (anyone
+# reading this file could mint end-user tokens).
+DEVELOPMENT_JWT_SECRET = "pulse-development-jwt-secret-change-me-0123456789"  # noqa: S105
+
+
+class JwtSettings(BaseSettings):
+    model_config = _config("PULSE_JWT_")
+
+    secret: SecretStr = Field(
+        SecretStr(DEVELOPMENT_JWT_SECRET),
+        min_length=32,
+        description="Signs and verifies end-user tokens (HS256), on the gateway and every realtime "
+        "process alike. `make run` generates one (kept in var/jwt-secret) when none is set.",
+    )

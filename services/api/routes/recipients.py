@@ -5,7 +5,8 @@ from starlette.convertors import PathConvertor, register_url_convertor
 
 from pulse.audit.service import record_change
 from pulse.db import transaction
-from pulse.recipients.schemas import MAX_USER_ID, RecipientIn, RecipientOut
+from pulse.notifications.addresses import MAX_USER_ID
+from pulse.recipients.schemas import RecipientIn, RecipientOut
 from pulse.recipients.service import delete_recipient, find_recipients, get_recipient, put_recipient
 from pulse.text import NO_NUL_CHARACTERS
 from services.api.bodies import StrictJsonRoute

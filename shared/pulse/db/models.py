@@ -131,6 +131,14 @@ class Notification(Base):
     # A worker owns a `sending` row until this instant; after it, the row may be claimed again.
     claimed_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # An inapp send's escalation plan and, once decided, its outcome (pulse.inapp.escalation);
+    # `escalate_at` is when it is due, NULL once decided.
+    escalation: Mapped[dict[str, Any] | None]
+    escalate_at: Mapped[datetime | None]
+    # Set on an escalation: the unread inapp notification it escalates.
+    escalated_from: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("notifications.id", ondelete="SET NULL")
+    )
 
     attempts: Mapped[list["DeliveryAttempt"]] = relationship(
         order_by="DeliveryAttempt.number", lazy="raise", passive_deletes=True
@@ -195,6 +203,32 @@ class Notification(Base):
             "ix_notifications_claim_expiry",
             "claimed_until",
             postgresql_where=text("status = 'sending'"),
+        ),
+        Index(
+            "ix_notifications_inbox",
+            "tenant_id",
+            "recipient",
+            text("created_at DESC"),
+            text("id DESC"),
+            postgresql_where=text("channel = 'inapp' AND status IN ('delivered', 'read')"),
+        ),
+        Index(
+            "ix_notifications_inbox_unread",
+            "tenant_id",
+            "recipient",
+            text("created_at DESC"),
+            text("id DESC"),
+            postgresql_where=text("channel = 'inapp' AND status = 'delivered'"),
+        ),
+        Index(
+            "ix_notifications_escalation_due",
+            "escalate_at",
+            postgresql_where=text("escalate_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_notifications_escalated_from",
+            "escalated_from",
+            postgresql_where=text("escalated_from IS NOT NULL"),
         ),
     )
 

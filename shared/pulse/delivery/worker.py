@@ -8,7 +8,7 @@ in one transaction each, and its sends run in parallel on a pool of sender threa
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -73,6 +73,11 @@ class DeliveryBatches(Batches):
         return self._pool.apply_async(apply_batches_task, (self, (batch,), 0, None), callback=settle)
 
 
+# Told the ids of a batch's notifications once their delivery is committed (the inapp worker pushes
+# them to the realtime processes then, so that nobody sees a notification before its row says so).
+AfterDelivery = Callable[[list[uuid.UUID]], None]
+
+
 @dataclass(frozen=True)
 class _ChannelDelivery:
     session_factory: sessionmaker[Session]
@@ -81,6 +86,7 @@ class _ChannelDelivery:
     retries: RetrySettings
     senders: Executor
     rates: SendRates
+    after_delivery: AfterDelivery | None = None
 
     def run(self, task: Task, requests: list[SimpleRequest], channel: Channel) -> list[Settle]:
         """Deliver a batch; then settle each message: acknowledge, send again later (retry, database
@@ -105,6 +111,13 @@ class _ChannelDelivery:
             log.warning("database unavailable, trying the batch again later: %s", error)
             settled = iter([_postpone(task, request, channel) for request, _ in valid])
         else:
+            self._announce(
+                [
+                    id
+                    for (_, id), result in zip(valid, results, strict=True)
+                    if result.outcome is Outcome.DELIVERED
+                ]
+            )
             settled = iter(
                 [
                     self._settle(task, request, channel, result)
@@ -112,6 +125,14 @@ class _ChannelDelivery:
                 ]
             )
         return [Settle.DEAD_LETTER if id is None else next(settled) for _, id in named]
+
+    def _announce(self, delivered: list[uuid.UUID]) -> None:
+        if not delivered or self.after_delivery is None:
+            return
+        try:
+            self.after_delivery(delivered)
+        except Exception:  # The deliveries are committed; only their announcement is lost.
+            log.exception("could not announce %d delivered notifications", len(delivered))
 
     def _settle(self, task: Task, request: SimpleRequest, channel: Channel, result: DeliveryResult) -> Settle:
         if result.outcome in (Outcome.RETRYING, Outcome.POSTPONED):
@@ -186,9 +207,11 @@ def make_channel_worker(
     providers: list[Provider],
     settings: ChannelWorkerSettings,
     rate_limits: Mapping[str, SendRate | None] | None = None,
+    after_delivery: AfterDelivery | None = None,
 ) -> Celery:
     """The Celery app of a channel worker: `providers` in order of preference, each behind a breaker
-    and, where `rate_limits` has one for its name, within its send-rate limit."""
+    and, where `rate_limits` has one for its name, within its send-rate limit; `after_delivery`, if
+    given, is told each batch's delivered notifications once they are committed."""
     chain = ProviderChain(
         providers,
         BreakerSettings(
@@ -207,7 +230,9 @@ def make_channel_worker(
     # Waiting for tokens must leave the sends time within their claim's lease.
     max_wait = min(settings.rate_limit_wait_seconds, settings.claim_lease_seconds / 2)
     rates = SendRates(rate_limits or {}, max_wait_seconds=max_wait)
-    delivery = _ChannelDelivery(session_factory, chain, claim_lease, settings.retries, senders, rates)
+    delivery = _ChannelDelivery(
+        session_factory, chain, claim_lease, settings.retries, senders, rates, after_delivery
+    )
 
     for channel in channels:
 

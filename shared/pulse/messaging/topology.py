@@ -5,6 +5,8 @@
       v                                                     v
     pulse.unroutable (fanout) -> pulse.unroutable   pulse.dlx (topic) --#.<channel>.*--> pulse.<channel>.dead
 
+    pulse.realtime (direct) --<tenant id>.<sha256 of user id>--> each realtime process's own queue
+
 Dead-letter bindings start with `#.` because Celery's native delayed delivery prefixes the routing key of a
 delayed message with 28 binary digits; `#.email.*` matches `email.high` and `0.1.….email.high` alike.
 """
@@ -25,6 +27,10 @@ NOTIFICATIONS_EXCHANGE = Exchange(
     arguments={"alternate-exchange": UNROUTABLE_EXCHANGE.name},
 )
 DEAD_LETTER_EXCHANGE = Exchange("pulse.dlx", type="topic", durable=True)
+# In-app events (a new notification, items read) for the realtime processes: each binds a queue of its
+# own with the routing key of every user connected to it (pulse.inapp.events). Unbound keys (the user
+# is offline) are dropped on purpose: the inbox in PostgreSQL is the durable copy.
+REALTIME_EXCHANGE = Exchange("pulse.realtime", type="direct", durable=True)
 
 _QUORUM = {"x-queue-type": "quorum"}
 
@@ -75,6 +81,7 @@ def declare_topology(connection: Connection) -> None:
         UNROUTABLE_QUEUE.bind(channel).declare()
         NOTIFICATIONS_EXCHANGE.bind(channel).declare()
         DEAD_LETTER_EXCHANGE.bind(channel).declare()
+        REALTIME_EXCHANGE.bind(channel).declare()
         declare_native_delayed_delivery_exchanges_and_queues(connection, "quorum")
         for queue in work_queues(*Channel):
             queue.bind(channel).declare()

@@ -25,7 +25,7 @@ class AcceptanceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PULSE_", env_file=".env", extra="ignore")
 
     enabled_channels: Annotated[list[Channel], NoDecode] = Field(
-        default=[Channel.EMAIL, Channel.SMS, Channel.WHATSAPP, Channel.PUSH, Channel.WEBHOOK],
+        default=list(Channel),
         description="Channels this deployment delivers (comma-separated); others are refused with 422.",
     )
     quiet_hours: str = Field(
@@ -103,6 +103,11 @@ def screen(
         raise InvalidInput(
             f"channel '{request.channel}' is not enabled on this deployment (enabled: {enabled})",
             location=(*at, "channel"),
+        )
+    if request.escalate and (disabled := set(request.escalate.channels) - set(rules.enabled_channels)):
+        raise InvalidInput(
+            f"cannot escalate to {', '.join(sorted(disabled))}: not enabled on this deployment",
+            location=(*at, "escalate", "channels"),
         )
     urls = {
         "recipient": request.recipient if request.channel is Channel.WEBHOOK else None,

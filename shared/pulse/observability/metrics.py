@@ -88,6 +88,12 @@ RETRIES_RECOVERED = Counter(
     "pulse_retries_recovered", "Retries published again because their delayed message was overdue."
 )
 
+REALTIME_EVENTS = Counter(
+    "pulse_realtime_events",
+    "In-app events published to the realtime processes, by type and outcome (published, failed).",
+    ["type", "outcome"],
+)
+
 
 def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
     """Expose this process's metrics on http://host:port/metrics (a background thread)."""

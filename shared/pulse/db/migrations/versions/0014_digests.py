@@ -1,7 +1,7 @@
 """digests: many sends of one (tenant, user, channel, key) collected into one notification
 
 Revision ID: 0014
-Revises: 0010
+Revises: 0011
 Create Date: 2026-11-30
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0014"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
