@@ -77,8 +77,15 @@ class ListFilters:
     created_before: datetime | None = None
 
 
+# Fields added to the send body after Idempotency-Keys were first stored: left out while unset, so
+# that a retry spanning an upgrade still matches the fingerprint stored before it.
+_LATER_FIELDS = ("digest", "escalate")
+
+
 def request_fingerprint(request: NotificationRequest) -> str:
-    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    unset = {name for name in _LATER_FIELDS if getattr(request, name) is None}
+    body = request.model_dump(mode="json", exclude=unset)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
