@@ -11,7 +11,7 @@ from services.email_worker.settings import EmailWorkerSettings
 
 def create_worker(settings: EmailWorkerSettings) -> Celery:
     providers: list[Provider] = [SmtpProvider(settings.smtp)]
-    if (secondary := settings.smtp.secondary()) is not None:
+    if (secondary := settings.smtp.secondary_settings()) is not None:
         providers.append(SmtpProvider(secondary, name="smtp-secondary"))
     return make_channel_worker(
         "pulse-email-worker", channels=[Channel.EMAIL], providers=providers, settings=settings

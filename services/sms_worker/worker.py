@@ -11,7 +11,7 @@ from services.sms_worker.settings import SmsWorkerSettings
 
 def create_worker(settings: SmsWorkerSettings) -> Celery:
     providers: list[Provider] = [TwilioProvider(settings.twilio)]
-    if (secondary := settings.twilio.secondary()) is not None:
+    if (secondary := settings.twilio.secondary_settings()) is not None:
         providers.append(TwilioProvider(secondary, name="twilio-secondary"))
     return make_channel_worker(
         "pulse-sms-worker", channels=[Channel.SMS, Channel.WHATSAPP], providers=providers, settings=settings

@@ -21,6 +21,7 @@ from pulse.db.models import Tenant
 from pulse.dead_letters.service import ReplaySelection, list_dead_letters, replay, replay_one
 from pulse.errors import InvalidInput, NotFound, PulseError
 from pulse.messaging.topology import declare_topology
+from pulse.startup import load_settings
 from pulse.tenants.service import (
     configure_tenant,
     create_api_key,
@@ -247,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     replaying.add_argument("--until", type=_utc_datetime, help="failed before (ISO 8601, naive = UTC)")
     args = parser.parse_args(argv)
 
-    settings = AdminSettings()
+    settings = load_settings(AdminSettings, "pulse-admin")
     commands_by_name: dict[str, Callable[[], str | None]] = {
         "init": lambda: init(settings),
         "create-tenant": lambda: _with_session(
