@@ -233,7 +233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "webhook-secret", help="a tenant's webhook signing secret (created if missing), as the last line"
     )
     secret.add_argument("tenant")
-    secret.add_argument("--rotate", action="store_true", help="replace it with a new one first")
+    secret.add_argument(
+        "--rotate",
+        action="store_true",
+        help="replace it with a new one first (the old one still signs for PULSE_WEBHOOK_SECRET_GRACE_HOURS)",
+    )
     dlq = commands.add_parser("dlq", help="dead letters: failed notifications").add_subparsers(
         dest="dlq_command", required=True
     )
