@@ -89,8 +89,8 @@ def test_guest_credentials_are_refused_however_the_broker_is_given(monkeypatch: 
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PULSE_BROKER_URL", "amqp://guest:guest@rabbitmq:5672//")
     assert sandbox_defaults_kept(ApiSettings()) == [
-        "PULSE_BROKER_USER and PULSE_BROKER_PASSWORD: still the development default, set a RabbitMQ user "
-        "of your own (PULSE_BROKER_URL, or PULSE_BROKER_USER and PULSE_BROKER_PASSWORD)"
+        "PULSE_BROKER_USER and PULSE_BROKER_PASSWORD are still the development default: set a RabbitMQ "
+        "user of your own (PULSE_BROKER_URL, or PULSE_BROKER_USER and PULSE_BROKER_PASSWORD)"
     ]
     monkeypatch.delenv("PULSE_BROKER_URL")
     monkeypatch.setenv("PULSE_BROKER_HOST", "rabbitmq")  # the user and password from the default URL
@@ -103,7 +103,7 @@ def test_a_sandbox_secondary_is_refused_under_its_own_name(monkeypatch: pytest.M
     monkeypatch.setenv("PULSE_TWILIO_SECONDARY__BASE_URL", "http://127.0.0.1:8025")
     monkeypatch.setenv("PULSE_TWILIO_SECONDARY__ACCOUNT_SID", "AC" + "8" * 32)
     [kept] = sandbox_defaults_kept(SmsWorkerSettings())
-    assert kept.startswith("PULSE_TWILIO_SECONDARY__BASE_URL: still the development default")
+    assert kept.startswith("PULSE_TWILIO_SECONDARY__BASE_URL is still the development default")
     monkeypatch.setenv("PULSE_TWILIO_SECONDARY__BASE_URL", "https://api.twilio.com")
     assert sandbox_defaults_kept(SmsWorkerSettings()) == []
 

@@ -50,10 +50,10 @@ SANDBOX_DEFAULTS = [
         "a RabbitMQ user of your own (PULSE_BROKER_URL, or PULSE_BROKER_USER and PULSE_BROKER_PASSWORD)",
     ),
     SandboxDefault(SmtpSettings, {"host": "127.0.0.1", "port": 1025}, "your SMTP relay's host and port"),
-    SandboxDefault(TwilioSettings, {"base_url": SANDBOX_URL}, "https://api.twilio.com"),
+    SandboxDefault(TwilioSettings, {"base_url": SANDBOX_URL}, "Twilio's https://api.twilio.com"),
     SandboxDefault(TwilioSettings, {"account_sid": "AC" + "0" * 32}, "your Twilio account SID"),
     SandboxDefault(TwilioSettings, {"auth_token": SANDBOX_TOKEN}, "your Twilio auth token"),
-    SandboxDefault(FcmSettings, {"base_url": SANDBOX_URL}, "https://fcm.googleapis.com"),
+    SandboxDefault(FcmSettings, {"base_url": SANDBOX_URL}, "FCM's https://fcm.googleapis.com"),
     SandboxDefault(FcmSettings, {"project_id": "pulse-sandbox"}, "your Firebase project id"),
     SandboxDefault(
         FcmSettings,
@@ -82,14 +82,14 @@ def load_settings(cls: type[S], service: str) -> S:
     if environment is Environment.PRODUCTION and (kept := sandbox_defaults_kept(settings)):
         sys.exit(
             f"{service}: refusing to start in production (PULSE_ENVIRONMENT=production) with development "
-            "defaults: " + "; ".join(kept) + ". Set them, or PULSE_ENVIRONMENT=development to run anyway."
+            "defaults: " + "; ".join(kept) + "."
         )
     return settings
 
 
 def sandbox_defaults_kept(settings: BaseSettings) -> list[str]:
-    """What `settings` keeps of SANDBOX_DEFAULTS, each as "VARIABLES: still the development default,
-    set <what>"."""
+    """What `settings` keeps of SANDBOX_DEFAULTS, each as "VARIABLES are still the development
+    default: set <what>"."""
     kept = []
     for block, prefix, given in _blocks(settings):
         for rule in SANDBOX_DEFAULTS:
@@ -97,7 +97,8 @@ def sandbox_defaults_kept(settings: BaseSettings) -> list[str]:
                 continue
             if all(reveal(getattr(block, name)) == value for name, value in rule.fields.items()):
                 names = " and ".join(_variable(block, prefix, name) for name in rule.fields)
-                kept.append(f"{names}: still the development default, set {rule.instead}")
+                verb = "are" if len(rule.fields) > 1 else "is"
+                kept.append(f"{names} {verb} still the development default: set {rule.instead}")
     return kept
 
 
