@@ -17,7 +17,7 @@ CHROMEDRIVER = Path(os.environ.get("PULSE_TEST_CHROMEDRIVER", "/usr/bin/chromedr
 # Headless, and quiet on this machine's closed network: no background calls to Google's services. No
 # name resolves but localhost: pages must work offline (what they load from a CDN fails at once).
 CHROMIUM_ARGUMENTS = [
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
