@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from kombu import Connection
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from pulse.settings import BrokerSettings, DatabaseSettings
@@ -177,3 +178,18 @@ def test_a_url_and_its_parts_together_are_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in message and "\n" not in message
     assert "PULSE_DATABASE_URL and PULSE_DATABASE_PASSWORD are both set" in message
     assert "hunter2-very-secret" not in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("PULSE_DATABASE_URL", "PULSE_DATABASE_URL is not a URL"),
+        ("PULSE_BROKER_URL", "PULSE_BROKER_URL is not an AMQP URL"),
+    ],
+)
+def test_a_url_that_is_not_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, "db.internal:5432")
+    with pytest.raises(ValidationError, match=message):
+        ApiSettings()

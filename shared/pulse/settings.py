@@ -13,6 +13,7 @@ from kombu.utils.url import url_to_parts
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -120,7 +121,12 @@ class DatabaseSettings(_UrlOrParts):
 
     @classmethod
     def _split(cls, url: str) -> dict[str, Any]:
-        parsed = make_url(url)
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ValueError(
+                "PULSE_DATABASE_URL is not a URL: postgresql+psycopg://USER:PASSWORD@HOST:PORT/NAME"
+            ) from None
         return {
             "host": parsed.host,
             "port": parsed.port,
@@ -175,6 +181,8 @@ class BrokerSettings(_UrlOrParts):
     @classmethod
     def _split(cls, url: str) -> dict[str, Any]:
         parsed = url_to_parts(url)
+        if parsed.scheme not in ("amqp", "amqps", "pyamqp") or not parsed.hostname:
+            raise ValueError("PULSE_BROKER_URL is not an AMQP URL: amqp://USER:PASSWORD@HOST:PORT/VHOST")
         return {
             "host": parsed.hostname,
             "port": parsed.port,
