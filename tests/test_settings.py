@@ -20,7 +20,7 @@ BROKER_URL = "amqp://pulse:secret@mq.internal:5673/pulse"
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No PULSE_* variable from the caller's shell, and no `.env` in the working directory."""
     for name in list(os.environ):
         if name.startswith("PULSE_"):

@@ -16,6 +16,7 @@ from pulse.startup import load_settings, sandbox_defaults_kept
 from services.api.settings import ApiSettings
 from services.push_worker.settings import PushWorkerSettings
 from services.sms_worker.settings import SmsWorkerSettings
+from tests.test_settings import clean_environment  # noqa: F401 (autouse: no PULSE_* from the shell)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,13 +36,9 @@ PRODUCTION = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No PULSE_* variable from the caller's shell, and no `.env` in the working directory."""
-    for name in list(os.environ):
-        if name.startswith("PULSE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def _set(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
 
 
 def _start(module: str, environment: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -77,8 +74,7 @@ def test_in_production_a_service_refuses_the_development_defaults_it_uses(tmp_pa
 
 
 def test_in_production_each_setting_set_lets_every_service_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in PRODUCTION.items():
-        monkeypatch.setenv(name, value)
+    _set(monkeypatch, PRODUCTION)
     for cls in (ApiSettings, SmsWorkerSettings, PushWorkerSettings):
         assert sandbox_defaults_kept(cls()) == []
     monkeypatch.setenv("PULSE_SMTP_PORT", "1025")  # the sandbox's port, but another host: a relay of yours
@@ -86,8 +82,7 @@ def test_in_production_each_setting_set_lets_every_service_start(monkeypatch: py
 
 
 def test_guest_credentials_are_refused_however_the_broker_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in PRODUCTION.items():
-        monkeypatch.setenv(name, value)
+    _set(monkeypatch, PRODUCTION)
     monkeypatch.setenv("PULSE_BROKER_URL", "amqp://guest:guest@rabbitmq:5672//")
     assert sandbox_defaults_kept(ApiSettings()) == [
         "PULSE_BROKER_USER and PULSE_BROKER_PASSWORD are still the development default: set a RabbitMQ "
@@ -99,8 +94,7 @@ def test_guest_credentials_are_refused_however_the_broker_is_given(monkeypatch: 
 
 
 def test_a_sandbox_secondary_is_refused_under_its_own_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in PRODUCTION.items():
-        monkeypatch.setenv(name, value)
+    _set(monkeypatch, PRODUCTION)
     monkeypatch.setenv("PULSE_TWILIO_SECONDARY__BASE_URL", "http://127.0.0.1:8025")
     monkeypatch.setenv("PULSE_TWILIO_SECONDARY__ACCOUNT_SID", "AC" + "8" * 32)
     [kept] = sandbox_defaults_kept(SmsWorkerSettings())
@@ -115,14 +109,16 @@ def test_in_development_the_defaults_are_fine(tmp_path: Path) -> None:
 
 
 def test_the_database_url_is_built_from_its_parts_with_escaping(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "PULSE_DATABASE_HOST": "db.internal",
-        "PULSE_DATABASE_PORT": "6543",
-        "PULSE_DATABASE_USER": "pulse",
-        "PULSE_DATABASE_PASSWORD": "p@ss/w:rd%",
-        "PULSE_DATABASE_NAME": "pulse_prod",
-    }.items():
-        monkeypatch.setenv(name, value)
+    _set(
+        monkeypatch,
+        {
+            "PULSE_DATABASE_HOST": "db.internal",
+            "PULSE_DATABASE_PORT": "6543",
+            "PULSE_DATABASE_USER": "pulse",
+            "PULSE_DATABASE_PASSWORD": "p@ss/w:rd%",
+            "PULSE_DATABASE_NAME": "pulse_prod",
+        },
+    )
     settings = DatabaseSettings()
     url = make_url(settings.url)
     assert (url.host, url.port, url.username, url.password, url.database) == (
@@ -140,13 +136,15 @@ def test_the_database_url_is_built_from_its_parts_with_escaping(monkeypatch: pyt
 
 
 def test_the_broker_url_is_built_from_its_parts_as_kombu_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "PULSE_BROKER_HOST": "mq.internal",
-        "PULSE_BROKER_USER": "pulse",
-        "PULSE_BROKER_PASSWORD": "p@ss/w:rd%",
-        "PULSE_BROKER_VHOST": "pulse/prod",
-    }.items():
-        monkeypatch.setenv(name, value)
+    _set(
+        monkeypatch,
+        {
+            "PULSE_BROKER_HOST": "mq.internal",
+            "PULSE_BROKER_USER": "pulse",
+            "PULSE_BROKER_PASSWORD": "p@ss/w:rd%",
+            "PULSE_BROKER_VHOST": "pulse/prod",
+        },
+    )
     settings = BrokerSettings()
     connection = Connection(settings.url)
     assert (connection.hostname, connection.port, connection.userid, connection.password) == (
