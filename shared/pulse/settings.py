@@ -254,6 +254,8 @@ class SmtpSettings(FailoverSettings):
 
 SANDBOX_URL = "http://127.0.0.1:8025"
 SANDBOX_TOKEN = "sandbox-token"  # noqa: S105 (the sandbox's public stand-in, refused in production)
+SANDBOX_ACCOUNT_SID = "AC" + "0" * 32
+SANDBOX_PROJECT_ID = "pulse-sandbox"
 
 
 class TwilioSecondary(BaseModel):
@@ -273,7 +275,7 @@ class TwilioSettings(FailoverSettings):
     SECONDARY_SWITCH = "base_url"
 
     base_url: str = Field(SANDBOX_URL, description="Base URL of the Twilio API (default: the Pulse sandbox).")
-    account_sid: str = Field("AC" + "0" * 32, description="Twilio account SID (HTTP basic auth user).")
+    account_sid: str = Field(SANDBOX_ACCOUNT_SID, description="Twilio account SID (HTTP basic auth user).")
     auth_token: SecretStr = Field(SecretStr(SANDBOX_TOKEN), description="Twilio auth token.")
     from_number: str = Field(
         "+15005550006",
@@ -310,7 +312,7 @@ class FcmSettings(FailoverSettings):
     base_url: str = Field(
         SANDBOX_URL, description="Base URL of the FCM HTTP v1 API (default: the Pulse sandbox)."
     )
-    project_id: str = Field("pulse-sandbox", description="Firebase project id (in the send URL).")
+    project_id: str = Field(SANDBOX_PROJECT_ID, description="Firebase project id (in the send URL).")
     access_token: SecretStr = Field(
         SecretStr(SANDBOX_TOKEN),
         description="Static OAuth2 bearer token (development); unused when `credentials_file` is set.",

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
 from pulse.settings import (
+    SANDBOX_ACCOUNT_SID,
+    SANDBOX_PROJECT_ID,
     SANDBOX_TOKEN,
     SANDBOX_URL,
     BrokerSettings,
@@ -51,10 +53,10 @@ SANDBOX_DEFAULTS = [
     ),
     SandboxDefault(SmtpSettings, {"host": "127.0.0.1", "port": 1025}, "your SMTP relay's host and port"),
     SandboxDefault(TwilioSettings, {"base_url": SANDBOX_URL}, "Twilio's https://api.twilio.com"),
-    SandboxDefault(TwilioSettings, {"account_sid": "AC" + "0" * 32}, "your Twilio account SID"),
+    SandboxDefault(TwilioSettings, {"account_sid": SANDBOX_ACCOUNT_SID}, "your Twilio account SID"),
     SandboxDefault(TwilioSettings, {"auth_token": SANDBOX_TOKEN}, "your Twilio auth token"),
     SandboxDefault(FcmSettings, {"base_url": SANDBOX_URL}, "FCM's https://fcm.googleapis.com"),
-    SandboxDefault(FcmSettings, {"project_id": "pulse-sandbox"}, "your Firebase project id"),
+    SandboxDefault(FcmSettings, {"project_id": SANDBOX_PROJECT_ID}, "your Firebase project id"),
     SandboxDefault(
         FcmSettings,
         {"access_token": SANDBOX_TOKEN, "credentials_file": None},
