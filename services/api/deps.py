@@ -12,6 +12,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from pulse.db import transaction
 from pulse.errors import Forbidden, Unauthorized
 from pulse.notifications.intake import Intake
 from pulse.outbox.service import AfterCommitPublisher
@@ -105,14 +106,18 @@ async def authenticate(
     if principal is None:
         principal = await run_in_threadpool(_look_up_key, gateway, key)
         if principal is None:
-            raise Unauthorized("invalid API key")
+            raise Unauthorized("invalid API key (unknown or revoked)")
         gateway.api_keys.put(key_hash, principal)
+    # Checked on the cached principal too: a key stops working the moment it expires.
+    if principal.expired():
+        raise Unauthorized("API key expired")
     return principal
 
 
 def _look_up_key(gateway: Gateway, key: str) -> Principal | None:
-    with gateway.session_factory() as session:
-        return find_principal(session, key=key)
+    # Once per key and process every PULSE_AUTH_CACHE_SECONDS: the moment to mark the key used.
+    with transaction(gateway.session_factory) as session:
+        return find_principal(session, key=key, mark_used=True)
 
 
 def require_scope(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:

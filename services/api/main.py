@@ -13,9 +13,11 @@ from pulse.notifications.intake import Intake
 from pulse.outbox.service import AfterCommitPublisher
 from services.api.deps import ApiKeyCache, Gateway
 from services.api.middleware import BodySizeLimit, MethodNotAllowed, RequestId, RequestTiming
-from services.api.problems import install_problem_handlers
+from services.api.problems import COMMON_ERRORS, document_problems, install_problem_handlers
 from services.api.routes import (
     analytics,
+    api_keys,
+    audit_log,
     dashboard,
     dead_letters,
     health,
@@ -44,6 +46,8 @@ ROUTERS = (
     health.router,
     dashboard.router,
     webhook_secret.router,
+    api_keys.router,
+    audit_log.router,
 )
 
 
@@ -85,8 +89,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         title="Pulse",
         version="0.1.0",
         description=DESCRIPTION,
-        # BodySizeLimit answers before routing, whatever the operation.
-        responses={413: {"description": "Body over the size limit"}},
+        # BodySizeLimit answers before routing, and the database may be down, whatever the operation.
+        responses=COMMON_ERRORS,
         lifespan=lifespan,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
@@ -95,6 +99,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    document_problems(app)
     app.add_middleware(MethodNotAllowed, routes=[route for router in ROUTERS for route in router.routes])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestTiming)

@@ -9,6 +9,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
@@ -19,6 +20,68 @@ from services.api.bodies import REFUSED_BODY
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int] = Field(
+        description="Where: the request's part (`body`, `query`, `path`, `header`), then the field's path."
+    )
+    msg: str = Field(description="Why it was refused.")
+    type: str = Field(description="A machine-readable kind, e.g. `missing`, `value_error`, `json_invalid`.")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: the body of every error answer (`application/problem+json`)."""
+
+    type: str = Field(description="Always `about:blank`: `status` and `title` say what happened.")
+    title: str = Field(description="The status's phrase, e.g. `Unprocessable Entity`.")
+    status: int
+    detail: str | None = Field(None, description="What was wrong, in words.")
+    errors: list[FieldProblem] | None = Field(
+        None, description="422 (and a refused batch): every refused input, with where and why."
+    )
+
+
+# Error answers that any operation may give, besides those its route declares.
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"description": "Body over the size limit"},
+    503: {"description": "The database is unavailable; nothing was done (`Retry-After`)"},
+}
+
+_HEADERS_OF_STATUS = {
+    429: {"Retry-After": {"description": "Seconds until the limit resets.", "schema": {"type": "integer"}}},
+}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Give every error answer of the OpenAPI document (a 4xx or 5xx without a schema of its own) the
+    problem+json schema, so that generated clients and schema checks know its shape."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _describe_problems(build())
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _describe_problems(schema: dict[str, Any]) -> None:
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(problem_schema.pop("$defs", {}))
+    components["Problem"] = problem_schema
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for operation in (operation for path in schema.get("paths", {}).values() for operation in path.values()):
+        for status, response in operation.get("responses", {}).items():
+            declared = response.get("content", {}).get("application/json", {}).get("schema", {})
+            if int(status) >= 400 and declared.get("$ref", "").endswith("/HTTPValidationError"):
+                del response["content"]
+            if int(status) >= 400 and not response.get("content"):
+                response["content"] = content
+                response.setdefault("headers", {}).update(_HEADERS_OF_STATUS.get(int(status), {}))
 
 
 def problem(

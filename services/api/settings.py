@@ -15,7 +15,11 @@ class ApiSettings(AcceptanceSettings):
     enable_docs: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
     max_body_bytes: int = Field(256 * 1024, description="Larger request bodies are refused with 413.")
     auth_cache_seconds: float = Field(
-        30.0, description="How long a verified API key is remembered (revocation takes up to this long)."
+        2.0,
+        ge=0,
+        le=5,
+        description="How long a verified API key (with its tenant's settings) is remembered: a revoked "
+        "key is refused by every gateway within this long, so at most 5 s.",
     )
     publish_grace_seconds: float = Field(
         5.0, description="How long the outbox sweep leaves a new notification to the gateway's own publish."

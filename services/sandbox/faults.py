@@ -18,6 +18,8 @@ class Fault(BaseModel):
     next ``fail_next`` messages, otherwise with probability ``rate``. ``status`` is the
     failure's status code: HTTP endpoints answer it as is; SMTP answers it to DATA, so
     4xx is a transient and 5xx a permanent failure (an HTTP-style 503 is permanent for SMTP).
+    A 429 is throttling: HTTP endpoints answer it with `Retry-After: <retry_after>`, SMTP with its
+    nearest equivalent, `421 4.7.0 … rate limit exceeded, too many messages, try again later`.
     ``account``, when set, limits the fault to requests for that provider account (the Twilio
     account SID, the FCM project id, the SMTP listener: ``primary`` or ``secondary``, or the
     webhook receiver's path after ``/webhooks/``), so that one account can fail while another works.
@@ -31,6 +33,9 @@ class Fault(BaseModel):
     rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Probability that a message fails.")
     latency_ms: int = Field(default=0, ge=0, le=600_000, description="Delay added to every answer.")
     fail_next: int = Field(default=0, ge=0, description="Number of upcoming messages that fail for sure.")
+    retry_after: int | None = Field(
+        default=None, ge=0, le=3600, description="Retry-After (seconds) of HTTP 429 answers; 1 when unset."
+    )
     account: str | None = Field(
         default=None,
         description="Only requests for this account (Twilio SID, FCM project, SMTP listener, webhook path).",
@@ -46,6 +51,7 @@ class Fault(BaseModel):
 class Decision(NamedTuple):
     delay_seconds: float
     status: int | None  # None: accept the message
+    retry_after: int = 1  # Seconds, for a throttling answer.
 
 
 _ACCEPT = Decision(0.0, None)
@@ -83,7 +89,8 @@ class FaultInjector:
                 fails = True
             else:
                 fails = random.random() < fault.rate
-        return Decision(fault.latency_ms / 1000, fault.status if fails else None)
+        retry_after = 1 if fault.retry_after is None else fault.retry_after
+        return Decision(fault.latency_ms / 1000, fault.status if fails else None, retry_after)
 
     def misbehaviour(self, endpoint: Endpoint, *, account: str | None = None) -> Misbehaviour | None:
         """How the endpoint's answers misbehave, if they do (Fault.answer)."""

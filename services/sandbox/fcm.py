@@ -40,7 +40,7 @@ _FCM_CODES = {
 }
 
 
-def fcm_error(status: int, message: str | None = None) -> JSONResponse:
+def fcm_error(status: int, message: str | None = None, *, retry_after: int = 1) -> JSONResponse:
     error: dict[str, Any] = {
         "code": status,
         "message": message or "Sandbox: injected failure",
@@ -51,7 +51,7 @@ def fcm_error(status: int, message: str | None = None) -> JSONResponse:
             {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": _FCM_CODES[status]}
         ]
     # Throttling and unavailability answers say when to come back, as FCM's do.
-    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    headers = {"Retry-After": str(retry_after)} if status in (429, 503) else None
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
@@ -78,11 +78,11 @@ def create_fcm_router(store: MessageStore, faults: FaultInjector) -> APIRouter:
         if device_token.startswith(UNREGISTERED_PREFIX):
             return fcm_error(404, "Requested entity was not found.")
 
-        delay_seconds, status = faults.decide("fcm", account=project)
+        delay_seconds, status, retry_after = faults.decide("fcm", account=project)
         if delay_seconds:
             await asyncio.sleep(delay_seconds)
         if status is not None:
-            return fcm_error(status)
+            return fcm_error(status, retry_after=retry_after)
 
         notification = message.get("notification") or {}
         data = message.get("data") or {}

@@ -17,6 +17,9 @@ from services.sandbox.store import MessageStore, new_message
 DATA_SIZE_LIMIT = 10 * 1024 * 1024
 # A fixed greeting name: otherwise aiosmtpd resolves the FQDN (a DNS lookup) on every connection.
 SERVER_HOSTNAME = "pulse-sandbox"
+# A fault of HTTP status 429 gets SMTP's nearest answer: a 421 that says "slow down" in words (SMTP
+# has no code of its own for it).
+_TOO_MANY_REQUESTS = 429
 
 # policy.default re-parses a header on every access, and the parser alone reads Content-Type about a
 # dozen times per multipart mail: memoizing the (immutable) parsed headers makes parsing ~4x cheaper.
@@ -56,9 +59,11 @@ class SandboxSmtpHandler:
         self._provider = provider
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
-        delay_seconds, status = self._faults.decide("smtp", account=self._account)
+        delay_seconds, status, _retry_after = self._faults.decide("smtp", account=self._account)
         if delay_seconds:
             await asyncio.sleep(delay_seconds)
+        if status == _TOO_MANY_REQUESTS:
+            return "421 4.7.0 sandbox: rate limit exceeded, too many messages, try again later"
         if status is not None:
             return f"{status} sandbox: injected failure"
 

@@ -33,7 +33,9 @@ _ERRORS = {
 }
 
 
-def twilio_error(status: int, code: int | None = None, message: str | None = None) -> JSONResponse:
+def twilio_error(
+    status: int, code: int | None = None, message: str | None = None, *, retry_after: int = 1
+) -> JSONResponse:
     default_code, default_message = _ERRORS.get(status, (status * 100, "Sandbox: injected failure"))
     content = {
         "code": code or default_code,
@@ -42,7 +44,7 @@ def twilio_error(status: int, code: int | None = None, message: str | None = Non
         "status": status,
     }
     # Throttling answers say when to come back, as Twilio's do.
-    headers = {"Retry-After": "1"} if status == 429 else None
+    headers = {"Retry-After": str(retry_after)} if status == 429 else None
     return JSONResponse(content, status_code=status, headers=headers)
 
 
@@ -60,11 +62,11 @@ def create_twilio_router(store: MessageStore, faults: FaultInjector) -> APIRoute
         if not body:
             return twilio_error(400, 21602, "Message body is required.")
 
-        delay_seconds, status = faults.decide("twilio", account=account_sid)
+        delay_seconds, status, retry_after = faults.decide("twilio", account=account_sid)
         if delay_seconds:
             await asyncio.sleep(delay_seconds)
         if status is not None:
-            return twilio_error(status)
+            return twilio_error(status, retry_after=retry_after)
 
         channel = "whatsapp" if to.startswith(WHATSAPP_PREFIX) else "sms"
         store.add(

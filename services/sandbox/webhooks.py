@@ -4,10 +4,11 @@ Each delivery is stored as a message of channel `webhook` whose recipient is the
 (`/webhooks/orders`), body the raw JSON text and headers the request's (`webhook-id`,
 `webhook-timestamp`, `webhook-signature`, ...). Like a real consumer it keeps one copy per
 `webhook-id` and counts repeats. Faults of endpoint `webhook` apply (status and latency; a 429 says
-`Retry-After: 1`; `account` is the path after `/webhooks/`; `answer` makes answers misbehave the ways
-a hostile receiver can: dripped, falsely gzip-labelled, a gzip bomb, huge). Once a test registers the
-tenant's secret (`POST /api/webhook-secret`), every delivery's signature is checked with the Standard
-Webhooks library and the result stored as header `verified` (`"true"` or `"false"`).
+`Retry-After: <the fault's retry_after>`; `account` is the path after `/webhooks/`; `answer` makes
+answers misbehave the ways a hostile receiver can: dripped, falsely gzip-labelled, a gzip bomb, huge).
+Once a test registers the tenant's secret (`POST /api/webhook-secret`), every delivery's signature is
+checked with the Standard Webhooks library and the result stored as header `verified` (`"true"` or
+`"false"`).
 """
 
 import asyncio
@@ -76,8 +77,8 @@ async def _huge() -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _answer(status: int, text: str, misbehaviour: Misbehaviour | None) -> Response:
-    headers = {"Retry-After": "1"} if status == 429 else {}
+def _answer(status: int, text: str, misbehaviour: Misbehaviour | None, *, retry_after: int = 1) -> Response:
+    headers = {"Retry-After": str(retry_after)} if status == 429 else {}
     if misbehaviour == "drip":
         return StreamingResponse(_dripped(), status_code=status, headers=headers)
     if misbehaviour == "huge":
@@ -97,12 +98,12 @@ def create_webhook_router(store: MessageStore, faults: FaultInjector) -> APIRout
 
     @router.post("/webhooks/{path:path}", response_model=None)
     async def receive(path: str, request: Request) -> Response:
-        delay_seconds, status = faults.decide("webhook", account=path)
+        delay_seconds, status, retry_after = faults.decide("webhook", account=path)
         misbehaviour = faults.misbehaviour("webhook", account=path)
         if delay_seconds:
             await asyncio.sleep(delay_seconds)
         if status is not None:
-            return _answer(status, f"sandbox: injected {status}", misbehaviour)
+            return _answer(status, f"sandbox: injected {status}", misbehaviour, retry_after=retry_after)
         body = (await request.body()).decode(errors="replace")
         headers = {name.lower(): value for name, value in request.headers.items()}
         if (registered := secret.get()) is not None:

@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from pulse.audit.service import delete_old_entries
 from pulse.db import transaction
 from pulse.dead_letters.queue import reconcile_dead_letter_queues
 from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries, requeue_stuck_queued
+from pulse.digests.service import close_due_digests
 from pulse.messaging.depths import queue_depths
 from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.messaging.topology import dead_letter_queue
@@ -59,6 +61,13 @@ class Scheduler:
         overdue = timedelta(seconds=settings.retry_overdue_seconds)
         self.jobs = [
             Job(
+                "close due digests",
+                self._tick,
+                lambda s: close_due_digests(
+                    s, rules=settings.acceptance, batch_size=settings.digest_batch_size
+                ),
+            ),
+            Job(
                 "release due notifications",
                 self._tick,
                 lambda s: release_due_notifications(s, batch_size=batch),
@@ -99,6 +108,13 @@ class Scheduler:
                 settings.retention_every_seconds,
                 lambda s: delete_expired(
                     s, keep_for=timedelta(days=settings.retention_days), batch_size=batch
+                ),
+            ),
+            Job(
+                "delete old audit log entries",
+                settings.retention_every_seconds,
+                lambda s: delete_old_entries(
+                    s, keep_for=timedelta(days=settings.audit.retention_days), batch_size=batch
                 ),
             ),
             Job(

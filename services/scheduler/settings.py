@@ -1,6 +1,7 @@
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pulse.audit.service import AuditSettings
 from pulse.delivery.retry import RetrySettings
 from pulse.notifications.acceptance import AcceptanceSettings
 from pulse.settings import BrokerSettings, DatabaseSettings
@@ -17,6 +18,11 @@ class SchedulerSettings(BaseSettings):
     )
     tick_seconds: float = Field(0.5, description="Pause between two rounds of the scheduler's jobs.")
     batch_size: int = Field(500, description="Rows one job handles per transaction.")
+    digest_batch_size: int = Field(
+        50,
+        ge=1,
+        description="Digests closed per round: each loads and renders up to 1 MiB of collected sends.",
+    )
     retry_overdue_seconds: float = Field(
         60.0, description="A retry this late is published again (its delayed message was lost)."
     )
@@ -39,6 +45,9 @@ class SchedulerSettings(BaseSettings):
     )
     retention_days: float = Field(30, description="Finished notifications older than this are deleted.")
     retention_every_seconds: float = Field(60, description="How often the retention job runs.")
+    audit: AuditSettings = Field(
+        default_factory=AuditSettings, description="The audit log's retention (PULSE_AUDIT_RETENTION_DAYS)."
+    )
     acceptance: AcceptanceSettings = Field(
         default_factory=AcceptanceSettings,
         description="The gateway's acceptance rules (`PULSE_ENABLED_CHANNELS`, `PULSE_QUIET_HOURS`, "

@@ -11,8 +11,14 @@ from services.sms_worker.settings import SmsWorkerSettings
 
 def create_worker(settings: SmsWorkerSettings) -> Celery:
     providers: list[Provider] = [TwilioProvider(settings.twilio)]
+    rate_limits = {"twilio": settings.twilio.rate_limit}
     if (secondary := settings.twilio.secondary_settings()) is not None:
         providers.append(TwilioProvider(secondary, name="twilio-secondary"))
+        rate_limits["twilio-secondary"] = secondary.rate_limit
     return make_channel_worker(
-        "pulse-sms-worker", channels=[Channel.SMS, Channel.WHATSAPP], providers=providers, settings=settings
+        "pulse-sms-worker",
+        channels=[Channel.SMS, Channel.WHATSAPP],
+        providers=providers,
+        settings=settings,
+        rate_limits=rate_limits,
     )

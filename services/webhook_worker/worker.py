@@ -24,5 +24,9 @@ def create_worker(settings: WebhookWorkerSettings) -> Celery:
     secrets = SecretCache(load_secrets, settings.webhook.secret_cache_seconds)
     provider = WebhookProvider(settings.webhook, secrets)
     return make_channel_worker(
-        "pulse-webhook-worker", channels=[Channel.WEBHOOK], providers=[provider], settings=settings
+        "pulse-webhook-worker",
+        channels=[Channel.WEBHOOK],
+        providers=[provider],
+        settings=settings,
+        rate_limits={provider.name: settings.webhook.rate_limit_per_host},
     )

@@ -46,6 +46,12 @@ class TransientProviderError(ProviderError):
         self.retry_after = retry_after
 
 
+class ProviderThrottled(TransientProviderError):
+    """The provider said "too many, slow down" (HTTP 429, SMTP 421): its account is busy, the message
+    is fine. The notification goes back without using an attempt, and the provider's send-rate bucket
+    slows down (pulse.delivery.rates)."""
+
+
 class PermanentProviderError(ProviderError):
     """Trying again cannot help: bad address, rejected content, revoked token."""
 

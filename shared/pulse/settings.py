@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from pulse.send_rate import OptionalSendRate
+
 
 def _config(prefix: str) -> SettingsConfigDict:
     # "__" reaches into a nested block: PULSE_SMTP_SECONDARY__HOST is `secondary.host` of PULSE_SMTP_.
@@ -194,17 +196,20 @@ class BrokerSettings(_UrlOrParts):
 
 class FailoverSettings(BaseSettings):
     """A provider's settings with an optional secondary to fail over to (`PULSE_<PROVIDER>_SECONDARY__*`):
-    configured once its `SECONDARY_SWITCH` field is set; its other fields default to the primary's."""
+    configured once its `SECONDARY_SWITCH` field is set; its other fields default to the primary's, but
+    for its send-rate limit, which is its own (another account's quota)."""
 
     SECONDARY_SWITCH: ClassVar[str]
     secondary: BaseModel
+    rate_limit: OptionalSendRate
 
     def secondary_settings(self) -> Self | None:
         """The secondary as settings of its own, if one is configured."""
         given = {name: value for name, value in dict(self.secondary).items() if value is not None}
         if self.SECONDARY_SWITCH not in given:
             return None
-        return self.model_copy(update={**given, "secondary": type(self.secondary)()})
+        own = {"rate_limit": getattr(self.secondary, "rate_limit", None)}
+        return self.model_copy(update={**given, **own, "secondary": type(self.secondary)()})
 
 
 class SmtpSecondary(BaseModel):
@@ -223,6 +228,9 @@ class SmtpSecondary(BaseModel):
     )
     use_tls: bool | None = Field(
         None, description="Implicit TLS towards the secondary relay (default: the primary's setting)."
+    )
+    rate_limit: OptionalSendRate = Field(
+        None, description="Send-rate limit of the secondary relay (its own; unlimited when unset)."
     )
 
 
@@ -244,6 +252,11 @@ class SmtpSettings(FailoverSettings):
     timeout_seconds: float = Field(10.0, description="Socket timeout of one SMTP conversation.")
     message_id_domain: str = Field(
         "pulse.localhost", description="Domain part of the stable Message-ID header."
+    )
+    rate_limit: OptionalSendRate = Field(
+        None,
+        description="Send-rate limit of the SMTP relay account, shared by every worker "
+        "(`14/s`, `600/m`, `1000/h`, optionally `,burst=B`); unlimited when unset.",
     )
     secondary: SmtpSecondary = Field(
         default_factory=SmtpSecondary,
@@ -268,6 +281,9 @@ class TwilioSecondary(BaseModel):
     auth_token: SecretStr | None = Field(
         None, description="Auth token of the secondary account (default: the primary's)."
     )
+    rate_limit: OptionalSendRate = Field(
+        None, description="Send-rate limit of the secondary account (its own; unlimited when unset)."
+    )
 
 
 class TwilioSettings(FailoverSettings):
@@ -283,6 +299,11 @@ class TwilioSettings(FailoverSettings):
         description="Sender number (E.164); WhatsApp sends from `whatsapp:<this number>`.",
     )
     timeout_seconds: float = Field(10.0, description="Connect and read timeout of one API request.")
+    rate_limit: OptionalSendRate = Field(
+        None,
+        description="Send-rate limit of the Twilio account (SMS and WhatsApp together), shared by every "
+        "worker (`14/s`, `600/m`, `1000/h`, optionally `,burst=B`); unlimited when unset.",
+    )
     secondary: TwilioSecondary = Field(
         default_factory=TwilioSecondary,
         description="A secondary account (`PULSE_TWILIO_SECONDARY__BASE_URL`, `__ACCOUNT_SID`, "
@@ -302,6 +323,9 @@ class FcmSecondary(BaseModel):
     )
     credentials_file: str | None = Field(
         None, description="Service-account JSON file of the secondary project (default: the primary's)."
+    )
+    rate_limit: OptionalSendRate = Field(
+        None, description="Send-rate limit of the secondary project (its own; unlimited when unset)."
     )
 
 
@@ -323,6 +347,11 @@ class FcmSettings(FailoverSettings):
         "(needs the optional `google-auth` package).",
     )
     timeout_seconds: float = Field(10.0, description="Connect and read timeout of one API request.")
+    rate_limit: OptionalSendRate = Field(
+        None,
+        description="Send-rate limit of the Firebase project, shared by every worker "
+        "(`14/s`, `600/m`, `1000/h`, optionally `,burst=B`); unlimited when unset.",
+    )
     secondary: FcmSecondary = Field(
         default_factory=FcmSecondary,
         description="A secondary project (`PULSE_FCM_SECONDARY__BASE_URL`, `__PROJECT_ID`, "
@@ -357,4 +386,9 @@ class WebhookSettings(BaseSettings):
         ge=0,
         description="After a rotation, deliveries carry a signature with the previous secret too for this "
         "long, so that receivers can switch secrets without refusing any.",
+    )
+    rate_limit_per_host: OptionalSendRate = Field(
+        None,
+        description="Send-rate limit towards each receiver host (and port), every tenant together, shared "
+        "by every worker (`10/s`, optionally `,burst=B`); unlimited when unset.",
     )

@@ -1,13 +1,16 @@
 """`pulse-admin` run in-process against the test database and vhost, configured by environment."""
 
+import io
 import secrets
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from devtools.stack import Infrastructure
 from pulse.admin.cli import main
+from pulse.db import transaction
 from pulse.db.models import ApiKey, Tenant
 from pulse.tenants.service import Scope, find_principal
 
@@ -180,7 +183,8 @@ def test_revoke_api_key_refuses_that_key_only(
         assert find_principal(session, key=kept) is not None
     assert main(["list-api-keys", "--tenant", name]) == 0
     listing = capsys.readouterr().out
-    assert [len(row.split()) for row in listing.splitlines()[1:]] == [4, 3]  # Its revoked_at; none.
+    revoked_at = [row.split()[5] for row in listing.splitlines()[1:]]
+    assert revoked_at[0].startswith("20") and revoked_at[1] == "-"
 
     # Again, a prefix the tenant does not have, or another tenant's key: exit 2, nothing changes.
     other = _name()
@@ -191,3 +195,54 @@ def test_revoke_api_key_refuses_that_key_only(
     assert "no active API key" in capsys.readouterr().err
     with session_factory() as session:
         assert find_principal(session, key=kept) is not None
+
+
+def test_create_api_key_takes_a_name_and_an_expiry_that_list_api_keys_shows(
+    capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    name = _name()
+    main(["create-tenant", name])
+    capsys.readouterr()
+    args = ["create-api-key", "--tenant", name, "--scopes", "send", "--name", "nightly export"]
+
+    assert main([*args, "--expires-at", "2099-01-31T09:00:00"]) == 0
+    key = capsys.readouterr().out.splitlines()[-1]
+    assert main(["list-api-keys", "--tenant", name]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+
+    assert header.split()[:2] == ["prefix", "scopes"] and header.endswith("name")
+    prefix, scopes, created_at, expires_at, last_used_at, revoked_at, *key_name = row.split()
+    assert (prefix, scopes, created_at[:2], expires_at) == (
+        key[:10],
+        "send",
+        "20",
+        "2099-01-31T09:00:00+00:00",
+    )
+    assert (last_used_at, revoked_at, " ".join(key_name)) == ("-", "-", "nightly export")
+    with session_factory() as session:
+        principal = find_principal(session, key=key)
+    assert principal is not None and principal.expires_at == datetime(2099, 1, 31, 9, tzinfo=UTC)
+
+
+def test_an_expiry_in_the_past_is_refused_and_an_expired_key_fails_its_check(
+    capsys: pytest.CaptureFixture[str],
+    session_factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name = _name()
+    main(["create-tenant", name])
+    capsys.readouterr()
+
+    assert main(["create-api-key", "--tenant", name, "--expires-at", "2020-01-01T00:00:00"]) == 2
+    assert "expires_at must be in the future" in capsys.readouterr().err
+
+    key = _issue(capsys, name, "send")
+    with transaction(session_factory) as session:
+        session.execute(
+            update(ApiKey)
+            .where(ApiKey.prefix == key[:10])
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    monkeypatch.setattr("sys.stdin", io.StringIO(key))
+    assert main(["check-api-key"]) == 2
+    assert "expired" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The sandbox started in-process on free ports, driven with smtplib and its HTTP API."""
 
+import dataclasses
 import os
 import signal
 import smtplib
@@ -20,10 +21,14 @@ import httpx
 import pytest
 import uvicorn
 
+from pulse.channels.email import SmtpProvider
+from pulse.errors import ProviderThrottled
+from pulse.settings import SmtpSettings
 from services.sandbox.app import create_app
 from services.sandbox.faults import FaultInjector
 from services.sandbox.smtp import create_smtp_controller
 from services.sandbox.store import MessageStore, new_message
+from tests.delivery.test_circuit import CLAIM
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 10
@@ -196,6 +201,23 @@ def test_delete_clears_messages(sandbox: Sandbox) -> None:
 
 def test_unknown_message_is_404(sandbox: Sandbox) -> None:
     assert sandbox.http.get(f"/api/messages/{uuid.uuid4()}").status_code == 404
+
+
+def test_a_429_fault_makes_the_relay_say_slow_down_which_the_smtp_provider_reads_as_throttling(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.http.post(
+        "/api/faults", json={"endpoint": "smtp", "status": 429, "fail_next": 1}
+    ).raise_for_status()
+    provider = SmtpProvider(SmtpSettings(host=HOST, port=sandbox.smtp_port))
+    claim = dataclasses.replace(CLAIM, content={"subject": "Slow", "body": "down"})
+
+    with pytest.raises(ProviderThrottled, match=r"SMTP 421 4\.7\.0 .*rate limit exceeded"):
+        provider.send(claim)
+    provider.send(claim)  # The next one goes through (a new connection: 421 closes it).
+    provider.close()
+
+    assert [item["subject"] for item in messages(sandbox)["items"]] == ["Slow"]
 
 
 def test_fail_next_rejects_once_with_transient_code_then_accepts(sandbox: Sandbox) -> None:

@@ -102,6 +102,14 @@ def test_a_fault_answers_its_status_with_a_twilio_error(sandbox: TestClient) -> 
     assert (response.status_code, response.headers["Retry-After"]) == (429, "1")
     assert len(_messages(sandbox)) == 1
 
+    sandbox.post("/api/faults", json={"endpoint": "twilio", "status": 429, "rate": 1.0, "retry_after": 7})
+    response = sandbox.post(
+        f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json",
+        data={"To": "+14155550100", "Body": "x"},
+        auth=(ACCOUNT, "t"),
+    )
+    assert (response.status_code, response.headers["Retry-After"]) == (429, "7")
+
 
 def test_a_fault_for_one_account_leaves_other_accounts_alone(sandbox: TestClient) -> None:
     fault = {"endpoint": "twilio", "status": 503, "rate": 1.0, "account": ACCOUNT}

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from pulse.audit.service import record_change
 from pulse.db import transaction
 from pulse.dead_letters.service import MAX_BULK_REPLAY, ReplaySelection, list_dead_letters, replay, replay_one
 from pulse.inputs import DateTimeInput
@@ -67,6 +68,14 @@ def replay_many(request: BulkReplayRequest, principal: AdminDep, gateway: Gatewa
     )
     with transaction(gateway.session_factory) as session:
         ids = replay(session, selection)
+        record_change(
+            session,
+            principal,
+            "dead_letter.replay_bulk",
+            "dead_letters",
+            request.channel,
+            after={**request.model_dump(), "replayed": len(ids)},
+        )
     return BulkReplayResult(replayed=len(ids), ids=ids)
 
 
@@ -80,6 +89,7 @@ def replay_single(notification_id: uuid.UUID, principal: AdminDep, gateway: Gate
     """Re-queue one failed notification with a fresh attempt budget; its attempt history is kept."""
     with transaction(gateway.session_factory) as session:
         replay_one(session, tenant_id=principal.tenant_id, notification_id=notification_id)
+        record_change(session, principal, "dead_letter.replay", "notification", notification_id)
         return NotificationDetail.model_validate(
             get_notification(session, tenant_id=principal.tenant_id, id=notification_id)
         )

@@ -1,8 +1,10 @@
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from services.api.deps import GatewayDep
@@ -10,13 +12,33 @@ from services.api.deps import GatewayDep
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadinessStatus(StrEnum):
+    READY = "ready"
+    UNAVAILABLE = "unavailable"
+
+
+class Readiness(BaseModel):
+    status: ReadinessStatus
+    checks: dict[str, str] = Field(
+        description="`database` and `broker`: `ok`, or what is wrong (e.g. `unavailable: OperationalError`)."
+    )
+
+
+@router.get("/healthz", response_model=Health)
 async def healthz() -> dict[str, str]:
     """The process is alive."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"description": "A dependency is unreachable", "model": Readiness}},
+)
 def readyz(gateway: GatewayDep) -> JSONResponse:
     """PostgreSQL and RabbitMQ are reachable (and RabbitMQ confirmed the last publishes)."""
     checks: dict[str, Any] = {}
@@ -39,7 +61,8 @@ def readyz(gateway: GatewayDep) -> JSONResponse:
         checks["broker"] = f"unavailable: {type(error).__name__}"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
+        {"status": ReadinessStatus.READY if ready else ReadinessStatus.UNAVAILABLE, "checks": checks},
+        status_code=200 if ready else 503,
     )
 
 

@@ -5,9 +5,13 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
+from pulse.audit.service import record_change
 from pulse.db import transaction
+from pulse.digests.schemas import DigestedSend
+from pulse.digests.service import close_now, collect
 from pulse.errors import InvalidInput, PulseError, RateLimited
 from pulse.inputs import DateTimeInput
 from pulse.notifications.acceptance import screen
@@ -34,6 +38,7 @@ from pulse.notifications.service import (
     list_notifications,
 )
 from pulse.observability.metrics import NOTIFICATIONS_ACCEPTED
+from pulse.tenants.service import Principal
 from pulse.text import NO_NUL_CHARACTERS
 from pulse.vocabulary import Channel, Priority, Status
 from services.api.bodies import StrictJsonRoute
@@ -52,10 +57,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=NotificationDetail,
+    response_model=NotificationDetail | DigestedSend,
     responses={
         **ERROR_RESPONSES,
-        200: {"description": "Idempotent replay: the original notification (`Idempotent-Replayed: true`)"},
+        202: {"description": "Accepted: the notification, or for a send with `digest` a DigestedSend"},
+        200: {
+            "description": "Idempotent replay: the original answer (`Idempotent-Replayed: true`)",
+            "model": NotificationDetail | DigestedSend,
+        },
         409: {"description": "Idempotency-Key reused with a different body"},
         413: {"description": "Body over the size limit"},
         429: {"description": "Rate limit exceeded (`Retry-After`; RateLimit-* headers)"},
@@ -70,6 +79,8 @@ async def send_notification(
 ) -> Response:
     """Accept a notification. The 202 is sent only after it is committed to PostgreSQL."""
     screen(request, gateway.settings)
+    if request.digest is not None:
+        return await run_in_threadpool(_collect, request, principal, gateway, idempotency_key)
     accepted = await gateway.intake.accept(
         Send(
             tenant_id=principal.tenant_id,
@@ -109,6 +120,11 @@ def send_batch(batch: BatchRequest, principal: SenderDep, gateway: GatewayDep) -
     for index, item in enumerate(batch.notifications):
         try:
             requests[index] = NotificationRequest.model_validate(item)
+            if requests[index].digest is not None:
+                raise InvalidInput(
+                    "digest is not allowed in a batch: send digested notifications one by one",
+                    location=("body", "digest"),
+                )
             screen(requests[index], gateway.settings)
         except ValidationError as error:
             requests.pop(index, None)
@@ -150,6 +166,28 @@ def send_batch(batch: BatchRequest, principal: SenderDep, gateway: GatewayDep) -
     return Response(
         body.model_dump_json(), status.HTTP_202_ACCEPTED, _quota_headers(accepted), "application/json"
     )
+
+
+def _collect(
+    request: NotificationRequest, principal: Principal, gateway: Gateway, idempotency_key: str | None
+) -> Response:
+    """A send with `digest`: added to its digest, in a transaction of its own (it locks the digest)."""
+    with transaction(gateway.session_factory) as session:
+        digested = collect(
+            session,
+            tenant_id=principal.tenant_id,
+            request=request,
+            policy=gateway.policy_for(principal),
+            rate=gateway.rate_for(principal),
+            idempotency_key=idempotency_key,
+        )
+    body = digested.send.model_dump_json()
+    if digested.replayed:
+        return Response(body, status.HTTP_200_OK, {"Idempotent-Replayed": "true"}, "application/json")
+    # Only the send that opened the window accepted a notification (and counted against the limit).
+    opened = [digested.opened] if digested.opened is not None else []
+    _publish(gateway, opened)
+    return Response(body, status.HTTP_202_ACCEPTED, _quota_headers(opened), "application/json")
 
 
 def _publish(gateway: Gateway, accepted: list[Accepted]) -> None:
@@ -221,9 +259,9 @@ def _refused_batch(refused: dict[int, ItemError], *, total: int) -> Response:
 def cancel(notification_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep) -> NotificationDetail:
     """Cancel a notification that is `scheduled`, or `queued` and not yet taken by a worker."""
     with transaction(gateway.session_factory) as session:
-        return NotificationDetail.model_validate(
-            cancel_notification(session, tenant_id=principal.tenant_id, id=notification_id)
-        )
+        cancelled = cancel_notification(session, tenant_id=principal.tenant_id, id=notification_id)
+        record_change(session, principal, "notification.cancel", "notification", notification_id)
+        return NotificationDetail.model_validate(cancelled)
 
 
 @router.post(
@@ -237,8 +275,16 @@ def cancel(notification_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep
     },
 )
 def force(notification_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep) -> NotificationDetail:
-    """Send now, ignoring `send_at`, quiet hours or a retry's backoff."""
+    """Send now, ignoring `send_at`, quiet hours or a retry's backoff; a digest's combined notification
+    closes its window and is sent with what it collected so far."""
     with transaction(gateway.session_factory) as session:
+        record_change(session, principal, "notification.force", "notification", notification_id)
+        policy = gateway.policy_for(principal)
+        if close_now(session, tenant_id=principal.tenant_id, id=notification_id, policy=policy):
+            # Its publish is owed in the outbox: the scheduler's sweep sends it within a tick.
+            return NotificationDetail.model_validate(
+                get_notification(session, tenant_id=principal.tenant_id, id=notification_id)
+            )
         accepted = force_notification(
             session,
             tenant_id=principal.tenant_id,

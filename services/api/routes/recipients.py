@@ -3,9 +3,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 from starlette.convertors import PathConvertor, register_url_convertor
 
+from pulse.audit.service import record_change
 from pulse.db import transaction
 from pulse.recipients.schemas import MAX_USER_ID, RecipientIn, RecipientOut
-from pulse.recipients.service import delete_recipient, get_recipient, put_recipient
+from pulse.recipients.service import delete_recipient, find_recipients, get_recipient, put_recipient
 from pulse.text import NO_NUL_CHARACTERS
 from services.api.bodies import StrictJsonRoute
 from services.api.deps import GatewayDep, ReaderDep, SenderDep, SessionDep
@@ -56,12 +57,17 @@ def save_recipient(
     addressed from it, refused with 422 on a channel the user opted out of (unless `critical`), and
     held by its time zone and quiet hours instead of the tenant's."""
     with transaction(gateway.session_factory) as session:
+        before = find_recipients(session, principal.tenant_id, [user_id]).get(user_id)
+        before_out = None if before is None else RecipientOut.model_validate(before)
         recipient, created = put_recipient(
             session, tenant_id=principal.tenant_id, user_id=user_id, profile=profile
         )
-        if created:
-            response.status_code = status.HTTP_201_CREATED
-        return RecipientOut.model_validate(recipient)
+        saved = RecipientOut.model_validate(recipient)
+        action = "recipient.create" if created else "recipient.update"
+        record_change(session, principal, action, "recipient", user_id, before=before_out, after=saved)
+    if created:
+        response.status_code = status.HTTP_201_CREATED
+    return saved
 
 
 @router.get("/{user_id:any_text}", response_model=RecipientOut, responses=NOT_FOUND)
@@ -75,5 +81,13 @@ def remove_recipient(user_id: UserId, principal: SenderDep, gateway: GatewayDep)
     """Forget the end user's profile; sends naming them must then give `recipient` again. Their
     notifications stay."""
     with transaction(gateway.session_factory) as session:
-        delete_recipient(session, tenant_id=principal.tenant_id, user_id=user_id)
+        deleted = delete_recipient(session, tenant_id=principal.tenant_id, user_id=user_id)
+        record_change(
+            session,
+            principal,
+            "recipient.delete",
+            "recipient",
+            user_id,
+            before=RecipientOut.model_validate(deleted),
+        )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from pulse.audit.service import record_change
 from pulse.db import transaction
 from pulse.db.models import Schedule
 from pulse.notifications.acceptance import screen
@@ -132,7 +133,9 @@ def add_schedule(request: ScheduleRequest, principal: SenderDep, gateway: Gatewa
             timezone=request.timezone,
             notification=request.notification,
         )
-        return ScheduleOut.model_validate(schedule)
+        created = ScheduleOut.model_validate(schedule)
+        record_change(session, principal, "schedule.create", "schedule", schedule.id, after=created)
+    return created
 
 
 @router.get("", response_model=SchedulePage)
@@ -167,7 +170,15 @@ def read_schedule(
 def remove_schedule(schedule_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep) -> Response:
     """Stop and remove it; the notifications it sent stay (no longer linked to it)."""
     with transaction(gateway.session_factory) as session:
-        delete_schedule(session, tenant_id=principal.tenant_id, id=schedule_id)
+        deleted = delete_schedule(session, tenant_id=principal.tenant_id, id=schedule_id)
+        record_change(
+            session,
+            principal,
+            "schedule.delete",
+            "schedule",
+            schedule_id,
+            before=ScheduleOut.model_validate(deleted),
+        )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -175,9 +186,11 @@ def remove_schedule(schedule_id: uuid.UUID, principal: SenderDep, gateway: Gatew
 def pause_runs(schedule_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep) -> ScheduleOut:
     """Stop running it until resumed (pausing a paused schedule changes nothing)."""
     with transaction(gateway.session_factory) as session:
-        return ScheduleOut.model_validate(
+        paused = ScheduleOut.model_validate(
             pause_schedule(session, tenant_id=principal.tenant_id, id=schedule_id)
         )
+        record_change(session, principal, "schedule.pause", "schedule", schedule_id)
+    return paused
 
 
 @router.post("/{schedule_id}/resume", response_model=ScheduleOut, responses=NOT_FOUND)
@@ -185,9 +198,11 @@ def resume_runs(schedule_id: uuid.UUID, principal: SenderDep, gateway: GatewayDe
     """Run it again from the next time `cron` fires after now; runs missed while paused are skipped.
     Its count of consecutive failures starts again from zero."""
     with transaction(gateway.session_factory) as session:
-        return ScheduleOut.model_validate(
+        resumed = ScheduleOut.model_validate(
             resume_schedule(session, tenant_id=principal.tenant_id, id=schedule_id)
         )
+        record_change(session, principal, "schedule.resume", "schedule", schedule_id)
+    return resumed
 
 
 def _fields(schedule: Schedule) -> dict[str, object]:

@@ -1,7 +1,10 @@
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
+from sqlalchemy.orm import Session
 
+from pulse.audit.service import record_change
 from pulse.db import transaction
 from pulse.pagination import MAX_PAGE
 from pulse.templates.rendering import render_template
@@ -16,6 +19,7 @@ from pulse.templates.schemas import (
 from pulse.templates.service import (
     create_template,
     delete_template,
+    find_templates,
     get_template,
     list_templates,
     replace_template,
@@ -46,9 +50,11 @@ def add_template(request: TemplateIn, principal: AdminDep, gateway: GatewayDep) 
     a syntax error or a forbidden construct is refused with 422 naming the part and line. Filters
     beyond Jinja's own: `currency`, `format_number`, `format_date`, `format_datetime`."""
     with transaction(gateway.session_factory) as session:
-        return TemplateOut.model_validate(
+        created = TemplateOut.model_validate(
             create_template(session, tenant_id=principal.tenant_id, request=request)
         )
+        record_change(session, principal, "template.create", "template", request.name, after=created)
+    return created
 
 
 @router.get("", response_model=TemplatePage)
@@ -84,16 +90,27 @@ def change_template(
     `name`, and one that differs from the path's is refused with 422 naming `body.name` (templates
     cannot be renamed)."""
     with transaction(gateway.session_factory) as session:
-        return TemplateOut.model_validate(
+        before = _snapshot(session, principal.tenant_id, name)
+        replaced = TemplateOut.model_validate(
             replace_template(session, tenant_id=principal.tenant_id, name=name, request=request)
         )
+        record_change(session, principal, "template.update", "template", name, before=before, after=replaced)
+    return replaced
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 def remove_template(name: TemplateName, principal: AdminDep, gateway: GatewayDep) -> Response:
     """Delete it; notifications already accepted from it keep their rendered content."""
     with transaction(gateway.session_factory) as session:
-        delete_template(session, tenant_id=principal.tenant_id, name=name)
+        deleted = delete_template(session, tenant_id=principal.tenant_id, name=name)
+        record_change(
+            session,
+            principal,
+            "template.delete",
+            "template",
+            name,
+            before=TemplateOut.model_validate(deleted),
+        )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -106,3 +123,9 @@ def preview_template(
     template = get_template(session, tenant_id=principal.tenant_id, name=name)
     rendered = render_template(template, request.variables, locale=request.locale)
     return PreviewOut(**rendered, version=template.version)
+
+
+def _snapshot(session: Session, tenant_id: uuid.UUID, name: str) -> TemplateOut | None:
+    """The template as it is, before a change (None if there is none: the change says NotFound)."""
+    template = find_templates(session, tenant_id, [name]).get(name)
+    return None if template is None else TemplateOut.model_validate(template)

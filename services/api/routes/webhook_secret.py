@@ -4,6 +4,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from pulse.audit.service import record_change
 from pulse.db import transaction
 from pulse.webhooks.secrets import get_secret, rotate_secret
 from services.api.bodies import StrictJsonRoute
@@ -42,6 +43,8 @@ async def rotate_webhook_secret(principal: AdminDep, gateway: GatewayDep) -> Web
 
     def rotate() -> str:
         with transaction(gateway.session_factory) as session:
-            return rotate_secret(session, principal.tenant_id)
+            secret = rotate_secret(session, principal.tenant_id)
+            record_change(session, principal, "webhook_secret.rotate", "webhook_secret", principal.tenant_id)
+            return secret
 
     return WebhookSecret(secret=await run_in_threadpool(rotate))

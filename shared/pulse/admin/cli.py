@@ -8,29 +8,23 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from kombu import Connection
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from pulse.admin import api_keys
 from pulse.admin.settings import AdminSettings
+from pulse.audit.service import Operator, record_change
 from pulse.db import make_engine, make_session_factory, transaction
 from pulse.db.migrate import upgrade_to_head
-from pulse.db.models import Tenant
+from pulse.db.models import Notification, Tenant
 from pulse.dead_letters.service import ReplaySelection, list_dead_letters, replay, replay_one
 from pulse.errors import InvalidInput, NotFound, PulseError
 from pulse.messaging.topology import declare_topology
 from pulse.startup import load_settings
-from pulse.tenants.service import (
-    configure_tenant,
-    create_api_key,
-    create_tenant,
-    find_principal,
-    list_api_keys,
-    parse_scopes,
-    revoke_api_key,
-)
+from pulse.tenants.service import configure_tenant, create_tenant, tenant_named
 from pulse.vocabulary import Channel
 from pulse.webhooks.secrets import get_secret, rotate_secret
 
@@ -118,26 +112,44 @@ def _describe(tenant: Tenant) -> str:
     )
 
 
-def check_api_key(session: Session, key: str) -> str:
-    principal = find_principal(session, key=key)
-    if principal is None:
-        raise NotFound("no such API key (unknown or revoked)")
-    return f"tenant {principal.tenant_name}, scopes {','.join(sorted(principal.scopes))}"
+_TENANT_SETTINGS = (
+    "timezone",
+    "quiet_hours",
+    "default_priority",
+    "rate_limit",
+    "rate_limit_window_seconds",
+    "sends_per_minute",
+)
 
 
-def _key_listing(session: Session, tenant_name: str) -> str:
-    lines = [f"{'prefix':10}  {'scopes':16}  {'created at':25}  revoked at"]
-    for key in list_api_keys(session, tenant_name=tenant_name):
-        revoked_at = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
-        created_at = key.created_at.isoformat(timespec="seconds")
-        lines.append(f"{key.prefix:10}  {','.join(key.scopes):16}  {created_at:25}  {revoked_at}".rstrip())
-    return "\n".join(lines)
+def set_tenant_settings(session: Session, args: argparse.Namespace) -> str:
+    tenant = tenant_named(session, args.name)
+    before = {name: getattr(tenant, name) for name in _TENANT_SETTINGS}
+    configure_tenant(
+        session,
+        name=args.name,
+        timezone=args.timezone,
+        quiet_hours=args.quiet_hours,
+        default_priority=args.default_priority,
+        rate_limit=args.rate_limit,
+        rate_limit_window_seconds=args.rate_limit_window,
+        sends_per_minute=args.sends_per_minute,
+    )
+    after = {name: getattr(tenant, name) for name in _TENANT_SETTINGS}
+    record_change(
+        session, Operator(tenant.id), "tenant.configure", "tenant", tenant.id, before=before, after=after
+    )
+    return _describe(tenant)
 
 
 def webhook_secret(session: Session, args: argparse.Namespace) -> str:
     tenant_id = _tenant_id(session, args.tenant)
     assert tenant_id is not None
-    return (rotate_secret if args.rotate else get_secret)(session, tenant_id)
+    if not args.rotate:
+        return get_secret(session, tenant_id)
+    secret = rotate_secret(session, tenant_id)
+    record_change(session, Operator(tenant_id), "webhook_secret.rotate", "webhook_secret", tenant_id)
+    return secret
 
 
 def dlq_list(session: Session, args: argparse.Namespace) -> str:
@@ -160,6 +172,9 @@ def dlq_replay(session: Session, args: argparse.Namespace) -> str:
     tenant_id = _tenant_id(session, args.tenant)
     if args.id:
         replay_one(session, tenant_id=tenant_id, notification_id=args.id)
+        owner = session.scalar(select(Notification.tenant_id).where(Notification.id == args.id))
+        assert owner is not None
+        record_change(session, Operator(owner), "dead_letter.replay", "notification", args.id)
         return f"replayed 1 ({args.id})"
     if not args.channel:
         raise InvalidInput("give --id, or --channel (with --since/--until to narrow it)")
@@ -172,6 +187,21 @@ def dlq_replay(session: Session, args: argparse.Namespace) -> str:
             failed_before=args.until,
         ),
     )
+    # One entry in the log of each tenant whose notifications were replayed, with its count.
+    counts = session.execute(
+        select(Notification.tenant_id, func.count())
+        .where(Notification.id.in_(ids))
+        .group_by(Notification.tenant_id)
+    ).all()
+    for owner, count in counts:
+        record_change(
+            session,
+            Operator(owner),
+            "dead_letter.replay_bulk",
+            "dead_letters",
+            args.channel,
+            after={"channel": args.channel, "since": args.since, "until": args.until, "replayed": count},
+        )
     return f"replayed {len(ids)}"
 
 
@@ -218,8 +248,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = commands.add_parser("create-api-key", help="issue an API key; printed once, as the last line")
     key.add_argument("--tenant", required=True)
     key.add_argument("--scopes", default="send,read", help="comma-separated: send,read,admin")
+    key.add_argument("--name", help="what the key is for (up to 100 characters)")
+    key.add_argument(
+        "--expires-at",
+        type=_utc_datetime,
+        help="when it stops working (ISO 8601, naive = UTC); default never",
+    )
     listing_keys = commands.add_parser(
-        "list-api-keys", help="a tenant's API keys (prefix, scopes, created, revoked), never their secrets"
+        "list-api-keys",
+        help="a tenant's API keys (prefix, scopes, created, expires, last used, revoked, name), never their "
+        "secrets",
     )
     listing_keys.add_argument("--tenant", required=True)
     revoking = commands.add_parser("revoke-api-key", help="revoke a tenant's API key, named by its prefix")
@@ -259,35 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings, lambda session: f"tenant {args.name} ({create_tenant(session, name=args.name).id})"
         ),
         "configure-tenant": lambda: _with_session(
-            settings,
-            lambda session: _describe(
-                configure_tenant(
-                    session,
-                    name=args.name,
-                    timezone=args.timezone,
-                    quiet_hours=args.quiet_hours,
-                    default_priority=args.default_priority,
-                    rate_limit=args.rate_limit,
-                    rate_limit_window_seconds=args.rate_limit_window,
-                    sends_per_minute=args.sends_per_minute,
-                )
-            ),
+            settings, lambda session: set_tenant_settings(session, args)
         ),
-        "create-api-key": lambda: _with_session(
-            settings,
-            lambda session: create_api_key(
-                session, tenant_name=args.tenant, scopes=parse_scopes(args.scopes)
-            ),
-        ),
-        "list-api-keys": lambda: _with_session(settings, lambda session: _key_listing(session, args.tenant)),
-        "revoke-api-key": lambda: _with_session(
-            settings,
-            lambda session: (
-                "revoked " + revoke_api_key(session, tenant_name=args.tenant, prefix=args.prefix).prefix
-            ),
-        ),
+        "create-api-key": lambda: _with_session(settings, lambda session: api_keys.issue(session, args)),
+        "list-api-keys": lambda: _with_session(settings, lambda session: api_keys.listing(session, args)),
+        "revoke-api-key": lambda: _with_session(settings, lambda session: api_keys.revoke(session, args)),
         "check-api-key": lambda: _with_session(
-            settings, lambda session: check_api_key(session, sys.stdin.read().strip())
+            settings, lambda session: api_keys.check(session, sys.stdin.read().strip())
         ),
         "webhook-secret": lambda: _with_session(settings, lambda session: webhook_secret(session, args)),
         "dlq": lambda: _with_session(

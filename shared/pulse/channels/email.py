@@ -4,6 +4,7 @@ Each worker thread keeps one SMTP connection open and reuses it, which is what m
 per second possible; a dropped connection is reopened once before the attempt counts as failed.
 """
 
+import re
 import smtplib
 import ssl
 import threading
@@ -16,8 +17,16 @@ from email.utils import formataddr, formatdate, parseaddr
 from typing import Any
 
 from pulse.delivery.providers import Claim
-from pulse.errors import PermanentProviderError, TransientProviderError
+from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import SmtpSettings
+
+# SMTP has no code of its own for "too many": relays say it in the words of a 4xx reply (421 4.7.0
+# "Try again later" alone is also what a relay going down says, and greylisting says that too).
+_SLOW_DOWN = re.compile(
+    r"throttl|rate.?limit|rate exceeded|unusual rate|slow down|too many (messages|mails|emails|connections)"
+    r"|unexpected volume|server busy",
+    re.IGNORECASE,
+)
 
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP  # Readable in raw form, unlike base64.
@@ -130,6 +139,8 @@ def _classify(code: int, reply: bytes | str) -> TransientProviderError | Permane
     text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
     message = f"SMTP {code} {text}".strip()
     # RFC 5321: 4yz replies are transient, 5yz permanent.
+    if 400 <= code < 500 and _SLOW_DOWN.search(text):
+        return ProviderThrottled(message)
     if 400 <= code < 500:
         return TransientProviderError(message)
     return PermanentProviderError(message)

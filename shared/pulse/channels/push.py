@@ -2,7 +2,8 @@
 (`POST /v1/projects/{project}/messages:send`).
 
 One pooled HTTP client per provider, shared by every worker thread (httpx clients are thread-safe).
-FCM answers 200 with the message name; a 429 or 5xx is worth trying again. A device token FCM
+FCM answers 200 with the message name; a 5xx is worth trying again, a 429 is throttling
+(ProviderThrottled: it goes back without using an attempt). A device token FCM
 reports as `UNREGISTERED` (404), or as the invalid argument of a 400 `INVALID_ARGUMENT`, will never
 work again: the provider raises a permanent error and reports the token through `on_invalid_token`,
 which the push worker records in `invalid_push_tokens` for the tenant that sent to it, so that the
@@ -31,7 +32,7 @@ from pulse.channels.http import json_object, retry_after_seconds
 from pulse.db import transaction
 from pulse.db.models import InvalidPushToken
 from pulse.delivery.providers import Claim
-from pulse.errors import PermanentProviderError, TransientProviderError
+from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import FcmSettings
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,9 @@ def classify_refusal(response: httpx.Response) -> TransientProviderError | Perma
         message += f" ({fcm_code}): {error.get('message', '')}"
     else:
         message += f": {response.text[:200]}"
-    if response.status_code == 429 or response.status_code >= 500:
+    if response.status_code == 429:
+        return ProviderThrottled(message, retry_after=retry_after_seconds(response))
+    if response.status_code >= 500:
         return TransientProviderError(message, retry_after=retry_after_seconds(response))
     if (response.status_code == 404 and "UNREGISTERED" in codes) or (
         response.status_code == 400 and "INVALID_ARGUMENT" in codes and _about_the_token(error)

@@ -1,8 +1,9 @@
 """SMS and WhatsApp over Twilio's Messages API (`POST /2010-04-01/Accounts/{sid}/Messages.json`).
 
 One pooled HTTP client per provider, shared by every worker thread (httpx clients are thread-safe).
-Twilio answers 201 once it has queued the message; a 429 or 5xx is worth trying again, any other
-4xx (bad number, unverified sender, blocked content) is not.
+Twilio answers 201 once it has queued the message; a 5xx is worth trying again, a 429 is throttling
+(ProviderThrottled: it goes back without using an attempt), any other 4xx (bad number, unverified
+sender, blocked content) is permanent.
 """
 
 import logging
@@ -12,7 +13,7 @@ import httpx
 
 from pulse.channels.http import json_object, retry_after_seconds
 from pulse.delivery.providers import Claim
-from pulse.errors import PermanentProviderError, TransientProviderError
+from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import TwilioSettings
 from pulse.vocabulary import Channel
 
@@ -104,6 +105,8 @@ def _classify(response: httpx.Response) -> TransientProviderError | PermanentPro
         message += f" (code {error.get('code')}): {error.get('message', '')}"
     else:
         message += f": {response.text[:200]}"
-    if response.status_code == 429 or response.status_code >= 500:
+    if response.status_code == 429:
+        return ProviderThrottled(message, retry_after=retry_after_seconds(response))
+    if response.status_code >= 500:
         return TransientProviderError(message, retry_after=retry_after_seconds(response))
     return PermanentProviderError(message)

@@ -17,8 +17,9 @@ Receivers are the tenants' to choose, so none may hold a worker up: a request en
 (pulse.channels.http.BoundedClient); each (tenant, receiver host) has its own circuit breaker
 (`circuit_key`), and the tenant's secret is read by `prepare`, before a breaker is involved.
 
-2xx is delivered (whatever its body); 408, 429, 5xx, timeouts and connection errors are worth trying
-again (Retry-After honoured); 410 Gone and every other 4xx are permanent.
+2xx is delivered (whatever its body); 408, 425, 5xx, timeouts and connection errors are worth trying
+again (Retry-After honoured); a 429 is throttling (ProviderThrottled: it goes back after its
+Retry-After without using an attempt); 410 Gone and every other 4xx are permanent.
 """
 
 import ipaddress
@@ -39,7 +40,7 @@ from standardwebhooks import Webhook
 from pulse.channels.http import Answer, BoundedClient, retry_after_seconds
 from pulse.channels.ssrf import Allowlist, IPAddress, RefusedUrl, check_url, split_url
 from pulse.delivery.providers import Claim
-from pulse.errors import PermanentProviderError, TransientProviderError
+from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import WebhookSettings
 from pulse.webhooks.secrets import SigningSecrets
 
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "Pulse-Webhooks/1"
 # The answer's body only ever shows in an error message (its first 200 characters).
 MAX_ANSWER_BYTES = 64 * 1024
-_TRANSIENT_STATUSES = frozenset({408, 425, 429})
+_TRANSIENT_STATUSES = frozenset({408, 425})
 
 
 def webhook_payload(claim: Claim) -> str:
@@ -136,11 +137,15 @@ class WebhookProvider:
     def circuit_key(self, claim: Claim) -> str:
         """Whose circuit breaker a send goes through: the tenant's, for the receiver's host and port.
         One receiver failing says nothing about another's, nor about another tenant's."""
+        return f"{claim.tenant_id} {self.destination(claim)}"
+
+    def destination(self, claim: Claim) -> str:
+        """The receiver's `host:port` (what a per-host send-rate limit applies to)."""
         try:
             _scheme, host, port = split_url(claim.recipient)
         except RefusedUrl:
-            return f"{claim.tenant_id} {claim.recipient}"  # refused by `prepare` anyway
-        return f"{claim.tenant_id} {host.lower()}:{port}"
+            return claim.recipient  # refused by `prepare` anyway
+        return f"{host.lower()}:{port}"
 
     def prepare(self, claim: Claim) -> Callable[[], dict[str, Any]]:
         """Everything before the request (the SSRF check, the tenant's secret, signing); returns the
@@ -195,6 +200,8 @@ def _classify(answer: Answer) -> TransientProviderError | PermanentProviderError
     message = f"webhook answered {status}"
     if text := answer.text[:200].strip():
         message += f": {text}"
+    if status == 429:
+        return ProviderThrottled(message, retry_after=retry_after_seconds(answer))
     if status in _TRANSIENT_STATUSES or status >= 500:
         return TransientProviderError(message, retry_after=retry_after_seconds(answer))
     if 300 <= status < 400:

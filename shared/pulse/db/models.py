@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -62,7 +63,34 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Rows stay after revocation, for the audit log.
     revoked_at: Mapped[datetime | None]
+    name: Mapped[str | None] = mapped_column(String(100))
+    expires_at: Mapped[datetime | None]
+    # Refreshed at most once a minute (pulse.tenants.service.find_principal).
+    last_used_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """One change to a tenant's configuration: who (an API key's id, or `cli`), what, when, and a
+    small diff without secrets (pulse.audit)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(255))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    changes: Mapped[dict[str, Any] | None]
+
+    __table_args__ = (
+        Index("ix_audit_log_tenant_created", "tenant_id", text("created_at DESC"), text("id DESC")),
+        Index("ix_audit_log_tenant_object", "tenant_id", "object_type", "object_id", text("created_at DESC")),
+    )
 
 
 class Notification(Base):
@@ -264,6 +292,23 @@ class RateLimitCounter(Base):
     __table_args__ = {"prefixes": ["UNLOGGED"]}
 
 
+class ProviderSendBucket(Base):
+    """A provider account's send-rate token bucket (pulse.delivery.rates), shared by every worker."""
+
+    __tablename__ = "provider_send_buckets"
+
+    # The provider (`smtp`, `twilio-secondary`, …), or `webhook host:port` per receiver host.
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    # At `refilled_at`; below zero while sends are booked ahead of their tokens.
+    tokens: Mapped[float] = mapped_column(Float)
+    refilled_at: Mapped[datetime]
+    # After the provider said "too many": no tokens until then, and the rate times `slowdown` after.
+    paused_until: Mapped[datetime | None]
+    slowdown: Mapped[float] = mapped_column(Float, server_default=text("1"))
+
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
+
+
 class DeliveryAttempt(Base):
     __tablename__ = "delivery_attempts"
 
@@ -323,6 +368,57 @@ class InvalidPushToken(Base):
     token: Mapped[str] = mapped_column(Text, primary_key=True)
     reason: Mapped[str] = mapped_column(Text)
     invalidated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Digest(Base):
+    """Sends of one (tenant, user, channel, key) collected while its window is open, then sent as
+    one notification (whose id is the digest's). Open while `closed_at` is NULL."""
+
+    __tablename__ = "digests"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE", deferrable=True, initially="DEFERRED"),
+        primary_key=True,
+    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(255))
+    channel: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(100))
+    # The body of the send that opened it, without its variables (those are its first event).
+    request: Mapped[dict[str, Any]]
+    max_events: Mapped[int] = mapped_column(Integer)
+    event_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # The events' variables as JSON, together: bounded like the count.
+    event_bytes: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    opened_at: Mapped[datetime]
+    closes_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "uq_digests_open",
+            "tenant_id",
+            "user_id",
+            "channel",
+            "key",
+            unique=True,
+            postgresql_where=text("closed_at IS NULL"),
+        ),
+        Index("ix_digests_due", "closes_at", postgresql_where=text("closed_at IS NULL")),
+    )
+
+
+class DigestEvent(Base):
+    """One collected send: its `variables`, numbered from 1 in the order they arrived."""
+
+    __tablename__ = "digest_events"
+
+    digest_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("digests.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    variables: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
 
 
 # Core handles on the hot tables: the delivery and acceptance paths run plain Core statements,

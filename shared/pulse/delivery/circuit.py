@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 from pulse.delivery.providers import Claim, Provider
-from pulse.errors import PermanentProviderError, TransientProviderError
+from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.observability.metrics import CIRCUIT_STATE, CIRCUITS_OPEN, PROVIDER_REQUEST
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,11 @@ class CircuitBreaker:
     def settled(self) -> Iterator[None]:
         """Around a call `allow()` let through: records its outcome however it ends, so that a probe
         always reports back. A PermanentProviderError is a success (the provider answered; the message
-        was at fault); anything else raised, the unexpected included, is a failure."""
+        was at fault), and so is ProviderThrottled (it answered; its send-rate bucket slows down);
+        anything else raised, the unexpected included, is a failure."""
         try:
             yield
-        except PermanentProviderError:
+        except (PermanentProviderError, ProviderThrottled):
             self.record_success()
             raise
         except BaseException:
@@ -264,8 +265,17 @@ class ProviderChain:
         wait = min(link.wait_seconds(claim) for link in self._links)
         return 0 if wait <= 0 else max(1, math.ceil(wait))
 
+    def named(self, name: str) -> Provider:
+        return next(link.provider for link in self._links if link.provider.name == name)
+
+    def first_choice(self, claim: Claim) -> Provider | None:
+        """The provider a send of `claim` goes to first now: the first whose breaker lets it through."""
+        return next((link.provider for link in self._links if link.wait_seconds(claim) <= 0), None)
+
     def send(self, claim: Claim) -> Sent:
-        """Deliver through the first provider that takes it; returns its name and what it reported."""
+        """Deliver through the first provider that takes it; returns its name and what it reported.
+        A provider that throttles ends the attempt (ProviderThrottled): the answer to "too many" is
+        to slow down, not to move the load onto the next account."""
         failure: TransientProviderError | None = None
         for link in self._links:
             name = link.provider.name
@@ -280,7 +290,7 @@ class ProviderChain:
                         details = send()
                 finally:
                     PROVIDER_REQUEST.labels(claim.channel, name).observe(time.perf_counter() - started)
-            except PermanentProviderError as error:
+            except (PermanentProviderError, ProviderThrottled) as error:
                 error.provider = name
                 raise
             except TransientProviderError as error:

@@ -3,7 +3,7 @@
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pulse.vocabulary import Channel, Priority
 
@@ -38,3 +38,14 @@ class Provider(Protocol):
     name: str
 
     def send(self, claim: Claim) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
+class DestinationHost(Protocol):
+    """A provider whose sends go to hosts the tenants choose (webhook receivers)."""
+
+    name: str
+
+    def destination(self, claim: Claim) -> str:
+        """The `host:port` the claim is delivered to."""
+        ...

@@ -10,6 +10,7 @@ and one transaction records every attempt — two transactions per batch instead
 """
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
@@ -32,12 +33,29 @@ from pulse.db.models import delivery_attempts_table
 from pulse.db.models import notifications_table as _notification
 from pulse.delivery.circuit import ProviderChain
 from pulse.delivery.providers import Claim
+from pulse.delivery.rates import (
+    DEFAULT_PAUSE_SECONDS,
+    NO_LIMITS,
+    Scheduled,
+    SendRates,
+    wait_for_slot,
+    whole_seconds,
+)
 from pulse.delivery.retry import RetrySettings
-from pulse.errors import PermanentProviderError, ProviderError, TransientProviderError
+from pulse.errors import (
+    PermanentProviderError,
+    ProviderError,
+    ProviderThrottled,
+    TransientProviderError,
+)
 from pulse.observability import metrics
 from pulse.vocabulary import Channel, Priority, Status
 
 log = logging.getLogger(__name__)
+
+# A provider's "too many" puts the notification back without using an attempt, for this long after
+# it was accepted; later, a throttled send counts as a failed attempt, so none waits for ever.
+THROTTLED_FOR_FREE = timedelta(hours=24)
 
 
 class Outcome(StrEnum):
@@ -132,6 +150,24 @@ _POSTPONE_RETRIES = (
     )
     .values(next_attempt_at=bindparam("next"))
 )
+# Undoes claims whose send was not made (no send-rate token in time) or was throttled: the attempt
+# is given back, and the notification waits as before it was claimed (`queued` if it had no attempt
+# yet, else `retrying`, its next attempt at `next_attempts`).
+_RELEASE = text(
+    """
+    UPDATE notifications AS n SET
+        status = CASE WHEN n.attempt_count - 1 > n.attempts_before_replay THEN 'retrying' ELSE 'queued' END,
+        next_attempt_at = CASE WHEN n.attempt_count - 1 > n.attempts_before_replay
+                               THEN released.next_attempt_at END,
+        attempt_count = n.attempt_count - 1, claimed_until = NULL, updated_at = :now
+    FROM unnest(:ids, :attempt_numbers, :next_attempts) AS released (id, attempt_number, next_attempt_at)
+    WHERE n.id = released.id AND n.status = 'sending' AND n.attempt_count = released.attempt_number
+    """
+).bindparams(
+    bindparam("ids", type_=ARRAY(Uuid)),
+    bindparam("attempt_numbers", type_=ARRAY(Integer)),
+    bindparam("next_attempts", type_=ARRAY(DateTime(timezone=True))),
+)
 # Nothing to add if the scheduler already wrote this attempt off as lost (recover_expired_claims).
 _INSERT_ATTEMPTS = pg_insert(delivery_attempts_table).on_conflict_do_nothing()
 
@@ -179,6 +215,8 @@ class Attempt:
     error: str | None = None
     retry_in_seconds: int | None = None
     permanent: bool = False  # The provider refused the message for good.
+    # The provider throttled (ProviderThrottled): the seconds it asked us to pause.
+    throttled_for: float | None = None
     # What the provider reported (a Message-ID, an SMS's segments), kept with the attempt.
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -268,6 +306,22 @@ def record_attempts(session: Session, attempts: Sequence[Attempt]) -> None:
         )
 
 
+def release_claims(session: Session, waits: Sequence[tuple[Claim, int]]) -> None:
+    """Give the claims' attempts back: their notifications wait as before, for the seconds given."""
+    if not waits:
+        return
+    now = datetime.now(UTC)
+    session.execute(
+        _RELEASE,
+        {
+            "ids": [claim.notification_id for claim, _ in waits],
+            "attempt_numbers": [claim.attempt_number for claim, _ in waits],
+            "next_attempts": [now + timedelta(seconds=wait) for _, wait in waits],
+            "now": now,
+        },
+    )
+
+
 # Once a provider accepted a message, its record must land, or the claim would expire and the
 # message be sent again: a database blip is waited out (well within the claim's lease).
 _until_recorded = retry(
@@ -288,23 +342,41 @@ def deliver(
     retries: RetrySettings,
     senders: Executor,
     request_ids: Mapping[uuid.UUID, str | None] | None = None,
+    rates: SendRates = NO_LIMITS,
 ) -> list[DeliveryResult]:
-    """One delivery attempt of each notification, end to end: claim them all in one transaction, send
-    them in parallel on `senders`, record every attempt in one transaction. Returns each one's result,
-    in order.
+    """One delivery attempt of each notification, end to end: claim them all (and book their
+    providers' send-rate tokens) in one transaction, send them in parallel on `senders`, each once
+    its token has come, record every attempt in one transaction. Returns each one's result, in order.
+    A send without a token in time, or throttled by its provider, is given its attempt back and
+    postponed.
     `request_ids` (of the requests that accepted them) go into each notification's log lines."""
     request_ids = request_ids or {}
     if wait := providers.wait_seconds():
         postponed = _postpone(session_factory, dict.fromkeys(notification_ids, wait), channel, request_ids)
         return [postponed[notification_id] for notification_id in notification_ids]
-    claims, held_back = _claim(
-        session_factory, list(set(notification_ids)), providers=providers, lease=lease, retries=retries
+    sends, short, held_back = _claim(
+        session_factory,
+        list(set(notification_ids)),
+        providers=providers,
+        lease=lease,
+        retries=retries,
+        rates=rates,
     )
     postponed = _postpone(session_factory, held_back, channel, request_ids)
-    attempts = list(senders.map(lambda claim: _try(claim, providers, retries), claims.values()))
-    _until_recorded(_record)(session_factory, attempts)
-    reported = {attempt.claim.notification_id: _report(attempt, channel, request_ids) for attempt in attempts}
+    attempts = _send(sends, providers, retries, senders)
+    free_after = datetime.now(UTC) - THROTTLED_FOR_FREE
+    throttled = [
+        (attempt.claim, whole_seconds(attempt.throttled_for))
+        for attempt in attempts
+        if attempt.throttled_for is not None and attempt.claim.created_at > free_after
+    ]
+    given_back = {claim.notification_id for claim, _ in throttled}
+    tried = [attempt for attempt in attempts if attempt.claim.notification_id not in given_back]
+    _until_recorded(_record)(session_factory, tried, throttled, attempts, rates, providers)
+    reported = {attempt.claim.notification_id: _report(attempt, channel, request_ids) for attempt in tried}
     reported.update(postponed)
+    reported.update(_report_released(short, "no send-rate token in time", channel, request_ids))
+    reported.update(_report_released(throttled, "throttled by the provider", channel, request_ids))
     results = []
     for notification_id in notification_ids:
         # A notification named twice in one batch is attempted once: its second copy is skipped.
@@ -323,10 +395,13 @@ def _claim(
     providers: ProviderChain,
     lease: timedelta,
     retries: RetrySettings,
-) -> tuple[dict[uuid.UUID, Claim], dict[uuid.UUID, int]]:
-    """Claim the notifications, but for those whose destination's own circuit (a webhook receiver's,
-    known once the claim says where it goes) is open: returned apart, with the seconds to wait.
-    Their claims are undone (the claim rolled back, the others claimed again), so no attempt is used."""
+    rates: SendRates,
+) -> tuple[list[Scheduled], list[tuple[Claim, int]], dict[uuid.UUID, int]]:
+    """Claim the notifications and book their send-rate tokens: returns the sends to make, when, and
+    the claims given back for lack of a token in time, with the seconds to wait. Apart, with the
+    seconds to wait, those whose destination's own circuit (a webhook receiver's, known once the claim
+    says where it goes) is open: their claims are undone (the claim rolled back, the others claimed
+    again), so no attempt is used."""
     with transaction(session_factory) as session:
         claims = claim_for_delivery(session, notification_ids=notification_ids, lease=lease, retries=retries)
         held_back = {
@@ -335,12 +410,38 @@ def _claim(
             if (wait := providers.wait_seconds(claim))
         }
         if not held_back:
-            return claims, {}
+            return (*_book(session, list(claims.values()), providers, rates), {})
         session.rollback()
     the_others = [notification_id for notification_id in notification_ids if notification_id not in held_back]
     with transaction(session_factory) as session:
         claims = claim_for_delivery(session, notification_ids=the_others, lease=lease, retries=retries)
-    return claims, held_back
+        return (*_book(session, list(claims.values()), providers, rates), held_back)
+
+
+def _book(
+    session: Session, claims: list[Claim], providers: ProviderChain, rates: SendRates
+) -> tuple[list[Scheduled], list[tuple[Claim, int]]]:
+    """The claims' sends, each with its send-rate token's delay; those without a token in time are
+    given back at once (in the claim's transaction), with the seconds to wait."""
+    if not rates.limited:
+        return [Scheduled(claim, 0.0) for claim in claims], []
+    sends, short = rates.schedule(session, claims, providers)
+    waits = [(claim, whole_seconds(wait)) for claim, wait in short]
+    release_claims(session, waits)
+    return sends, waits
+
+
+def _send(
+    sends: list[Scheduled], providers: ProviderChain, retries: RetrySettings, senders: Executor
+) -> list[Attempt]:
+    """Hand each send to the sender threads once its token has come (this thread waits, so that
+    waiting sends hold no sender thread) and collect their attempts."""
+    start = time.monotonic()
+    tries = []
+    for send in sorted(sends, key=lambda send: send.delay):
+        wait_for_slot(start, send)
+        tries.append(senders.submit(_try, send.claim, providers, retries))
+    return [attempt.result() for attempt in tries]
 
 
 def _postpone(
@@ -382,20 +483,12 @@ def _try(claim: Claim, providers: ProviderChain, retries: RetrySettings) -> Atte
     started_at = datetime.now(UTC)
     try:
         sent = providers.send(claim)
+    except ProviderThrottled as error:
+        metrics.PROVIDER_THROTTLED.labels(error.provider or providers.names[0]).inc()
+        pause = DEFAULT_PAUSE_SECONDS if error.retry_after is None else error.retry_after
+        return _failed(claim, providers, retries, error, started_at, throttled_for=pause)
     except ProviderError as error:
-        retry_in = None
-        if isinstance(error, TransientProviderError) and claim.attempts_left > 0:
-            plan = retries.plan_for(claim.priority)
-            retry_in = plan.delay_seconds(plan.attempts - claim.attempts_left, retry_after=error.retry_after)
-        return Attempt(
-            claim=claim,
-            provider=error.provider or providers.names[0],
-            started_at=started_at,
-            finished_at=datetime.now(UTC),
-            error=str(error),
-            retry_in_seconds=retry_in,
-            permanent=isinstance(error, PermanentProviderError),
-        )
+        return _failed(claim, providers, retries, error, started_at)
     return Attempt(
         claim=claim,
         provider=sent.provider,
@@ -405,9 +498,66 @@ def _try(claim: Claim, providers: ProviderChain, retries: RetrySettings) -> Atte
     )
 
 
-def _record(session_factory: sessionmaker[Session], attempts: list[Attempt]) -> None:
+def _failed(
+    claim: Claim,
+    providers: ProviderChain,
+    retries: RetrySettings,
+    error: ProviderError,
+    started_at: datetime,
+    *,
+    throttled_for: float | None = None,
+) -> Attempt:
+    retry_in = None
+    if isinstance(error, TransientProviderError) and claim.attempts_left > 0:
+        plan = retries.plan_for(claim.priority)
+        retry_in = plan.delay_seconds(plan.attempts - claim.attempts_left, retry_after=error.retry_after)
+    return Attempt(
+        claim=claim,
+        provider=error.provider or providers.names[0],
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        error=str(error),
+        retry_in_seconds=retry_in,
+        permanent=isinstance(error, PermanentProviderError),
+        throttled_for=throttled_for,
+    )
+
+
+def _record(
+    session_factory: sessionmaker[Session],
+    tried: list[Attempt],
+    throttled: Sequence[tuple[Claim, int]],
+    attempts: list[Attempt],
+    rates: SendRates,
+    providers: ProviderChain,
+) -> None:
+    """Record the attempts tried, give the throttled ones back, and slow down the buckets of the
+    providers that throttled (the sends too old to be throttled for free included)."""
     with transaction(session_factory) as session:
-        record_attempts(session, attempts)
+        record_attempts(session, tried)
+        release_claims(session, throttled)
+        rates.throttled(
+            session,
+            [
+                (providers.named(attempt.provider), attempt.claim, attempt.throttled_for)
+                for attempt in attempts
+                if attempt.throttled_for is not None
+            ],
+        )
+
+
+def _report_released(
+    waits: Sequence[tuple[Claim, int]],
+    why: str,
+    channel: Channel,
+    request_ids: Mapping[uuid.UUID, str | None],
+) -> dict[uuid.UUID, DeliveryResult]:
+    for claim, wait in waits:
+        log.info("%s, postponed %ss", why, wait, extra=_context(claim.notification_id, channel, request_ids))
+    return {
+        claim.notification_id: DeliveryResult(Outcome.POSTPONED, retry_in_seconds=wait)
+        for claim, wait in waits
+    }
 
 
 def _report(

@@ -8,6 +8,7 @@ in one transaction each, and its sends run in parallel on a pool of sender threa
 
 import logging
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,11 +28,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from pulse.db import make_engine, make_session_factory
 from pulse.delivery.circuit import BreakerSettings, ProviderChain
 from pulse.delivery.providers import Provider
+from pulse.delivery.rates import SendRates
 from pulse.delivery.retry import RetrySettings
 from pulse.delivery.service import DeliveryResult, Outcome, deliver
 from pulse.messaging.celery_app import make_celery
 from pulse.messaging.topology import task_name, work_queue
 from pulse.observability.metrics import serve_metrics
+from pulse.send_rate import SendRate
 from pulse.settings import BrokerSettings, DatabaseSettings, split_commas
 from pulse.vocabulary import Channel, Priority
 
@@ -77,6 +80,7 @@ class _ChannelDelivery:
     claim_lease: timedelta
     retries: RetrySettings
     senders: Executor
+    rates: SendRates
 
     def run(self, task: Task, requests: list[SimpleRequest], channel: Channel) -> list[Settle]:
         """Deliver a batch; then settle each message: acknowledge, send again later (retry, database
@@ -95,6 +99,7 @@ class _ChannelDelivery:
                 retries=self.retries,
                 senders=self.senders,
                 request_ids={id: _request_id(request) for request, id in valid},
+                rates=self.rates,
             )
         except (DBAPIError, PoolTimeoutError) as error:
             log.warning("database unavailable, trying the batch again later: %s", error)
@@ -153,6 +158,12 @@ class ChannelWorkerSettings(BaseSettings):
     circuit_cooldown_seconds: float = Field(
         30.0, description="How long an open circuit waits before a probe."
     )
+    rate_limit_wait_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How far ahead a batch may book its providers' send-rate tokens and wait for them "
+        "(at most half the claim lease); sends without a token by then are put back.",
+    )
     metrics_host: str = Field("0.0.0.0", description="Interface of the /metrics endpoint.")
     metrics_port: int = Field(description="Port of the /metrics endpoint.")
 
@@ -169,9 +180,15 @@ class ChannelWorkerSettings(BaseSettings):
 
 
 def make_channel_worker(
-    name: str, *, channels: list[Channel], providers: list[Provider], settings: ChannelWorkerSettings
+    name: str,
+    *,
+    channels: list[Channel],
+    providers: list[Provider],
+    settings: ChannelWorkerSettings,
+    rate_limits: Mapping[str, SendRate | None] | None = None,
 ) -> Celery:
-    """The Celery app of a channel worker: `providers` in order of preference, each behind a breaker."""
+    """The Celery app of a channel worker: `providers` in order of preference, each behind a breaker
+    and, where `rate_limits` has one for its name, within its send-rate limit."""
     chain = ProviderChain(
         providers,
         BreakerSettings(
@@ -187,7 +204,10 @@ def make_channel_worker(
     queues = [work_queue(channel, priority) for channel in channels for priority in settings.priorities]
     app = make_celery(name, settings.broker, queues=queues)
     senders = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="sender")
-    delivery = _ChannelDelivery(session_factory, chain, claim_lease, settings.retries, senders)
+    # Waiting for tokens must leave the sends time within their claim's lease.
+    max_wait = min(settings.rate_limit_wait_seconds, settings.claim_lease_seconds / 2)
+    rates = SendRates(rate_limits or {}, max_wait_seconds=max_wait)
+    delivery = _ChannelDelivery(session_factory, chain, claim_lease, settings.retries, senders, rates)
 
     for channel in channels:
 

@@ -11,10 +11,12 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pulse.channels.ssrf import Allowlist, RefusedUrl, check_literal
+from pulse.db.models import Tenant
 from pulse.errors import InvalidInput
 from pulse.notifications.schemas import NotificationRequest
 from pulse.rate_limits.service import MAX_WINDOW_SECONDS, QUOTA_WINDOW_SECONDS, RateLimit, SendLimits
 from pulse.scheduling.quiet_hours import QuietHours
+from pulse.scheduling.service import TenantPolicy
 from pulse.settings import split_commas
 from pulse.vocabulary import Channel
 
@@ -65,6 +67,15 @@ class AcceptanceSettings(BaseSettings):
     @property
     def default_quiet_hours(self) -> QuietHours | None:
         return QuietHours.parse(self.quiet_hours)
+
+    def policy_for(self, tenant: Tenant) -> TenantPolicy:
+        """A tenant's time zone, quiet hours (its own, else the deployment's) and default priority."""
+        return TenantPolicy.of(
+            tenant.timezone,
+            tenant.quiet_hours,
+            default=self.default_quiet_hours,
+            default_priority=tenant.default_priority,
+        )
 
     def rate_for(
         self, *, limit: int | None, window_seconds: int | None, sends_per_minute: int | None

@@ -17,6 +17,9 @@ from pulse.vocabulary import Channel, Priority, Status
 _MAX_SUBJECT = 998  # RFC 5322's line limit: a longer subject cannot be sent as one header line.
 _MAX_SMS_BODY = 1600  # Twilio refuses longer bodies (it splits the rest into segments itself).
 _PHONE_CHANNELS = (Channel.SMS, Channel.WHATSAPP)
+MIN_DIGEST_WINDOW_SECONDS = 10
+MAX_DIGEST_WINDOW_SECONDS = 7 * 86_400
+MAX_DIGEST_EVENTS = 1000
 
 
 class Content(BaseModel):
@@ -29,6 +32,39 @@ class Content(BaseModel):
     ]
     html: Annotated[str | None, Field(description="Optional HTML alternative (email).")] = None
     data: Annotated[JsonObject | None, Field(description="Structured payload (push, webhook).")] = None
+
+
+class DigestSpec(BaseModel):
+    """Collect sends into one notification (see README, Digests)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: Annotated[
+        str,
+        Field(
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$",
+            description="Sends with the same (user_id, channel, key) are collected together: letters, "
+            "digits and `_.:-`, at most 100 characters.",
+        ),
+    ]
+    window_seconds: Annotated[
+        int,
+        Field(
+            ge=MIN_DIGEST_WINDOW_SECONDS,
+            le=MAX_DIGEST_WINDOW_SECONDS,
+            description="How long the window stays open, from its first send (10 s to 7 days); the "
+            "combined notification is sent when it closes (after quiet hours, if they apply).",
+        ),
+    ]
+    max_events: Annotated[
+        int | None,
+        Field(
+            ge=2,
+            le=MAX_DIGEST_EVENTS,
+            description=f"Sent early once this many sends are collected (2 to {MAX_DIGEST_EVENTS}; "
+            f"default {MAX_DIGEST_EVENTS}).",
+        ),
+    ] = None
 
 
 class NotificationRequest(BaseModel):
@@ -105,6 +141,15 @@ class NotificationRequest(BaseModel):
             "`delivered`, `failed`, `read`.",
         ),
     ] = None
+    digest: Annotated[
+        DigestSpec | None,
+        Field(
+            description="Collect this send with the user's other sends of the same `key` on this channel "
+            "into one notification, rendered from `template` with `events` (each send's `variables`, "
+            "oldest first) and `count`. Needs `user_id` and `template`; not with `send_at`. The answer "
+            "is then a DigestedSend (`status: digested`, `digest_id`)."
+        ),
+    ] = None
 
     # Field validators (not one model validator) so that errors point at the offending field;
     # `channel` is declared first, hence already validated and present in `info.data`.
@@ -126,6 +171,18 @@ class NotificationRequest(BaseModel):
         if content is not None and channel is not None:
             check_content_fits(channel, content)
         return content
+
+    @field_validator("digest")
+    @classmethod
+    def _digest_has_what_it_needs(cls, digest: DigestSpec | None, info: ValidationInfo) -> DigestSpec | None:
+        # A field that failed its own validation is absent from `info.data`: its error says enough.
+        if digest is not None:
+            for needed in ("user_id", "template"):
+                if needed in info.data and info.data[needed] is None:
+                    raise ValueError(f"a digest needs `{needed}`")
+            if info.data.get("send_at") is not None:
+                raise ValueError("a digest is sent when its window closes: leave out `send_at`")
+        return digest
 
     @model_validator(mode="before")
     @classmethod

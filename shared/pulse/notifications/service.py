@@ -93,11 +93,11 @@ def accept_notification(
     InvalidInput or RateLimited (the caller then rolls back: nothing is written)."""
     notification_id = uuid.uuid4()
     if idempotency_key is not None:
-        original = _claim_idempotency_key(
+        original = claim_idempotency_key(
             session,
             tenant_id=tenant_id,
             key=idempotency_key,
-            fingerprint=request_fingerprint(request),
+            request=request,
             notification_id=notification_id,
         )
         if original is not None:
@@ -184,6 +184,20 @@ def accept_notifications(
         result if isinstance(result, PulseError) else _accepted(next(accepted), outbox_ids, quotas)
         for result in results
     ]
+
+
+def resolve_notification(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    request: NotificationRequest,
+    policy: TenantPolicy,
+    now: datetime,
+) -> dict[str, Any]:
+    """The notification's values as accepting `request` would store them (template rendered, recipient
+    profile applied, send time planned), without writing anything. Raises InvalidInput."""
+    context = _Context.look_up(session, tenant_id=tenant_id, requests=[request], policy=policy, now=now)
+    return context.resolve(request).values
 
 
 def _accepted(row: dict[str, Any], outbox_ids: dict[uuid.UUID, int], quotas: dict[Any, Quota]) -> Accepted:
@@ -364,8 +378,13 @@ def _errors_by_index(results: Sequence[object]) -> dict[int, PulseError]:
     return {index: result for index, result in enumerate(results) if isinstance(result, PulseError)}
 
 
-def _claim_idempotency_key(
-    session: Session, *, tenant_id: uuid.UUID, key: str, fingerprint: str, notification_id: uuid.UUID
+def claim_idempotency_key(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    key: str,
+    request: NotificationRequest,
+    notification_id: uuid.UUID,
 ) -> uuid.UUID | None:
     """Reserve the key for this request; return the original notification's id if it was already used.
 
@@ -373,6 +392,7 @@ def _claim_idempotency_key(
     two racing requests create one notification.
     """
     now = datetime.now(UTC)
+    fingerprint = request_fingerprint(request)
     values = {
         "tenant_id": tenant_id,
         "key": key,

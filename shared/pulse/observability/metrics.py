@@ -47,6 +47,28 @@ CIRCUITS_OPEN = Gauge(
     "Open circuit breakers of a provider (webhooks: per tenant and receiver host).",
     ["provider"],
 )
+PROVIDER_TOKENS = Gauge(
+    "pulse_provider_send_tokens",
+    "Tokens left in a provider's send-rate bucket after this worker's last booking (below zero: sends "
+    "booked ahead).",
+    ["provider"],
+)
+PROVIDER_RATE_WAIT = Histogram(
+    "pulse_provider_rate_wait_seconds",
+    "How long a send waited for its provider's send-rate token.",
+    ["provider"],
+    buckets=(0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+PROVIDER_RATE_LIMITED = Counter(
+    "pulse_provider_rate_limited",
+    "Sends put back (no attempt used) because their provider's send-rate bucket had no token in time.",
+    ["provider"],
+)
+PROVIDER_THROTTLED = Counter(
+    "pulse_provider_throttled",
+    "Sends a provider refused as too many (HTTP 429, SMTP 421); they go back without using an attempt.",
+    ["provider"],
+)
 QUEUE_LENGTH = Gauge("pulse_queue_length", "Messages waiting in a Pulse queue.", ["queue"])
 DEAD_LETTERS = Gauge("pulse_dead_letters", "Messages in a channel's dead-letter queue.", ["channel"])
 OUTBOX_LAG = Gauge("pulse_outbox_lag_seconds", "Age of the oldest publish still owed to the broker.")

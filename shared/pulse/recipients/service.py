@@ -46,14 +46,16 @@ def get_recipient(session: Session, *, tenant_id: uuid.UUID, user_id: str) -> Re
     return recipient
 
 
-def delete_recipient(session: Session, *, tenant_id: uuid.UUID, user_id: str) -> None:
+def delete_recipient(session: Session, *, tenant_id: uuid.UUID, user_id: str) -> Recipient:
+    """Delete the profile; returns it as it was."""
     deleted = session.scalar(
         delete(Recipient)
         .where(Recipient.tenant_id == tenant_id, Recipient.user_id == user_id)
-        .returning(Recipient.user_id)
+        .returning(Recipient)
     )
     if deleted is None:
         raise NotFound(f"recipient {user_id!r} not found")
+    return deleted
 
 
 def find_recipients(

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from pulse.db.models import Notification
 from pulse.observability import metrics
 from pulse.outbox.service import owe_publish
+from pulse.scheduling.service import DIGEST
 from pulse.vocabulary import Status
 
 
@@ -17,7 +18,11 @@ def release_due_notifications(session: Session, *, batch_size: int) -> int:
     now = datetime.now(UTC)
     due = (
         select(Notification.id)
-        .where(Notification.status == Status.SCHEDULED, Notification.scheduled_for <= now)
+        .where(
+            Notification.status == Status.SCHEDULED,
+            Notification.scheduled_for <= now,
+            Notification.deferred_reason.is_distinct_from(DIGEST),
+        )
         .order_by(Notification.scheduled_for)
         .limit(batch_size)
         .with_for_update(skip_locked=True)

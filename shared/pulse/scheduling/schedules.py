@@ -95,6 +95,11 @@ def create_schedule(
             "send_at is not allowed in a schedule's notification: the cron expression decides when",
             location=("body", "notification", "send_at"),
         )
+    if notification.digest is not None:
+        raise InvalidInput(
+            "digest is not allowed in a schedule's notification: each run sends one notification",
+            location=("body", "notification", "digest"),
+        )
     now = datetime.now(UTC)
     try:
         next_run_at = next_run_after(cron, timezone, now)
@@ -170,9 +175,11 @@ def list_schedules(
     return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
 
 
-def delete_schedule(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> None:
-    """Its notifications stay, unlinked (schedule_id ON DELETE SET NULL)."""
-    session.delete(get_schedule(session, tenant_id=tenant_id, id=id, lock=True))
+def delete_schedule(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> Schedule:
+    """Its notifications stay, unlinked (schedule_id ON DELETE SET NULL). Returns it as it was."""
+    schedule = get_schedule(session, tenant_id=tenant_id, id=id, lock=True)
+    session.delete(schedule)
+    return schedule
 
 
 def pause_schedule(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> Schedule:

@@ -10,6 +10,8 @@ from pulse.scheduling.quiet_hours import QuietHours
 from pulse.vocabulary import Priority
 
 QUIET_HOURS = "quiet_hours"
+# A digest's combined notification while its window collects sends: the digest job sends it, not release.
+DIGEST = "digest"
 
 
 @dataclass(frozen=True)

@@ -92,12 +92,14 @@ def replace_template(
     return replaced
 
 
-def delete_template(session: Session, *, tenant_id: uuid.UUID, name: str) -> None:
-    deleted = session.execute(
-        delete(Template).where(Template.tenant_id == tenant_id, Template.name == name).returning(Template.id)
+def delete_template(session: Session, *, tenant_id: uuid.UUID, name: str) -> Template:
+    """Delete it; returns it as it was."""
+    deleted = session.scalars(
+        delete(Template).where(Template.tenant_id == tenant_id, Template.name == name).returning(Template)
     ).one_or_none()
     if deleted is None:
         raise NotFound(f"template {name!r} not found")
+    return deleted
 
 
 def find_templates(session: Session, tenant_id: uuid.UUID, names: Collection[str]) -> dict[str, Template]:

@@ -1,7 +1,7 @@
 """webhooks: the previous signing secret and when it was replaced, for the rotation's grace period
 
 Revision ID: 0017
-Revises: 0010
+Revises: 0016
 Create Date: 2026-11-30
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017"
-down_revision = "0010"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 

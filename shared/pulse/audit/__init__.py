@@ -1,0 +1,1 @@
+"""The audit log: who changed what in a tenant's configuration, and when."""
