@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export PULSE_API_PORT=${PULSE_API_PORT:-8000}
-export PULSE_BROKER_URL=${PULSE_BROKER_URL:-amqp://guest:guest@localhost:5672//}
+# Flower takes the broker as a URL: the one Pulse's settings read (PULSE_BROKER_URL, or its parts).
+PULSE_BROKER_URL=$(python -c 'from pulse.settings import BrokerSettings; print(BrokerSettings().url)')
+export PULSE_BROKER_URL
+unset PULSE_BROKER_HOST PULSE_BROKER_PORT PULSE_BROKER_USER PULSE_BROKER_PASSWORD PULSE_BROKER_VHOST
 # The sandbox's webhook receiver is on loopback, which the webhook SSRF guard refuses otherwise: its
 # port only, so that a tenant's webhook cannot reach the other local services (metrics, Flower).
 sandbox_port=${PULSE_SANDBOX_HTTP_PORT:-8025}

@@ -207,12 +207,12 @@ def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFacto
     def env(stack: Stack) -> dict[str, str]:
         # A second Twilio account, SMTP relay and FCM project, on the same sandbox, to fail over to.
         secondary = {
-            "PULSE_TWILIO_SECONDARY_BASE_URL": stack.sandbox_url,
-            "PULSE_TWILIO_SECONDARY_ACCOUNT_SID": SECONDARY_TWILIO_ACCOUNT,
-            "PULSE_SMTP_SECONDARY_HOST": "127.0.0.1",
-            "PULSE_SMTP_SECONDARY_PORT": str(stack.ports["sandbox_smtp_secondary"]),
-            "PULSE_FCM_SECONDARY_BASE_URL": stack.sandbox_url,
-            "PULSE_FCM_SECONDARY_PROJECT_ID": SECONDARY_FCM_PROJECT,
+            "PULSE_TWILIO_SECONDARY__BASE_URL": stack.sandbox_url,
+            "PULSE_TWILIO_SECONDARY__ACCOUNT_SID": SECONDARY_TWILIO_ACCOUNT,
+            "PULSE_SMTP_SECONDARY__HOST": "127.0.0.1",
+            "PULSE_SMTP_SECONDARY__PORT": str(stack.ports["sandbox_smtp_secondary"]),
+            "PULSE_FCM_SECONDARY__BASE_URL": stack.sandbox_url,
+            "PULSE_FCM_SECONDARY__PROJECT_ID": SECONDARY_FCM_PROJECT,
         }
         return {**quick, **secondary}
 

@@ -26,7 +26,7 @@ BROKER_URL = "amqp://pulse:secret@mq.internal:5673/pulse"
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No PULSE_* variable from the caller's shell, and no `.env` in the working directory."""
     for name in list(os.environ):
         if name.startswith("PULSE_"):
@@ -146,7 +146,7 @@ def test_the_smtp_password_never_appears_in_a_repr(smtp_environment: None) -> No
 
 def test_the_sms_worker_reads_the_twilio_accounts_and_its_own_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     defaults = TwilioSettings()
-    assert (defaults.base_url, defaults.from_number, defaults.secondary()) == (
+    assert (defaults.base_url, defaults.from_number, defaults.secondary_settings()) == (
         "http://127.0.0.1:8025",
         "+15005550006",
         None,
@@ -157,8 +157,8 @@ def test_the_sms_worker_reads_the_twilio_accounts_and_its_own_prefix(monkeypatch
         "PULSE_TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
         "PULSE_TWILIO_AUTH_TOKEN": "twilio-very-secret",
         "PULSE_TWILIO_FROM": "+14155550199",
-        "PULSE_TWILIO_SECONDARY_BASE_URL": "https://api.backup.example",
-        "PULSE_TWILIO_SECONDARY_ACCOUNT_SID": "AC" + "2" * 32,
+        "PULSE_TWILIO_SECONDARY__BASE_URL": "https://api.backup.example",
+        "PULSE_TWILIO_SECONDARY__ACCOUNT_SID": "AC" + "2" * 32,
         "PULSE_SMS_WORKER_CONCURRENCY": "8",
         "PULSE_SMS_WORKER_METRICS_PORT": "9302",
     }.items():
@@ -174,7 +174,7 @@ def test_the_sms_worker_reads_the_twilio_accounts_and_its_own_prefix(monkeypatch
     )
     assert twilio.auth_token.get_secret_value() == "twilio-very-secret"
     assert "twilio-very-secret" not in repr(settings)
-    secondary = twilio.secondary()
+    secondary = twilio.secondary_settings()
     assert secondary is not None
     assert (secondary.base_url, secondary.account_sid) == ("https://api.backup.example", "AC" + "2" * 32)
     assert SmsWorkerSettings.model_fields["metrics_port"].default == 9102

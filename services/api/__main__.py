@@ -1,12 +1,13 @@
 import uvicorn
 
 from pulse.observability.logging import configure_logging
+from pulse.startup import load_settings
 from services.api.settings import ApiSettings
 
 
 def main() -> None:
     configure_logging("api")
-    settings = ApiSettings()
+    settings = load_settings(ApiSettings, "api")
     uvicorn.run(
         "services.api.main:create_app",
         factory=True,

@@ -5,6 +5,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from pulse.db import make_engine, make_session_factory
 from pulse.inapp.events import RealtimePublisher
@@ -89,7 +90,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         engine.dispose()
 
     docs = settings.enable_docs
-    app = FastAPI(
+    # FastAPIOffline serves /docs and /redoc with the Swagger UI and ReDoc files its package ships
+    # (under /static-offline-docs), not from a CDN: they work without Internet access.
+    app = (FastAPIOffline if docs else FastAPI)(
         title="Pulse",
         version="0.1.0",
         description=DESCRIPTION,

@@ -12,7 +12,7 @@ from services.email_worker.settings import EmailWorkerSettings
 def create_worker(settings: EmailWorkerSettings) -> Celery:
     providers: list[Provider] = [SmtpProvider(settings.smtp)]
     rate_limits = {"smtp": settings.smtp.rate_limit}
-    if (secondary := settings.smtp.secondary()) is not None:
+    if (secondary := settings.smtp.secondary_settings()) is not None:
         providers.append(SmtpProvider(secondary, name="smtp-secondary"))
         rate_limits["smtp-secondary"] = secondary.rate_limit
     return make_channel_worker(

@@ -16,7 +16,7 @@ def create_worker(settings: PushWorkerSettings) -> Celery:
     record_invalid = invalid_token_recorder(make_session_factory(make_engine(database)))
     providers: list[Provider] = [FcmProvider(settings.fcm, on_invalid_token=record_invalid)]
     rate_limits = {"fcm": settings.fcm.rate_limit}
-    if (secondary := settings.fcm.secondary()) is not None:
+    if (secondary := settings.fcm.secondary_settings()) is not None:
         providers.append(FcmProvider(secondary, name="fcm-secondary", on_invalid_token=record_invalid))
         rate_limits["fcm-secondary"] = secondary.rate_limit
     return make_channel_worker(

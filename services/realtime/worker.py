@@ -16,6 +16,7 @@ from pulse.delivery.worker import ChannelWorkerSettings, make_channel_worker, ru
 from pulse.inapp.events import RealtimePublisher, notification_event
 from pulse.inapp.inbox import delivered_items
 from pulse.observability.logging import configure_logging
+from pulse.startup import load_settings
 from pulse.vocabulary import Channel
 
 
@@ -50,7 +51,7 @@ def create_worker(settings: InappWorkerSettings) -> Celery:
 
 def main() -> None:
     configure_logging("inapp-worker")
-    settings = InappWorkerSettings()
+    settings = load_settings(InappWorkerSettings, "inapp worker")
     run_worker(create_worker(settings), hostname=settings.node_name("inapp"), settings=settings)
 
 

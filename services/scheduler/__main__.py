@@ -5,13 +5,14 @@ from pulse.db import make_engine, make_session_factory
 from pulse.messaging.celery_app import make_celery
 from pulse.observability.logging import configure_logging
 from pulse.observability.metrics import serve_metrics
+from pulse.startup import load_settings
 from services.scheduler.loop import Scheduler
 from services.scheduler.settings import SchedulerSettings
 
 
 def main() -> None:
     configure_logging("scheduler")
-    settings = SchedulerSettings()
+    settings = load_settings(SchedulerSettings, "scheduler")
     serve_metrics(settings.metrics_port, settings.metrics_host)
     scheduler = Scheduler(
         settings,

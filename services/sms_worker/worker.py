@@ -12,7 +12,7 @@ from services.sms_worker.settings import SmsWorkerSettings
 def create_worker(settings: SmsWorkerSettings) -> Celery:
     providers: list[Provider] = [TwilioProvider(settings.twilio)]
     rate_limits = {"twilio": settings.twilio.rate_limit}
-    if (secondary := settings.twilio.secondary()) is not None:
+    if (secondary := settings.twilio.secondary_settings()) is not None:
         providers.append(TwilioProvider(secondary, name="twilio-secondary"))
         rate_limits["twilio-secondary"] = secondary.rate_limit
     return make_channel_worker(

@@ -8,7 +8,7 @@ from pulse.channels.webhook import SecretCache, WebhookProvider
 from pulse.db import make_engine, make_session_factory, transaction
 from pulse.delivery.worker import make_channel_worker
 from pulse.vocabulary import Channel
-from pulse.webhooks.secrets import get_secret
+from pulse.webhooks.secrets import SigningSecrets, signing_secrets
 from services.webhook_worker.settings import WebhookWorkerSettings
 
 
@@ -17,11 +17,11 @@ def create_worker(settings: WebhookWorkerSettings) -> Celery:
     database = settings.database.model_copy(update={"pool_size": 2})
     session_factory = make_session_factory(make_engine(database))
 
-    def load_secret(tenant_id: uuid.UUID) -> str:
+    def load_secrets(tenant_id: uuid.UUID) -> SigningSecrets:
         with transaction(session_factory) as session:
-            return get_secret(session, tenant_id)
+            return signing_secrets(session, tenant_id)
 
-    secrets = SecretCache(load_secret, settings.webhook.secret_cache_seconds)
+    secrets = SecretCache(load_secrets, settings.webhook.secret_cache_seconds)
     provider = WebhookProvider(settings.webhook, secrets)
     return make_channel_worker(
         "pulse-webhook-worker",

@@ -1,17 +1,26 @@
 """Settings shared by every service: each block reads its own `PULSE_<BLOCK>_*` variables.
 
 Services compose these blocks into their own settings class, so one variable (say
-`PULSE_DATABASE_URL`) means the same thing everywhere.
+`PULSE_DATABASE_URL`) means the same thing everywhere. `pulse.startup.load_settings` reads a service's
+settings and refuses, in production, the development defaults it would use.
 """
 
-from pydantic import Field, SecretStr
+from enum import StrEnum
+from typing import Any, ClassVar, Self
+from urllib.parse import quote
+
+from kombu.utils.url import url_to_parts
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from pulse.send_rate import OptionalSendRate
 
 
 def _config(prefix: str) -> SettingsConfigDict:
-    return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore")
+    # "__" reaches into a nested block: PULSE_SMTP_SECONDARY__HOST is `secondary.host` of PULSE_SMTP_.
+    return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore", env_nested_delimiter="__")
 
 
 def split_commas(value: object) -> object:
@@ -19,13 +28,76 @@ def split_commas(value: object) -> object:
     return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
-class DatabaseSettings(BaseSettings):
+def reveal(value: object) -> Any:
+    """A SecretStr's value (anything else as it is)."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class EnvironmentSettings(BaseSettings):
+    model_config = _config("PULSE_")
+
+    environment: Environment = Field(
+        Environment.DEVELOPMENT,
+        description="`production` makes every service refuse to start with a development default "
+        "(the sandbox as a provider, its tokens, guest/guest on RabbitMQ, ...).",
+    )
+
+
+class _UrlOrParts(BaseSettings):
+    """A server's URL, given whole (`url`) or as parts (`host`, `port`, `user`, `password` and the
+    database or vhost); parts not given take the default URL's. Once read, both agree."""
+
+    PARTS: ClassVar[tuple[str, ...]]
+    DEFAULT_URL: ClassVar[str]
+
+    @classmethod
+    def _build(cls, parts: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def _split(cls, url: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_or_parts(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        given = {name: reveal(data[name]) for name in cls.PARTS if data.get(name) not in (None, "")}
+        if given and data.get("url") not in (None, ""):
+            prefix = str(cls.model_config.get("env_prefix", ""))
+            names = "/".join(prefix + name.upper() for name in given)
+            raise ValueError(f"{prefix}URL and {names} are both set: give the URL or its parts, not both")
+        if given:
+            url = cls._build({**cls._split(cls.DEFAULT_URL), **given})
+        else:
+            url = data.get("url") or cls.DEFAULT_URL
+        return {**data, **cls._split(url), "url": url}
+
+
+DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@localhost:5432/pulse"
+
+
+class DatabaseSettings(_UrlOrParts):
     model_config = _config("PULSE_DATABASE_")
+    PARTS = ("host", "port", "user", "password", "name")
+    DEFAULT_URL = DEFAULT_DATABASE_URL
 
     url: str = Field(
-        "postgresql+psycopg://postgres@localhost:5432/pulse",
-        description="SQLAlchemy URL of the PostgreSQL database (psycopg 3 driver).",
+        DEFAULT_DATABASE_URL,
+        repr=False,  # it may carry the password
+        description="SQLAlchemy URL of the PostgreSQL database (psycopg 3 driver); or give its parts.",
     )
+    host: str | None = Field(None, description="Database server host (instead of the URL).")
+    port: int | None = Field(None, description="Database server port (instead of the URL).")
+    user: str | None = Field(None, description="Database user (instead of the URL).")
+    password: SecretStr | None = Field(None, description="Database password (instead of the URL).")
+    name: str | None = Field(None, description="Database name (instead of the URL).")
     pool_size: int = Field(20, description="Connections kept open per process (and at most 5 more at peaks).")
     connect_timeout_seconds: float = Field(
         3.0, description="How long to wait for a new connection before giving up."
@@ -37,11 +109,58 @@ class DatabaseSettings(BaseSettings):
         "runaway query cannot hold a connection and its locks for ever.",
     )
 
+    @classmethod
+    def _build(cls, parts: dict[str, Any]) -> str:
+        url = URL.create(
+            make_url(cls.DEFAULT_URL).drivername,
+            username=parts["user"],
+            password=reveal(parts["password"]),
+            host=parts["host"],
+            port=int(parts["port"]) if parts["port"] is not None else None,
+            database=parts["name"],
+        )
+        return url.render_as_string(hide_password=False)
 
-class BrokerSettings(BaseSettings):
+    @classmethod
+    def _split(cls, url: str) -> dict[str, Any]:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ValueError(
+                "PULSE_DATABASE_URL is not a URL: postgresql+psycopg://USER:PASSWORD@HOST:PORT/NAME"
+            ) from None
+        return {
+            "host": parsed.host,
+            "port": parsed.port,
+            "user": parsed.username,
+            "password": parsed.password,
+            "name": parsed.database,
+        }
+
+    @property
+    def masked_url(self) -> str:
+        """The URL with its password as `***`, for logs and messages."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+
+DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672//"
+
+
+class BrokerSettings(_UrlOrParts):
     model_config = _config("PULSE_BROKER_")
+    PARTS = ("host", "port", "user", "password", "vhost")
+    DEFAULT_URL = DEFAULT_BROKER_URL
 
-    url: str = Field("amqp://guest:guest@localhost:5672//", description="AMQP URL of RabbitMQ.")
+    url: str = Field(
+        DEFAULT_BROKER_URL,
+        repr=False,
+        description="AMQP URL of RabbitMQ (it may carry the password); or give its parts.",
+    )
+    host: str | None = Field(None, description="RabbitMQ host (instead of the URL).")
+    port: int | None = Field(None, description="RabbitMQ AMQP port (instead of the URL).")
+    user: str | None = Field(None, description="RabbitMQ user (instead of the URL).")
+    password: SecretStr | None = Field(None, description="RabbitMQ password (instead of the URL).")
+    vhost: str | None = Field(None, description="RabbitMQ virtual host (instead of the URL; default `/`).")
     connect_timeout_seconds: float = Field(
         2.0, description="How long a publish waits to connect before the outbox takes over."
     )
@@ -52,9 +171,72 @@ class BrokerSettings(BaseSettings):
         "alarm) before the outbox takes over.",
     )
 
+    @classmethod
+    def _build(cls, parts: dict[str, Any]) -> str:
+        # kombu unquotes each part, so a `/`, `@` or `:` in a password or vhost survives (vhost `/` is `%2F`).
+        user, password = parts["user"], reveal(parts["password"])
+        userinfo = (
+            quote(user, safe="") + (f":{quote(password, safe='')}" if password else "") + "@" if user else ""
+        )
+        return f"amqp://{userinfo}{parts['host']}:{parts['port']}/{quote(parts['vhost'], safe='')}"
 
-class SmtpSettings(BaseSettings):
+    @classmethod
+    def _split(cls, url: str) -> dict[str, Any]:
+        parsed = url_to_parts(url)
+        if parsed.scheme not in ("amqp", "amqps", "pyamqp") or not parsed.hostname:
+            raise ValueError("PULSE_BROKER_URL is not an AMQP URL: amqp://USER:PASSWORD@HOST:PORT/VHOST")
+        return {
+            "host": parsed.hostname,
+            "port": parsed.port,
+            "user": parsed.username,
+            "password": parsed.password,
+            "vhost": parsed.path or "/",
+        }
+
+
+class FailoverSettings(BaseSettings):
+    """A provider's settings with an optional secondary to fail over to (`PULSE_<PROVIDER>_SECONDARY__*`):
+    configured once its `SECONDARY_SWITCH` field is set; its other fields default to the primary's, but
+    for its send-rate limit, which is its own (another account's quota)."""
+
+    SECONDARY_SWITCH: ClassVar[str]
+    secondary: BaseModel
+    rate_limit: OptionalSendRate
+
+    def secondary_settings(self) -> Self | None:
+        """The secondary as settings of its own, if one is configured."""
+        given = {name: value for name, value in dict(self.secondary).items() if value is not None}
+        if self.SECONDARY_SWITCH not in given:
+            return None
+        own = {"rate_limit": getattr(self.secondary, "rate_limit", None)}
+        return self.model_copy(update={**given, **own, "secondary": type(self.secondary)()})
+
+
+class SmtpSecondary(BaseModel):
+    host: str | None = Field(
+        None, description="Host of a secondary SMTP relay to fail over to; no failover when empty."
+    )
+    port: int | None = Field(None, description="Port of the secondary relay (default: the primary's).")
+    username: str | None = Field(
+        None, description="SMTP login user of the secondary relay (default: the primary's)."
+    )
+    password: SecretStr | None = Field(
+        None, description="SMTP login password of the secondary relay (default: the primary's)."
+    )
+    starttls: bool | None = Field(
+        None, description="STARTTLS towards the secondary relay (default: the primary's setting)."
+    )
+    use_tls: bool | None = Field(
+        None, description="Implicit TLS towards the secondary relay (default: the primary's setting)."
+    )
+    rate_limit: OptionalSendRate = Field(
+        None, description="Send-rate limit of the secondary relay (its own; unlimited when unset)."
+    )
+
+
+class SmtpSettings(FailoverSettings):
     model_config = _config("PULSE_SMTP_")
+    SECONDARY_SWITCH = "host"
 
     host: str = Field("127.0.0.1", description="SMTP relay host (default: the Pulse sandbox).")
     port: int = Field(1025, description="SMTP relay port.")
@@ -76,58 +258,41 @@ class SmtpSettings(BaseSettings):
         description="Send-rate limit of the SMTP relay account, shared by every worker "
         "(`14/s`, `600/m`, `1000/h`, optionally `,burst=B`); unlimited when unset.",
     )
-    secondary_host: str | None = Field(
-        None, description="Host of a secondary SMTP relay to fail over to; no failover when empty."
-    )
-    secondary_port: int | None = Field(
-        None, description="Port of the secondary relay (default: the primary's)."
-    )
-    secondary_username: str | None = Field(
-        None, description="SMTP login user of the secondary relay (default: the primary's)."
-    )
-    secondary_password: SecretStr | None = Field(
-        None, description="SMTP login password of the secondary relay (default: the primary's)."
-    )
-    secondary_starttls: bool | None = Field(
-        None, description="STARTTLS towards the secondary relay (default: the primary's setting)."
-    )
-    secondary_use_tls: bool | None = Field(
-        None, description="Implicit TLS towards the secondary relay (default: the primary's setting)."
-    )
-    secondary_rate_limit: OptionalSendRate = Field(
-        None, description="Send-rate limit of the secondary relay (its own; unlimited when unset)."
+    secondary: SmtpSecondary = Field(
+        default_factory=SmtpSecondary,
+        description="A secondary relay (`PULSE_SMTP_SECONDARY__HOST`, `__PORT`, ...); unset fields take "
+        "the primary's values.",
     )
 
-    def secondary(self) -> "SmtpSettings | None":
-        """The secondary relay as settings of its own, if one is configured."""
-        if not self.secondary_host:
-            return None
 
-        def pick(value: object, default: object) -> object:
-            return default if value is None else value
-
-        return self.model_copy(
-            update={
-                "host": self.secondary_host,
-                "port": pick(self.secondary_port, self.port),
-                "username": pick(self.secondary_username, self.username),
-                "password": pick(self.secondary_password, self.password),
-                "starttls": pick(self.secondary_starttls, self.starttls),
-                "use_tls": pick(self.secondary_use_tls, self.use_tls),
-                "rate_limit": self.secondary_rate_limit,
-                "secondary_host": None,
-            }
-        )
+SANDBOX_URL = "http://127.0.0.1:8025"
+SANDBOX_TOKEN = "sandbox-token"  # noqa: S105 (the sandbox's public stand-in, refused in production)
+SANDBOX_ACCOUNT_SID = "AC" + "0" * 32
+SANDBOX_PROJECT_ID = "pulse-sandbox"
 
 
-class TwilioSettings(BaseSettings):
+class TwilioSecondary(BaseModel):
+    base_url: str | None = Field(
+        None, description="Base URL of a secondary account to fail over to; no failover when empty."
+    )
+    account_sid: str | None = Field(
+        None, description="SID of the secondary account (default: the primary's)."
+    )
+    auth_token: SecretStr | None = Field(
+        None, description="Auth token of the secondary account (default: the primary's)."
+    )
+    rate_limit: OptionalSendRate = Field(
+        None, description="Send-rate limit of the secondary account (its own; unlimited when unset)."
+    )
+
+
+class TwilioSettings(FailoverSettings):
     model_config = _config("PULSE_TWILIO_")
+    SECONDARY_SWITCH = "base_url"
 
-    base_url: str = Field(
-        "http://127.0.0.1:8025", description="Base URL of the Twilio API (default: the Pulse sandbox)."
-    )
-    account_sid: str = Field("AC" + "0" * 32, description="Twilio account SID (HTTP basic auth user).")
-    auth_token: SecretStr = Field(SecretStr("sandbox-token"), description="Twilio auth token.")
+    base_url: str = Field(SANDBOX_URL, description="Base URL of the Twilio API (default: the Pulse sandbox).")
+    account_sid: str = Field(SANDBOX_ACCOUNT_SID, description="Twilio account SID (HTTP basic auth user).")
+    auth_token: SecretStr = Field(SecretStr(SANDBOX_TOKEN), description="Twilio auth token.")
     from_number: str = Field(
         "+15005550006",
         validation_alias="PULSE_TWILIO_FROM",
@@ -139,43 +304,41 @@ class TwilioSettings(BaseSettings):
         description="Send-rate limit of the Twilio account (SMS and WhatsApp together), shared by every "
         "worker (`14/s`, `600/m`, `1000/h`, optionally `,burst=B`); unlimited when unset.",
     )
-    secondary_base_url: str | None = Field(
-        None, description="Base URL of a secondary account to fail over to; no failover when empty."
-    )
-    secondary_account_sid: str | None = Field(
-        None, description="SID of the secondary account (default: the primary's)."
-    )
-    secondary_auth_token: SecretStr | None = Field(
-        None, description="Auth token of the secondary account (default: the primary's)."
-    )
-    secondary_rate_limit: OptionalSendRate = Field(
-        None, description="Send-rate limit of the secondary account (its own; unlimited when unset)."
+    secondary: TwilioSecondary = Field(
+        default_factory=TwilioSecondary,
+        description="A secondary account (`PULSE_TWILIO_SECONDARY__BASE_URL`, `__ACCOUNT_SID`, "
+        "`__AUTH_TOKEN`); unset fields take the primary's values.",
     )
 
-    def secondary(self) -> "TwilioSettings | None":
-        """The secondary account as settings of its own, if one is configured."""
-        if not self.secondary_base_url:
-            return None
-        return self.model_copy(
-            update={
-                "base_url": self.secondary_base_url,
-                "account_sid": self.secondary_account_sid or self.account_sid,
-                "auth_token": self.secondary_auth_token or self.auth_token,
-                "rate_limit": self.secondary_rate_limit,
-                "secondary_base_url": None,
-            }
-        )
+
+class FcmSecondary(BaseModel):
+    base_url: str | None = Field(
+        None, description="Base URL of a secondary FCM project to fail over to; no failover when empty."
+    )
+    project_id: str | None = Field(
+        None, description="Firebase project id of the secondary (default: the primary's)."
+    )
+    access_token: SecretStr | None = Field(
+        None, description="Static bearer token of the secondary (default: the primary's)."
+    )
+    credentials_file: str | None = Field(
+        None, description="Service-account JSON file of the secondary project (default: the primary's)."
+    )
+    rate_limit: OptionalSendRate = Field(
+        None, description="Send-rate limit of the secondary project (its own; unlimited when unset)."
+    )
 
 
-class FcmSettings(BaseSettings):
+class FcmSettings(FailoverSettings):
     model_config = _config("PULSE_FCM_")
+    SECONDARY_SWITCH = "base_url"
 
     base_url: str = Field(
-        "http://127.0.0.1:8025", description="Base URL of the FCM HTTP v1 API (default: the Pulse sandbox)."
+        SANDBOX_URL, description="Base URL of the FCM HTTP v1 API (default: the Pulse sandbox)."
     )
-    project_id: str = Field("pulse-sandbox", description="Firebase project id (in the send URL).")
+    project_id: str = Field(SANDBOX_PROJECT_ID, description="Firebase project id (in the send URL).")
     access_token: SecretStr = Field(
-        SecretStr("sandbox-token"),
+        SecretStr(SANDBOX_TOKEN),
         description="Static OAuth2 bearer token (development); unused when `credentials_file` is set.",
     )
     credentials_file: str | None = Field(
@@ -189,32 +352,11 @@ class FcmSettings(BaseSettings):
         description="Send-rate limit of the Firebase project, shared by every worker "
         "(`14/s`, `600/m`, `1000/h`, optionally `,burst=B`); unlimited when unset.",
     )
-    secondary_base_url: str | None = Field(
-        None, description="Base URL of a secondary FCM project to fail over to; no failover when empty."
+    secondary: FcmSecondary = Field(
+        default_factory=FcmSecondary,
+        description="A secondary project (`PULSE_FCM_SECONDARY__BASE_URL`, `__PROJECT_ID`, "
+        "`__ACCESS_TOKEN`, `__CREDENTIALS_FILE`); unset fields take the primary's values.",
     )
-    secondary_project_id: str | None = Field(
-        None, description="Firebase project id of the secondary (default: the primary's)."
-    )
-    secondary_access_token: SecretStr | None = Field(
-        None, description="Static bearer token of the secondary (default: the primary's)."
-    )
-    secondary_rate_limit: OptionalSendRate = Field(
-        None, description="Send-rate limit of the secondary project (its own; unlimited when unset)."
-    )
-
-    def secondary(self) -> "FcmSettings | None":
-        """The secondary project as settings of its own, if one is configured."""
-        if not self.secondary_base_url:
-            return None
-        return self.model_copy(
-            update={
-                "base_url": self.secondary_base_url,
-                "project_id": self.secondary_project_id or self.project_id,
-                "access_token": self.secondary_access_token or self.access_token,
-                "rate_limit": self.secondary_rate_limit,
-                "secondary_base_url": None,
-            }
-        )
 
 
 class WebhookSettings(BaseSettings):
@@ -238,6 +380,12 @@ class WebhookSettings(BaseSettings):
     )
     secret_cache_seconds: float = Field(
         5.0, description="How long a worker remembers a tenant's signing secret (rotation takes this long)."
+    )
+    secret_grace_hours: float = Field(
+        24.0,
+        ge=0,
+        description="After a rotation, deliveries carry a signature with the previous secret too for this "
+        "long, so that receivers can switch secrets without refusing any.",
     )
     rate_limit_per_host: OptionalSendRate = Field(
         None,

@@ -11,7 +11,7 @@ from devtools.stack import free_port
 from pulse.channels.sms import TwilioProvider, sms_segments
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, TransientProviderError
-from pulse.settings import TwilioSettings
+from pulse.settings import TwilioSecondary, TwilioSettings
 from pulse.vocabulary import Channel, Priority
 from services.sandbox.faults import Fault, FaultInjector
 from services.sandbox.store import MessageStore
@@ -135,10 +135,12 @@ def test_timeouts_and_refused_connections_are_transient(
 
 def test_a_secondary_account_is_configured_only_with_its_base_url() -> None:
     primary = TwilioSettings(auth_token=SecretStr("primary-token"))
-    assert primary.secondary() is None
+    assert primary.secondary_settings() is None
     secondary = primary.model_copy(
-        update={"secondary_base_url": "https://api.backup.example", "secondary_account_sid": "AC" + "2" * 32}
-    ).secondary()
+        update={
+            "secondary": TwilioSecondary(base_url="https://api.backup.example", account_sid="AC" + "2" * 32)
+        }
+    ).secondary_settings()
     assert secondary is not None
     assert (secondary.base_url, secondary.account_sid) == ("https://api.backup.example", "AC" + "2" * 32)
     assert secondary.auth_token.get_secret_value() == "primary-token"  # defaults to the primary's

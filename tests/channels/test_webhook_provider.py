@@ -8,12 +8,12 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import pytest
 from sqlalchemy import create_engine
-from standardwebhooks import Webhook
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from devtools.stack import free_port
 from pulse.channels.ssrf import IPAddress
@@ -24,7 +24,7 @@ from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, TransientProviderError
 from pulse.settings import WebhookSettings
 from pulse.vocabulary import Channel, Priority
-from pulse.webhooks.secrets import get_secret, new_secret
+from pulse.webhooks.secrets import SigningSecrets, new_secret, signing_secrets
 from services.sandbox.faults import Fault, FaultInjector
 from services.sandbox.store import MessageStore
 
@@ -51,7 +51,7 @@ def _provider(
         read_timeout_seconds=2,
         deadline_seconds=deadline_seconds,
     )
-    return WebhookProvider(settings, lambda tenant_id: SECRET, **kwargs)  # type: ignore[arg-type]
+    return WebhookProvider(settings, lambda tenant_id: SigningSecrets(SECRET), **kwargs)  # type: ignore[arg-type]
 
 
 def _claim(url: str, notification_id: uuid.UUID | None = None, tenant_id: uuid.UUID = TENANT) -> Claim:
@@ -86,6 +86,37 @@ def test_a_delivery_is_signed_per_standard_webhooks(receiver: tuple[str, Message
     }
     with pytest.raises(Exception, match="signature"):
         Webhook(new_secret()).verify(message["body"], headers)
+
+
+@pytest.mark.parametrize(("rotated_hours_ago", "verifies_with_old"), [(1, True), (25, False)])
+def test_after_a_rotation_the_old_secret_verifies_only_during_the_grace_period(
+    receiver: tuple[str, MessageStore], rotated_hours_ago: float, verifies_with_old: bool
+) -> None:
+    url, store = receiver
+    old, new = new_secret(), new_secret()
+    rotated = SigningSecrets(
+        new, previous=old, rotated_at=datetime.now(UTC) - timedelta(hours=rotated_hours_ago)
+    )
+    provider = WebhookProvider(
+        WebhookSettings(allowlist=HOST, secret_grace_hours=24), lambda tenant_id: rotated
+    )
+    provider.send(_claim(f"{url}/webhooks/rotated"))
+    [message] = store.search(channel="webhook", limit=10)[0]
+    headers = message["headers"]
+
+    Webhook(new).verify(message["body"], headers)
+    signatures = headers["webhook-signature"].split(" ")
+    assert len(signatures) == (2 if verifies_with_old else 1)
+    assert signatures[0] == Webhook(new).sign(headers["webhook-id"], _sent_at(headers), message["body"])
+    if verifies_with_old:
+        Webhook(old).verify(message["body"], headers)
+    else:
+        with pytest.raises(WebhookVerificationError):
+            Webhook(old).verify(message["body"], headers)
+
+
+def _sent_at(headers: dict[str, str]) -> datetime:
+    return datetime.fromtimestamp(int(headers["webhook-timestamp"]), UTC)
 
 
 def test_the_webhook_id_is_the_same_on_every_send_of_a_notification(
@@ -136,7 +167,9 @@ def test_timeouts_and_refused_connections_are_transient(
     sandbox[2].set_fault(Fault(endpoint="webhook", latency_ms=1500))
     settings = WebhookSettings(allowlist="127.0.0.1", read_timeout_seconds=0.2)
     with pytest.raises(TransientProviderError, match="Timeout"):
-        WebhookProvider(settings, lambda tenant_id: SECRET).send(_claim(f"{url}/webhooks/slow"))
+        WebhookProvider(settings, lambda tenant_id: SigningSecrets(SECRET)).send(
+            _claim(f"{url}/webhooks/slow")
+        )
     with pytest.raises(TransientProviderError):
         _provider().send(_claim(f"http://{HOST}:{free_port()}/webhooks/closed"))
 
@@ -277,9 +310,9 @@ def test_the_secret_is_read_and_the_url_checked_before_the_request(
     url, store = receiver
     loads: list[uuid.UUID] = []
 
-    def load(tenant_id: uuid.UUID) -> str:
+    def load(tenant_id: uuid.UUID) -> SigningSecrets:
         loads.append(tenant_id)
-        return SECRET
+        return SigningSecrets(SECRET)
 
     provider = WebhookProvider(WebhookSettings(allowlist="127.0.0.1"), load)
     assert isinstance(provider, DestinationProvider)
@@ -298,11 +331,11 @@ def test_a_database_error_reading_the_secret_during_a_probe_leaves_the_probe_to_
     database = make_session_factory(create_engine("postgresql+psycopg://postgres@127.0.0.1:1/pulse"))
     database_down = False
 
-    def load(tenant_id: uuid.UUID) -> str:
+    def load(tenant_id: uuid.UUID) -> SigningSecrets:
         if not database_down:
-            return SECRET
+            return SigningSecrets(SECRET)
         with transaction(database) as session:  # nothing listens there: a real DBAPIError
-            return get_secret(session, tenant_id)
+            return signing_secrets(session, tenant_id)
 
     now = [0.0]
     chain = ProviderChain(
@@ -329,12 +362,12 @@ def test_a_database_error_reading_the_secret_during_a_probe_leaves_the_probe_to_
 def test_secrets_are_cached_briefly() -> None:
     loads: list[uuid.UUID] = []
 
-    def load(tenant_id: uuid.UUID) -> str:
+    def load(tenant_id: uuid.UUID) -> SigningSecrets:
         loads.append(tenant_id)
-        return SECRET
+        return SigningSecrets(SECRET)
 
     cached = SecretCache(load, ttl_seconds=60)
-    assert cached(TENANT) == cached(TENANT) == SECRET
+    assert cached(TENANT) == cached(TENANT) == SigningSecrets(SECRET)
     assert loads == [TENANT]
     uncached = SecretCache(load, ttl_seconds=0)
     uncached(TENANT)

@@ -38,20 +38,20 @@ def test_limits_load_from_the_environment_and_bad_ones_name_their_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PULSE_SMTP_RATE_LIMIT", "14/s")
-    monkeypatch.setenv("PULSE_SMTP_SECONDARY_HOST", "smtp.backup.example")
-    monkeypatch.setenv("PULSE_SMTP_SECONDARY_RATE_LIMIT", "2/s,burst=1")
+    monkeypatch.setenv("PULSE_SMTP_SECONDARY__HOST", "smtp.backup.example")
+    monkeypatch.setenv("PULSE_SMTP_SECONDARY__RATE_LIMIT", "2/s,burst=1")
     monkeypatch.setenv("PULSE_WEBHOOK_RATE_LIMIT_PER_HOST", "")
     smtp = SmtpSettings()
-    secondary = smtp.secondary()
+    secondary = smtp.secondary_settings()
     assert smtp.rate_limit == SendRate(per_second=14, burst=14)
     assert secondary is not None and secondary.rate_limit == SendRate(per_second=2, burst=1)
     assert WebhookSettings().rate_limit_per_host is None  # Empty: unlimited.
     monkeypatch.setenv("PULSE_TWILIO_RATE_LIMIT", "60/m")
-    monkeypatch.setenv("PULSE_TWILIO_SECONDARY_BASE_URL", "https://api.twilio.example")
+    monkeypatch.setenv("PULSE_TWILIO_SECONDARY__BASE_URL", "https://api.twilio.example")
     monkeypatch.setenv("PULSE_FCM_RATE_LIMIT", "3600/h,burst=100")
     twilio = TwilioSettings()
     assert twilio.rate_limit == SendRate(per_second=1, burst=1)
-    twilio_secondary = twilio.secondary()
+    twilio_secondary = twilio.secondary_settings()
     assert twilio_secondary is not None and twilio_secondary.rate_limit is None  # Its own: unset.
     assert FcmSettings().rate_limit == SendRate(per_second=1, burst=100)
 

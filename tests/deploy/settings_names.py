@@ -2,6 +2,7 @@
 
 import importlib
 
+from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 # Every module defining a settings class (imported so that the classes exist to be walked).
@@ -29,15 +30,20 @@ def _subclasses(cls: type) -> list[type]:
 
 
 def pulse_variables() -> set[str]:
-    """PREFIX + field (or the field's alias) of every settings class; nested blocks read their own."""
+    """PREFIX + field (or the field's alias) of every settings class; nested settings blocks read their
+    own, a nested plain model (a provider's `secondary`) is read as PREFIX + field + `__` + its field."""
     for module in SETTINGS_MODULES:
         importlib.import_module(module)
     names = set()
     for cls in _subclasses(BaseSettings):
         prefix = cls.model_config.get("env_prefix", "")
         for name, field in cls.model_fields.items():
-            nested = isinstance(field.annotation, type) and issubclass(field.annotation, BaseSettings)
-            if not nested:
-                alias = field.validation_alias
-                names.add(alias if isinstance(alias, str) else (prefix + name).upper())
+            block = field.annotation if isinstance(field.annotation, type) else None
+            if block is not None and issubclass(block, BaseSettings):
+                continue
+            if block is not None and issubclass(block, BaseModel):
+                names.update(f"{prefix}{name}__{inner}".upper() for inner in block.model_fields)
+                continue
+            alias = field.validation_alias
+            names.add(alias if isinstance(alias, str) else (prefix + name).upper())
     return {name for name in names if name.startswith("PULSE_")}

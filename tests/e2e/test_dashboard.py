@@ -2,8 +2,6 @@
 chromium-driver; nothing is downloaded), shows a tenant's live figures from the /v1 API."""
 
 import base64
-import os
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,9 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
@@ -24,51 +20,7 @@ from tests.e2e.test_email_delivery import _email
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
-CHROMIUM = Path(os.environ.get("PULSE_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMEDRIVER = Path(os.environ.get("PULSE_TEST_CHROMEDRIVER", "/usr/bin/chromedriver"))
-# Headless, and quiet on this machine's closed network: no background calls to Google's services.
-CHROMIUM_ARGUMENTS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,1000",
-]
 KEY_STORAGE = "pulse.dashboard.apiKey"
-
-
-def _browser_installed() -> bool:
-    return os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)
-
-
-def _can_install_browser() -> bool:
-    return os.geteuid() == 0 and Path("/etc/debian_version").exists()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    if not _browser_installed():
-        if not _can_install_browser():
-            pytest.skip(
-                f"{CHROMIUM} or {CHROMEDRIVER} is missing and cannot be installed here (not root on Debian): "
-                "install chromium and chromium-driver, or set PULSE_TEST_CHROMIUM / PULSE_TEST_CHROMEDRIVER"
-            )
-        subprocess.run([REPO / "scripts" / "ensure-test-tools.sh"], check=True, timeout=900)
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in CHROMIUM_ARGUMENTS:
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

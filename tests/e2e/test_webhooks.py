@@ -5,12 +5,17 @@ and in the worker; receivers that fail or misbehave hold up nobody else."""
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import httpx
 import pytest
-from standardwebhooks import Webhook
+from sqlalchemy import func, update
+from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from devtools.stack import Stack
+from pulse.db import transaction
+from pulse.db.models import Tenant as TenantRow
 from tests.conftest import Tenant, wait_for_status, wait_until
 
 
@@ -49,7 +54,7 @@ def _secret(client: httpx.Client, rotate: bool = False) -> str:
     return secret
 
 
-def test_a_webhook_arrives_signed_with_the_tenant_secret_and_rotation_changes_it(
+def test_a_webhook_arrives_signed_with_the_tenant_secret(
     stack: Stack, tenant: Tenant, sandbox: httpx.Client
 ) -> None:
     with stack.client(tenant.api_key) as client:
@@ -69,15 +74,55 @@ def test_a_webhook_arrives_signed_with_the_tenant_secret_and_rotation_changes_it
         }
         assert (delivered["attempt_count"], delivered["attempts"][0]["provider"]) == (1, "webhook")
 
+
+def test_after_a_rotation_receivers_verify_with_either_secret_until_the_grace_period_ends(
+    stack: Stack, tenant: Tenant, sandbox: httpx.Client, session_factory: sessionmaker[Session]
+) -> None:
+    with stack.client(tenant.api_key) as client:
+        old = _secret(client)
         rotated = _secret(client, rotate=True)
-        assert rotated != secret
+        assert rotated != old
         assert _secret(client) == rotated
+
+        # Within the grace period (24 h): signed with both, the new secret first.
+        path = _path()
+        wait_for_status(client, _send(client, stack.sandbox_url + path), "delivered")
+        [message] = _received(sandbox, path)
+        assert Webhook(rotated).verify(message["body"], message["headers"])["data"]["body"]
+        Webhook(old).verify(message["body"], message["headers"])  # a receiver not switched yet
+        first, second = message["headers"]["webhook-signature"].split(" ")
+        assert first.startswith("v1,") and second.startswith("v1,")
+
+        # Status callbacks are signed alike.
+        callback_path = _path()
+        response = client.post(
+            "/v1/notifications",
+            json={
+                "channel": "email",
+                "recipient": "ada@example.com",
+                "content": {"subject": "Receipt", "body": "Thanks"},
+                "callback_url": stack.sandbox_url + callback_path,
+            },
+        )
+        assert response.status_code == 202, response.text
+        [event] = wait_until(lambda: _received(sandbox, callback_path), what="the status callback")
+        Webhook(old).verify(event["body"], event["headers"])
+        Webhook(rotated).verify(event["body"], event["headers"])
+
+        # The grace period over (the rotation moved 25 h back): the new secret only.
+        with transaction(session_factory) as session:
+            session.execute(
+                update(TenantRow)
+                .where(TenantRow.id == tenant.id)
+                .values(webhook_secret_rotated_at=func.now() - timedelta(hours=25))
+            )
         path = _path()
         wait_for_status(client, _send(client, stack.sandbox_url + path), "delivered")
         [message] = _received(sandbox, path)
         Webhook(rotated).verify(message["body"], message["headers"])
-        with pytest.raises(Exception, match="signature"):
-            Webhook(secret).verify(message["body"], message["headers"])
+        assert " " not in message["headers"]["webhook-signature"]
+        with pytest.raises(WebhookVerificationError):
+            Webhook(old).verify(message["body"], message["headers"])
 
 
 def test_a_503_is_retried_with_the_same_webhook_id_and_a_410_fails(

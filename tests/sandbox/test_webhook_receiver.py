@@ -33,7 +33,7 @@ def _messages(client: TestClient, **params: str) -> list[dict]:
 
 
 def test_a_delivery_is_stored_with_its_path_body_and_headers(sandbox: TestClient) -> None:
-    headers = signed_headers(new_secret(), "n-1", BODY)
+    headers = signed_headers([new_secret()], "n-1", BODY)
     assert _post(sandbox, "/webhooks/orders/eu", headers) == 200
     [message] = _messages(sandbox, recipient="/webhooks/orders/eu")
     assert (message["channel"], message["provider"], message["body"]) == ("webhook", "webhook", BODY)
@@ -63,9 +63,9 @@ def test_faults_apply_and_429_says_when_to_retry(sandbox: TestClient) -> None:
 def test_a_registered_secret_verifies_signatures(sandbox: TestClient) -> None:
     secret = new_secret()
     assert sandbox.post("/api/webhook-secret", json={"secret": secret}).json() == {"secret": secret}
-    _post(sandbox, "/webhooks/good", signed_headers(secret, "good", BODY))
-    _post(sandbox, "/webhooks/bad", signed_headers(new_secret(), "bad", BODY))
-    stale = signed_headers(secret, "stale", BODY, now=datetime(2020, 1, 1, tzinfo=UTC))
+    _post(sandbox, "/webhooks/good", signed_headers([secret], "good", BODY))
+    _post(sandbox, "/webhooks/bad", signed_headers([new_secret()], "bad", BODY))
+    stale = signed_headers([secret], "stale", BODY, now=datetime(2020, 1, 1, tzinfo=UTC))
     _post(sandbox, "/webhooks/stale", stale)
     verified = {m["recipient"]: m["headers"]["verified"] for m in _messages(sandbox)}
     assert verified == {"/webhooks/good": "true", "/webhooks/bad": "false", "/webhooks/stale": "false"}

@@ -36,7 +36,10 @@ async def webhook_secret(principal: AdminDep, gateway: GatewayDep) -> WebhookSec
 
 @router.post("/rotate", response_model=WebhookSecret)
 async def rotate_webhook_secret(principal: AdminDep, gateway: GatewayDep) -> WebhookSecret:
-    """Replace the secret; workers sign with the new one within `PULSE_WEBHOOK_SECRET_CACHE_SECONDS`."""
+    """Replace the secret; workers sign with the new one within `PULSE_WEBHOOK_SECRET_CACHE_SECONDS`.
+    For `PULSE_WEBHOOK_SECRET_GRACE_HOURS` (24 h) deliveries and status callbacks carry a second
+    signature, with the replaced secret (`webhook-signature: v1,<new> v1,<old>`), so receivers can
+    switch secrets without refusing any; rotating again within that time ends the earlier grace."""
 
     def rotate() -> str:
         with transaction(gateway.session_factory) as session:

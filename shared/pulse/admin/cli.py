@@ -23,6 +23,7 @@ from pulse.db.models import Notification, Tenant
 from pulse.dead_letters.service import ReplaySelection, list_dead_letters, replay, replay_one
 from pulse.errors import InvalidInput, NotFound, PulseError
 from pulse.messaging.topology import declare_topology
+from pulse.startup import load_settings
 from pulse.tenants.service import configure_tenant, create_tenant, tenant_named
 from pulse.vocabulary import Channel
 from pulse.webhooks.secrets import get_secret, rotate_secret
@@ -270,7 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "webhook-secret", help="a tenant's webhook signing secret (created if missing), as the last line"
     )
     secret.add_argument("tenant")
-    secret.add_argument("--rotate", action="store_true", help="replace it with a new one first")
+    secret.add_argument(
+        "--rotate",
+        action="store_true",
+        help="replace it with a new one first (the old one still signs for PULSE_WEBHOOK_SECRET_GRACE_HOURS)",
+    )
     dlq = commands.add_parser("dlq", help="dead letters: failed notifications").add_subparsers(
         dest="dlq_command", required=True
     )
@@ -285,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     replaying.add_argument("--until", type=_utc_datetime, help="failed before (ISO 8601, naive = UTC)")
     args = parser.parse_args(argv)
 
-    settings = AdminSettings()
+    settings = load_settings(AdminSettings, "pulse-admin")
     commands_by_name: dict[str, Callable[[], str | None]] = {
         "init": lambda: init(settings),
         "create-tenant": lambda: _with_session(

@@ -4,7 +4,8 @@ Body: `{"type": "notification", "id": <notification id>, "timestamp": <created_a
 "body", "data"}}`; a status callback (pulse.callbacks) sends its stored event instead. Headers
 `webhook-id` (the notification id: the same on every retry, so receivers can drop repeats),
 `webhook-timestamp` (this attempt, Unix seconds) and `webhook-signature` (`v1,<base64 HMAC-SHA256
-of "<id>.<timestamp>.<body>">` under the tenant's `whsec_` secret).
+of "<id>.<timestamp>.<body>">` under the tenant's `whsec_` secret; for `PULSE_WEBHOOK_SECRET_GRACE_HOURS`
+after a rotation, a second one under the previous secret follows, space-separated).
 
 Every URL passes the SSRF guard (pulse.channels.ssrf) right before the request, and the request goes
 to the address that was checked (the Host header and TLS server name stay the URL's), so a name that
@@ -26,8 +27,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from threading import Lock
 from typing import Any
@@ -41,6 +42,7 @@ from pulse.channels.ssrf import Allowlist, IPAddress, RefusedUrl, check_url, spl
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import WebhookSettings
+from pulse.webhooks.secrets import SigningSecrets
 
 log = logging.getLogger(__name__)
 
@@ -72,26 +74,30 @@ def webhook_payload(claim: Claim) -> str:
     )
 
 
-def signed_headers(secret: str, message_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
-    """The three Standard Webhooks headers for this body, signed now."""
+def signed_headers(
+    secrets: Sequence[str], message_id: str, body: str, now: datetime | None = None
+) -> dict[str, str]:
+    """The three Standard Webhooks headers for this body, signed now with each secret (in order)."""
     timestamp = now or datetime.now(UTC)
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(int(timestamp.timestamp())),
-        "webhook-signature": Webhook(secret).sign(message_id, timestamp, body),
+        "webhook-signature": " ".join(
+            Webhook(secret).sign(message_id, timestamp, body) for secret in secrets
+        ),
     }
 
 
 class SecretCache:
     """Tenants' signing secrets, remembered for `ttl_seconds` (thread-safe)."""
 
-    def __init__(self, load: Callable[[uuid.UUID], str], ttl_seconds: float) -> None:
+    def __init__(self, load: Callable[[uuid.UUID], SigningSecrets], ttl_seconds: float) -> None:
         self._load = load
         self._ttl = ttl_seconds
-        self._entries: dict[uuid.UUID, tuple[float, str]] = {}
+        self._entries: dict[uuid.UUID, tuple[float, SigningSecrets]] = {}
         self._lock = Lock()
 
-    def __call__(self, tenant_id: uuid.UUID) -> str:
+    def __call__(self, tenant_id: uuid.UUID) -> SigningSecrets:
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(tenant_id)
@@ -107,13 +113,14 @@ class WebhookProvider:
     def __init__(
         self,
         settings: WebhookSettings,
-        secret_for: Callable[[uuid.UUID], str],
+        secret_for: Callable[[uuid.UUID], SigningSecrets],
         *,
         name: str = "webhook",
         resolver: Callable[[str, int], list[IPAddress]] | None = None,
     ) -> None:
         self.name = name
         self._secret_for = secret_for
+        self._grace = timedelta(hours=settings.secret_grace_hours)
         self._allowlist = Allowlist.parse(settings.allowlist)
         self._resolver = resolver
         self._client = BoundedClient(
@@ -152,7 +159,9 @@ class WebhookProvider:
         except RefusedUrl as error:
             raise PermanentProviderError(f"refused by the SSRF guard: {error}") from error
         body = webhook_payload(claim)
-        headers = signed_headers(self._secret_for(claim.tenant_id), str(claim.notification_id), body)
+        now = datetime.now(UTC)
+        secrets = self._secret_for(claim.tenant_id).signing(now=now, grace=self._grace)
+        headers = signed_headers(secrets, str(claim.notification_id), body, now)
         request_url, extensions = _pinned(url, addresses[0] if addresses else None)
         if request_url != url:
             headers["Host"] = _host_header(url)

@@ -41,6 +41,9 @@ class Tenant(Base):
     quiet_hours: Mapped[str | None] = mapped_column(String(32))
     # Standard Webhooks signing secret (`whsec_<base64>`), created on first use.
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    # The secret a rotation replaced, and when: deliveries are signed with both during the grace period.
+    previous_webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    webhook_secret_rotated_at: Mapped[datetime | None]
     # Priority of sends that name none (and whose template names none); NULL means `normal`.
     default_priority: Mapped[str | None] = mapped_column(String(16))
     # Sends per (user or recipient, channel) per window; NULL means the deployment's default.

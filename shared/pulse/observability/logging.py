@@ -1,15 +1,16 @@
 """Structured logs: one JSON object per line, carrying the request id that flows from the HTTP
-request (X-Request-ID) into Celery message headers and the worker's log lines. URLs in a line lose
-their credentials (`user:password@`) and query strings (tokens, signatures) on the way."""
+request (X-Request-ID) into Celery message headers and the worker's log lines. URLs in a line keep
+only their scheme, host and port: credentials, paths and query strings may be secrets."""
 
 import json
 import logging
+import re
 import sys
 import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -47,7 +48,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def redact_url(url: str) -> str:
-    """`url` without userinfo, query or fragment (a query, if there was one, shows as `?[redacted]`)."""
+    """`url` as `scheme://host[:port]`, and `/[redacted]` if it had more: the userinfo, path, query and
+    fragment may each carry a secret (a Slack-style webhook URL's path is its token, a broker or
+    database URL's userinfo its password)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
@@ -56,26 +59,25 @@ def redact_url(url: str) -> str:
             netloc += f":{parts.port}"
     except ValueError:  # Not a port number: not worth showing.
         pass
-    return urlunsplit((parts.scheme, netloc, parts.path, "[redacted]" if parts.query else "", ""))
+    rest = parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc
+    return f"{parts.scheme}://{netloc}" + ("/[redacted]" if rest else "")
 
 
 class RedactUrls(logging.Filter):
     """Redacts the URL arguments of every record: httpx logs each request's full URL at INFO, and a
-    webhook URL may carry `user:password@` or a `?token=`. The path is kept, for debugging."""
+    webhook URL's path or query may be its secret."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(map(_secret_bearing_url, record.args)):
-            record.args = tuple(
-                redact_url(str(arg)) if _secret_bearing_url(arg) else arg for arg in record.args
-            )
+        if isinstance(record.args, tuple) and any(map(_is_url, record.args)):
+            record.args = tuple(redact_url(str(arg)) if _is_url(arg) else arg for arg in record.args)
         return True
 
 
-def _secret_bearing_url(arg: object) -> bool:
-    if not isinstance(arg, str | httpx.URL):
-        return False
-    text = str(arg)
-    return text.startswith(("http://", "https://")) and ("@" in text or "?" in text or "#" in text)
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def _is_url(arg: object) -> bool:
+    return isinstance(arg, str | httpx.URL) and _URL.match(str(arg)) is not None
 
 
 def configure_logging(service: str, level: int = logging.INFO) -> None:

@@ -1,6 +1,7 @@
 """The gateway in-process (FastAPI TestClient, lifespan running) against the test database and vhost."""
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -649,6 +650,25 @@ def test_the_openapi_schema_lists_the_notification_routes(client: TestClient) ->
     assert client.get("/redoc").status_code == 200
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_pages_load_only_same_origin_assets_and_those_are_served(
+    client: TestClient, page: str
+) -> None:
+    """No CDN: the pages work without Internet access."""
+    html = client.get(page)
+    assert html.status_code == 200
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text)
+    assert assets, html.text
+    assert not re.search(r"https?://(?!www\.w3\.org/)", html.text), "an absolute URL in " + page
+    content_types = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        served = client.get(asset)
+        assert served.status_code == 200, asset
+        assert content_types[asset[asset.rindex(".") :]] in served.headers["content-type"], asset
+        assert len(served.content) > 100, asset
+
+
 def test_docs_are_not_served_when_disabled(infrastructure: Infrastructure) -> None:
     settings = ApiSettings(
         database=DatabaseSettings(url=infrastructure.database_url),
@@ -656,6 +676,6 @@ def test_docs_are_not_served_when_disabled(infrastructure: Infrastructure) -> No
         enable_docs=False,
     )
     with TestClient(create_app(settings)) as client:
-        for path in ("/docs", "/redoc", "/openapi.json"):
+        for path in ("/docs", "/redoc", "/openapi.json", "/static-offline-docs/swagger-ui-bundle.js"):
             assert client.get(path).status_code == 404, path
         assert client.get("/healthz").status_code == 200
