@@ -1,0 +1,24 @@
+import uvicorn
+
+from pulse.observability.logging import configure_logging
+from services.realtime.settings import RealtimeSettings
+
+
+def main() -> None:
+    configure_logging("realtime")
+    settings = RealtimeSettings()
+    uvicorn.run(
+        "services.realtime.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        # The protocol layer refuses a larger message (close 1009) before the app reads any of it.
+        ws_max_size=settings.max_message_bytes,
+        access_log=False,
+        log_config=None,  # Keep the JSON logging configured above.
+        log_level="info",
+    )
+
+
+if __name__ == "__main__":
+    main()
