@@ -16,7 +16,8 @@ def main() -> None:
         ws_max_size=settings.max_message_bytes,
         access_log=False,
         log_config=None,  # Keep the JSON logging configured above.
-        log_level="info",
+        # Warnings only: uvicorn logs each WebSocket request line, query string (the token) and all.
+        log_level="warning",
     )
 
 

@@ -31,7 +31,8 @@ def _age(factory: sessionmaker[Session], ids: list[uuid.UUID], seconds: int) -> 
     with transaction(factory) as session:
         session.execute(
             text(
-                "UPDATE realtime_connections SET last_seen_at = now() - make_interval(secs => :s) WHERE id = ANY(:ids)"
+                "UPDATE realtime_connections SET last_seen_at = now() - make_interval(secs => :s)"
+                " WHERE id = ANY(:ids)"
             ),
             {"s": seconds, "ids": ids},
         )
