@@ -158,6 +158,7 @@ SERVICES = {
     "sms_worker": "services.sms_worker",
     "push_worker": "services.push_worker",
     "webhook_worker": "services.webhook_worker",
+    "inapp_worker": "services.realtime.worker",
     "scheduler": "services.scheduler",
     "realtime": "services.realtime",
 }
@@ -301,6 +302,7 @@ def running_stack(
         "sms_worker_metrics",
         "push_worker_metrics",
         "webhook_worker_metrics",
+        "inapp_worker_metrics",
         "scheduler_metrics",
         "realtime",
     ):
@@ -326,6 +328,7 @@ def running_stack(
         # The sandbox's webhook receiver is on loopback, which the SSRF guard refuses otherwise (its
         # port only, as `make run` does).
         "PULSE_WEBHOOK_ALLOWLIST": "127.0.0.1:{0},localhost:{0}".format(stack.ports["sandbox_http"]),
+        "PULSE_INAPP_WORKER_METRICS_PORT": str(stack.ports["inapp_worker_metrics"]),
         "PULSE_SCHEDULER_METRICS_PORT": str(stack.ports["scheduler_metrics"]),
         "PULSE_REALTIME_PORT": str(stack.ports["realtime"]),
         # The realtime demo page calls the gateway from its own origin.

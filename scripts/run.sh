@@ -18,6 +18,14 @@ if [[ ! -s $flower_credentials ]]; then
   (umask 077 && python -c 'import secrets; print("pulse:" + secrets.token_urlsafe(16))' >"$flower_credentials")
 fi
 export FLOWER_BASIC_AUTH=${FLOWER_BASIC_AUTH:-$(<"$flower_credentials")}
+# End-user tokens (in-app) are signed with this secret, shared by the gateway and the realtime
+# processes: made on the first run and kept (git-ignored) in var/, unless the environment sets one.
+jwt_secret=var/jwt-secret
+if [[ -z ${PULSE_JWT_SECRET:-} && ! -s $jwt_secret ]]; then
+  mkdir -p var
+  (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(48))' >"$jwt_secret")
+fi
+export PULSE_JWT_SECRET=${PULSE_JWT_SECRET:-$(<"$jwt_secret")}
 
 pulse-admin init
 pulse-admin create-tenant dev >/dev/null
@@ -31,7 +39,7 @@ cat <<TXT
 
   API               http://localhost:$PULSE_API_PORT          (docs: /docs, /redoc; health: /healthz, /readyz)
   Dashboard         http://localhost:$PULSE_API_PORT/dashboard  (paste the key below)
-  Metrics           http://localhost:$PULSE_API_PORT/metrics  email workers :9101 (normal, low) and :9111 (critical, high), sms worker :9102, push worker :9103, webhook worker :9104, scheduler :9105
+  Metrics           http://localhost:$PULSE_API_PORT/metrics  email workers :9101 (normal, low) and :9111 (critical, high), sms worker :9102, push worker :9103, webhook worker :9104, scheduler :9105, inapp worker :9106
   Sandbox inbox     http://localhost:$sandbox_port          (SMTP on :${PULSE_SANDBOX_SMTP_PORT:-1025})
   Flower            http://localhost:5555          (user:password $FLOWER_BASIC_AUTH, from $flower_credentials)
   RabbitMQ UI       http://localhost:15672         (guest/guest, when the management plugin is on)

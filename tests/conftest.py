@@ -187,6 +187,8 @@ def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFacto
         "PULSE_WEBHOOK_WORKER_CLAIM_LEASE_SECONDS": "2",
         "PULSE_WEBHOOK_WORKER_CIRCUIT_FAILURES": "3",
         "PULSE_WEBHOOK_WORKER_CIRCUIT_COOLDOWN_SECONDS": "2",
+        "PULSE_INAPP_WORKER_CONCURRENCY": "4",
+        "PULSE_INAPP_WORKER_CLAIM_LEASE_SECONDS": "2",
         # A rotated secret signs the very next delivery.
         "PULSE_WEBHOOK_SECRET_CACHE_SECONDS": "0",
         # Well under the 2 s claim lease, as the 10 s default is under the 60 s one.

@@ -7,7 +7,13 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from pulse.admin.settings import AdminSettings
-from pulse.settings import BrokerSettings, DatabaseSettings, SmtpSettings, TwilioSettings
+from pulse.settings import (
+    DEVELOPMENT_JWT_SECRET,
+    BrokerSettings,
+    DatabaseSettings,
+    SmtpSettings,
+    TwilioSettings,
+)
 from pulse.vocabulary import Channel
 from services.api.settings import ApiSettings
 from services.email_worker.settings import EmailWorkerSettings
@@ -53,9 +59,21 @@ def test_the_defaults_point_at_localhost() -> None:
         Channel.WHATSAPP,
         Channel.PUSH,
         Channel.WEBHOOK,
+        Channel.INAPP,
     ]
     assert settings.webhook_allowlist == ""
     assert settings.max_body_bytes == 256 * 1024
+    assert settings.jwt.secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
+
+
+def test_the_jwt_secret_is_read_from_the_environment_and_must_be_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PULSE_JWT_SECRET", "s" * 40)
+    assert ApiSettings().jwt.secret.get_secret_value() == "s" * 40
+    monkeypatch.setenv("PULSE_JWT_SECRET", "short")
+    with pytest.raises(ValidationError, match="secret"):
+        ApiSettings()
 
 
 def test_the_api_reads_database_broker_port_docs_and_channels_from_the_environment(

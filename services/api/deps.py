@@ -13,11 +13,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.errors import Forbidden, Unauthorized
+from pulse.inapp.events import RealtimePublisher
+from pulse.inapp.tokens import EndUser, InvalidToken, read_token
 from pulse.notifications.intake import Intake
 from pulse.outbox.service import AfterCommitPublisher
 from pulse.rate_limits.service import SendLimits
 from pulse.scheduling.service import TenantPolicy
-from pulse.tenants.service import Principal, Scope, find_principal, hash_api_key
+from pulse.tenants.service import API_KEY_PREFIX, Principal, Scope, find_principal, hash_api_key
 from services.api.settings import ApiSettings
 
 
@@ -49,6 +51,7 @@ class Gateway:
     publisher: AfterCommitPublisher
     intake: Intake
     api_keys: ApiKeyCache
+    realtime: RealtimePublisher
 
     def policy_for(self, principal: Principal) -> TenantPolicy:
         """The tenant's time zone, quiet hours and default priority (its own, else the deployment's)."""
@@ -115,10 +118,12 @@ def _look_up_key(gateway: Gateway, key: str) -> Principal | None:
         return find_principal(session, key=key)
 
 
-def require_scope(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
+def require_scope(*scopes: Scope) -> Callable[[Principal], Awaitable[Principal]]:
+    """A key with one of `scopes`."""
+
     async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        if scope not in principal.scopes:
-            raise Forbidden(f"this API key lacks the `{scope}` scope")
+        if not principal.scopes & set(scopes):
+            raise Forbidden(f"this API key lacks the {' or '.join(f'`{scope}`' for scope in scopes)} scope")
         return principal
 
     return check
@@ -127,3 +132,26 @@ def require_scope(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
 SenderDep = Annotated[Principal, Depends(require_scope(Scope.SEND))]
 ReaderDep = Annotated[Principal, Depends(require_scope(Scope.READ))]
 AdminDep = Annotated[Principal, Depends(require_scope(Scope.ADMIN))]
+# Who may issue end-user tokens: a backend that sends, or an administrator.
+TokenIssuerDep = Annotated[Principal, Depends(require_scope(Scope.SEND, Scope.ADMIN))]
+
+_end_user_bearer = HTTPBearer(
+    auto_error=False, scheme_name="EndUserToken", description="`Authorization: Bearer <end-user token>`"
+)
+
+
+async def authenticate_end_user(
+    gateway: GatewayDep, bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_end_user_bearer)]
+) -> EndUser:
+    """The end user of the /v1/inbox routes: a token from POST /v1/auth/token, never an API key."""
+    if bearer is None:
+        raise Unauthorized("missing end-user token: send `Authorization: Bearer <token from /v1/auth/token>`")
+    if bearer.credentials.startswith(API_KEY_PREFIX):
+        raise Unauthorized("an API key is not an end-user token: get one from POST /v1/auth/token")
+    try:
+        return read_token(gateway.settings.jwt.secret.get_secret_value(), bearer.credentials)
+    except InvalidToken as error:
+        raise Unauthorized(f"invalid end-user token: {error}") from error
+
+
+EndUserDep = Annotated[EndUser, Depends(authenticate_end_user)]

@@ -7,6 +7,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from pulse.db import make_engine, make_session_factory
+from pulse.inapp.events import RealtimePublisher
 from pulse.messaging.celery_app import make_celery
 from pulse.notifications.intake import Intake
 from pulse.outbox.service import AfterCommitPublisher
@@ -18,6 +19,7 @@ from services.api.routes import (
     dashboard,
     dead_letters,
     health,
+    inapp,
     notifications,
     recipients,
     schedules,
@@ -43,6 +45,8 @@ ROUTERS = (
     health.router,
     dashboard.router,
     webhook_secret.router,
+    inapp.auth_router,
+    inapp.inbox_router,
 )
 
 
@@ -62,6 +66,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             publish_grace=timedelta(seconds=settings.publish_grace_seconds),
             threads=settings.intake_threads,
         )
+        realtime = RealtimePublisher(settings.broker)
         app.state.gateway = Gateway(
             settings=settings,
             engine=engine,
@@ -70,8 +75,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             publisher=publisher,
             intake=intake,
             api_keys=ApiKeyCache(settings.auth_cache_seconds),
+            realtime=realtime,
         )
         yield
+        realtime.close()
         intake.close()
         publisher.close()
         celery.close()

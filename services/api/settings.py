@@ -1,7 +1,7 @@
 from pydantic import Field
 
 from pulse.notifications.acceptance import AcceptanceSettings
-from pulse.settings import BrokerSettings, DatabaseSettings
+from pulse.settings import BrokerSettings, DatabaseSettings, JwtSettings
 
 
 class ApiSettings(AcceptanceSettings):
@@ -9,6 +9,10 @@ class ApiSettings(AcceptanceSettings):
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="PostgreSQL.")
     broker: BrokerSettings = Field(default_factory=BrokerSettings, description="RabbitMQ.")
+    jwt: JwtSettings = Field(
+        default_factory=JwtSettings,
+        description="The secret end-user tokens are signed with (PULSE_JWT_SECRET).",
+    )
     api_host: str = Field("127.0.0.1", description="Interface the gateway listens on.")
     api_port: int = Field(8000, description="Port of the gateway (HTTP API and /metrics).")
     api_workers: int = Field(1, description="Gateway processes sharing the port (uvicorn workers).")

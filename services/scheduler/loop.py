@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pulse.db import transaction
 from pulse.dead_letters.queue import reconcile_dead_letter_queues
 from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries, requeue_stuck_queued
+from pulse.inapp.escalation import escalate_due
 from pulse.messaging.depths import queue_depths
 from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.messaging.topology import dead_letter_queue
@@ -89,6 +90,11 @@ class Scheduler:
                 lambda s: requeue_stuck_queued(
                     s, older_than=timedelta(seconds=settings.stuck_queued_seconds), batch_size=batch
                 ),
+            ),
+            Job(
+                "escalate unread inapp notifications",
+                self._tick,
+                lambda s: escalate_due(s, rules=settings.acceptance, batch_size=batch),
             ),
             Job("sweep outbox", self._tick, lambda s: sweep_outbox(s, publisher, batch_size=batch)),
             Job("measure outbox lag", self._tick, lambda s: OUTBOX_LAG.set(oldest_pending_age_seconds(s))),

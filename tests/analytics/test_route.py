@@ -137,6 +137,8 @@ def test_the_summary_has_the_documented_shape(
             "p95_delivery_seconds": pytest.approx(2.0),
             "avg_attempts": 2.0,
             "retried": 1,
+            "read": 0,
+            "read_rate": None,
             "top_failure_reasons": [{"reason": "550 no such user", "count": 1}],
         }
     }

@@ -222,6 +222,8 @@ def test_channel_figures_are_exact(factory: sessionmaker[Session]) -> None:
     assert inapp.avg_delivery_seconds == pytest.approx(3.0)
     assert inapp.p95_delivery_seconds == pytest.approx(_percentile_cont([2.0, 4.0], 0.95))
     assert inapp.avg_attempts == pytest.approx(1.0)
+    assert (inapp.read, inapp.read_rate) == (1, 0.5)
+    assert (email.read, email.read_rate) == (0, None)
 
     with factory() as session:
         other = channel_summaries(

@@ -141,6 +141,7 @@ def test_the_event_reports_the_change_in_standard_webhooks_form() -> None:
             "attempt_count": 4,
             "delivered_at": None,
             "failed_at": "2026-03-01T10:30:00+00:00",
+            "read_at": None,
             "last_error": "twilio answered 400",
             "metadata": {},
         },
@@ -194,6 +195,7 @@ def test_recording_a_delivery_owes_a_delivered_event(factory: sessionmaker[Sessi
         "attempt_count": 1,
         "delivered_at": finished_at.isoformat(),
         "failed_at": None,
+        "read_at": None,
         "last_error": None,
         "metadata": {"order": "A-1001"},
     }

@@ -15,6 +15,7 @@ SETTINGS_MODULES = [
     "services.sms_worker.settings",
     "services.push_worker.settings",
     "services.webhook_worker.settings",
+    "services.realtime.worker",
     "services.scheduler.settings",
     "services.sandbox.settings",
 ]

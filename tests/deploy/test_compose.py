@@ -18,6 +18,7 @@ SCALABLE_MODULES = {
     "services.sms_worker",
     "services.push_worker",
     "services.webhook_worker",
+    "services.realtime.worker",
     "services.scheduler",
 }
 

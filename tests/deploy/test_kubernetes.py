@@ -14,6 +14,7 @@ from pulse.messaging.topology import work_queue
 from pulse.vocabulary import Channel, Priority
 from services.email_worker.settings import EmailWorkerSettings
 from services.push_worker.settings import PushWorkerSettings
+from services.realtime.worker import InappWorkerSettings
 from services.scheduler.settings import SchedulerSettings
 from services.sms_worker.settings import SmsWorkerSettings
 from services.webhook_worker.settings import WebhookWorkerSettings
@@ -38,6 +39,7 @@ CHANNEL_WORKERS = {
     "services.sms_worker": ([Channel.SMS, Channel.WHATSAPP], SmsWorkerSettings),
     "services.push_worker": ([Channel.PUSH], PushWorkerSettings),
     "services.webhook_worker": ([Channel.WEBHOOK], WebhookWorkerSettings),
+    "services.realtime.worker": ([Channel.INAPP], InappWorkerSettings),
 }
 # What a container of the Pulse image runs (the infrastructure's images run their own).
 PULSE_COMMANDS = {"python", "pulse-admin", "celery"}
@@ -169,7 +171,7 @@ def test_production_scales_every_channel_worker_on_its_queues() -> None:
         for trigger in spec["triggers"]:
             assert trigger["authenticationRef"]["name"] in authentications, name
             assert trigger["metadata"]["mode"] == "QueueLength" and int(trigger["metadata"]["value"]) > 0
-    assert workers == 5  # email (urgent and the rest), sms, push, webhook
+    assert workers == 6  # email (urgent and the rest), sms, push, webhook, inapp
 
     hpa = _of_kind(manifests, "HorizontalPodAutoscaler")["api"]["spec"]
     assert hpa["scaleTargetRef"]["name"] == "api" and hpa["minReplicas"] >= 2

@@ -148,8 +148,13 @@ def test_an_every_second_schedule_sends_pauses_resumes_and_is_deleted(
         ),
         ({"notification": _email("not-an-address")}, ["body", "notification", "recipient"]),
         (
-            {"notification": {**_email("ada@example.com"), "channel": "inapp"}},
-            ["body", "notification", "channel"],
+            {
+                "notification": {
+                    **_email("ada@example.com"),
+                    "escalate": {"after_seconds": 60, "channels": ["sms"]},
+                }
+            },
+            ["body", "notification", "escalate"],
         ),
         (
             {"notification": {**_email("ada@example.com"), "send_at": "2030-01-01T09:00:00Z"}},

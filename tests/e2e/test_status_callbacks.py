@@ -106,6 +106,7 @@ def test_a_delivery_is_reported_by_a_signed_delivered_event(
         "status": "delivered",
         "attempt_count": 1,
         "failed_at": None,
+        "read_at": None,
         "last_error": None,
         "metadata": {"order": "A-1001"},
     }

@@ -4,7 +4,8 @@ from fastapi import APIRouter, Path, Response, status
 from starlette.convertors import PathConvertor, register_url_convertor
 
 from pulse.db import transaction
-from pulse.recipients.schemas import MAX_USER_ID, RecipientIn, RecipientOut
+from pulse.notifications.addresses import MAX_USER_ID
+from pulse.recipients.schemas import RecipientIn, RecipientOut
 from pulse.recipients.service import delete_recipient, get_recipient, put_recipient
 from pulse.text import NO_NUL_CHARACTERS
 from services.api.bodies import StrictJsonRoute

@@ -33,6 +33,12 @@ class ChannelSummary(BaseModel):
         description="Mean delivery attempts over the delivered and failed ones."
     )
     retried: int = Field(description="Notifications that needed more than one attempt.")
+    read: int = Field(0, description="In-app: notifications their user has read (0 on other channels).")
+    read_rate: float | None = Field(
+        None,
+        description="In-app: read / delivered (`read` counting as delivered); null on other channels and "
+        "while none is delivered.",
+    )
     top_failure_reasons: list[FailureReason] = Field(
         description="The failed ones grouped by last error, most frequent first (at most 5)."
     )

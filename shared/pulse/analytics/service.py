@@ -20,7 +20,7 @@ from pulse.analytics.schemas import AnalyticsSummary, ChannelSummary, FailureRea
 from pulse.db.models import notifications_table as _notification
 from pulse.errors import InvalidInput
 from pulse.messaging.depths import queue_depths
-from pulse.vocabulary import Status
+from pulse.vocabulary import Channel, Status
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def channel_summaries(session: Session, *, tenant_id: uuid.UUID, window: Window)
                 .label("p95_delivery"),
                 cast(func.avg(n.c.attempt_count).filter(finished), Float).label("avg_attempts"),
                 func.count().filter(n.c.attempt_count > 1).label("retried"),
+                func.count().filter(n.c.status == Status.READ).label("read"),
             )
             .where(created_in_window)
             .group_by(n.c.channel)
@@ -146,6 +147,8 @@ def channel_summaries(session: Session, *, tenant_id: uuid.UUID, window: Window)
             p95_delivery_seconds=row.p95_delivery,
             avg_attempts=row.avg_attempts,
             retried=row.retried,
+            read=row.read,
+            read_rate=row.read / row.delivered if channel == Channel.INAPP and row.delivered else None,
             top_failure_reasons=reasons[channel],
         )
     return summaries

@@ -49,6 +49,7 @@ class StatusChange:
     failed_at: datetime | None
     last_error: str | None
     metadata: dict[str, Any]
+    read_at: datetime | None = None  # inapp
 
 
 def status_event(change: StatusChange) -> dict[str, Any]:
@@ -68,6 +69,7 @@ def status_event(change: StatusChange) -> dict[str, Any]:
             "attempt_count": change.attempt_count,
             "delivered_at": _iso(change.delivered_at),
             "failed_at": _iso(change.failed_at),
+            "read_at": _iso(change.read_at),
             "last_error": change.last_error,
             "metadata": change.metadata,
         },

@@ -8,6 +8,7 @@ in one transaction each, and its sends run in parallel on a pool of sender threa
 
 import logging
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -70,6 +71,11 @@ class DeliveryBatches(Batches):
         return self._pool.apply_async(apply_batches_task, (self, (batch,), 0, None), callback=settle)
 
 
+# Told the ids of a batch's notifications once their delivery is committed (the inapp worker pushes
+# them to the realtime processes then, so that nobody sees a notification before its row says so).
+AfterDelivery = Callable[[list[uuid.UUID]], None]
+
+
 @dataclass(frozen=True)
 class _ChannelDelivery:
     session_factory: sessionmaker[Session]
@@ -77,6 +83,7 @@ class _ChannelDelivery:
     claim_lease: timedelta
     retries: RetrySettings
     senders: Executor
+    after_delivery: AfterDelivery | None = None
 
     def run(self, task: Task, requests: list[SimpleRequest], channel: Channel) -> list[Settle]:
         """Deliver a batch; then settle each message: acknowledge, send again later (retry, database
@@ -100,6 +107,13 @@ class _ChannelDelivery:
             log.warning("database unavailable, trying the batch again later: %s", error)
             settled = iter([_postpone(task, request, channel) for request, _ in valid])
         else:
+            self._announce(
+                [
+                    id
+                    for (_, id), result in zip(valid, results, strict=True)
+                    if result.outcome is Outcome.DELIVERED
+                ]
+            )
             settled = iter(
                 [
                     self._settle(task, request, channel, result)
@@ -107,6 +121,14 @@ class _ChannelDelivery:
                 ]
             )
         return [Settle.DEAD_LETTER if id is None else next(settled) for _, id in named]
+
+    def _announce(self, delivered: list[uuid.UUID]) -> None:
+        if not delivered or self.after_delivery is None:
+            return
+        try:
+            self.after_delivery(delivered)
+        except Exception:  # The deliveries are committed; only their announcement is lost.
+            log.exception("could not announce %d delivered notifications", len(delivered))
 
     def _settle(self, task: Task, request: SimpleRequest, channel: Channel, result: DeliveryResult) -> Settle:
         if result.outcome in (Outcome.RETRYING, Outcome.POSTPONED):
@@ -169,9 +191,15 @@ class ChannelWorkerSettings(BaseSettings):
 
 
 def make_channel_worker(
-    name: str, *, channels: list[Channel], providers: list[Provider], settings: ChannelWorkerSettings
+    name: str,
+    *,
+    channels: list[Channel],
+    providers: list[Provider],
+    settings: ChannelWorkerSettings,
+    after_delivery: AfterDelivery | None = None,
 ) -> Celery:
-    """The Celery app of a channel worker: `providers` in order of preference, each behind a breaker."""
+    """The Celery app of a channel worker: `providers` in order of preference, each behind a breaker;
+    `after_delivery`, if given, is told each batch's delivered notifications once they are committed."""
     chain = ProviderChain(
         providers,
         BreakerSettings(
@@ -187,7 +215,9 @@ def make_channel_worker(
     queues = [work_queue(channel, priority) for channel in channels for priority in settings.priorities]
     app = make_celery(name, settings.broker, queues=queues)
     senders = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="sender")
-    delivery = _ChannelDelivery(session_factory, chain, claim_lease, settings.retries, senders)
+    delivery = _ChannelDelivery(
+        session_factory, chain, claim_lease, settings.retries, senders, after_delivery
+    )
 
     for channel in channels:
 

@@ -128,6 +128,18 @@ def unread_count(session: Session, end_user: EndUser) -> int:
     return count or 0
 
 
+def delivered_items(session: Session, ids: Sequence[uuid.UUID]) -> list[tuple[EndUser, InboxItem]]:
+    """Those of the inapp notifications `ids` that are in their user's inbox and unread, with their user."""
+    rows = session.execute(
+        select(*_ITEM_COLUMNS, _notification.c.tenant_id, _notification.c.recipient).where(
+            _notification.c.id.in_(ids),
+            _notification.c.channel == Channel.INAPP,
+            _notification.c.status == Status.DELIVERED,
+        )
+    ).all()
+    return [(EndUser(tenant_id=row.tenant_id, user_id=row.recipient), _item(row)) for row in rows]
+
+
 def mark_read(session: Session, end_user: EndUser, notification_id: uuid.UUID) -> InboxItem | None:
     """Mark one of the user's items read, in the caller's transaction; None when the user has no such
     item (another user's, not inapp, not delivered yet). An item already read is returned as it is."""
@@ -186,4 +198,5 @@ def _read(row: _AnyRow, read_at: datetime) -> StatusChange:
         failed_at=row.failed_at,
         last_error=row.last_error,
         metadata=row.metadata,
+        read_at=read_at,
     )

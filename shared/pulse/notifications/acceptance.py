@@ -11,10 +11,12 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pulse.channels.ssrf import Allowlist, RefusedUrl, check_literal
+from pulse.db.models import Tenant
 from pulse.errors import InvalidInput
 from pulse.notifications.schemas import NotificationRequest
 from pulse.rate_limits.service import MAX_WINDOW_SECONDS, QUOTA_WINDOW_SECONDS, RateLimit, SendLimits
 from pulse.scheduling.quiet_hours import QuietHours
+from pulse.scheduling.service import TenantPolicy
 from pulse.settings import split_commas
 from pulse.vocabulary import Channel
 
@@ -23,7 +25,7 @@ class AcceptanceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PULSE_", env_file=".env", extra="ignore")
 
     enabled_channels: Annotated[list[Channel], NoDecode] = Field(
-        default=[Channel.EMAIL, Channel.SMS, Channel.WHATSAPP, Channel.PUSH, Channel.WEBHOOK],
+        default=list(Channel),
         description="Channels this deployment delivers (comma-separated); others are refused with 422.",
     )
     quiet_hours: str = Field(
@@ -66,6 +68,15 @@ class AcceptanceSettings(BaseSettings):
     def default_quiet_hours(self) -> QuietHours | None:
         return QuietHours.parse(self.quiet_hours)
 
+    def policy_of(self, tenant: Tenant) -> TenantPolicy:
+        """A tenant's time zone, quiet hours (its own, else the deployment's) and default priority."""
+        return TenantPolicy.of(
+            tenant.timezone,
+            tenant.quiet_hours,
+            default=self.default_quiet_hours,
+            default_priority=tenant.default_priority,
+        )
+
     def rate_for(
         self, *, limit: int | None, window_seconds: int | None, sends_per_minute: int | None
     ) -> SendLimits:
@@ -92,6 +103,11 @@ def screen(
         raise InvalidInput(
             f"channel '{request.channel}' is not enabled on this deployment (enabled: {enabled})",
             location=(*at, "channel"),
+        )
+    if request.escalate and (disabled := set(request.escalate.channels) - set(rules.enabled_channels)):
+        raise InvalidInput(
+            f"cannot escalate to {', '.join(sorted(disabled))}: not enabled on this deployment",
+            location=(*at, "escalate", "channels"),
         )
     urls = {
         "recipient": request.recipient if request.channel is Channel.WEBHOOK else None,

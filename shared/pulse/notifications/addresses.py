@@ -8,6 +8,7 @@ from pulse.channels.ssrf import RefusedUrl, split_url
 from pulse.vocabulary import Channel
 
 MAX_RECIPIENT = 2048
+MAX_USER_ID = 255  # The key a send names a recipient profile (and an inapp inbox) by.
 MAX_DEVICE_TOKEN = 4096  # FCM registration tokens are far shorter; anything longer is not one.
 
 
@@ -23,6 +24,8 @@ def channel_address(channel: Channel, recipient: str) -> str:
         return device_token(recipient)
     if channel is Channel.WEBHOOK:
         return webhook_url(recipient)
+    if channel is Channel.INAPP and len(recipient) > MAX_USER_ID:
+        raise ValueError(f"an inapp recipient is a user id, at most {MAX_USER_ID} characters")
     return recipient
 
 

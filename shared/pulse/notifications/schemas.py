@@ -31,6 +31,46 @@ class Content(BaseModel):
     data: Annotated[JsonObject | None, Field(description="Structured payload (push, webhook).")] = None
 
 
+# Channels an unread inapp notification may escalate to: those a recipient profile has an address for.
+ESCALATION_CHANNELS = (Channel.EMAIL, Channel.SMS, Channel.WHATSAPP, Channel.PUSH)
+MIN_ESCALATION_SECONDS = 10
+MAX_ESCALATION_SECONDS = 7 * 24 * 3600
+
+
+class Escalation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    after_seconds: Annotated[
+        int,
+        Field(
+            ge=MIN_ESCALATION_SECONDS,
+            le=MAX_ESCALATION_SECONDS,
+            description="How long the inapp notification may stay unread (from when it is due) before "
+            "it goes out on another channel; 10 s to 7 days.",
+        ),
+    ]
+    channels: Annotated[
+        list[Channel],
+        Field(
+            min_length=1,
+            max_length=len(ESCALATION_CHANNELS),
+            description="Tried in order: the first for which the user's recipient profile has an address "
+            "and their preferences allow it gets the same content (email, sms, whatsapp, push).",
+        ),
+    ]
+
+    @field_validator("channels")
+    @classmethod
+    def _profile_channels(cls, channels: list[Channel]) -> list[Channel]:
+        if unknown := [channel for channel in channels if channel not in ESCALATION_CHANNELS]:
+            raise ValueError(
+                f"cannot escalate to {', '.join(unknown)}: choose among {', '.join(ESCALATION_CHANNELS)}"
+            )
+        if len(set(channels)) < len(channels):
+            raise ValueError("each channel at most once")
+        return channels
+
+
 class NotificationRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -105,6 +145,14 @@ class NotificationRequest(BaseModel):
             "`delivered`, `failed`, `read`.",
         ),
     ] = None
+    escalate: Annotated[
+        Escalation | None,
+        Field(
+            description="inapp only: if the notification is still unread after `after_seconds`, send the "
+            "same content on the first of `channels` the user can be reached on (a new notification "
+            "with `escalated_from` set). Nothing is sent if it was read in time."
+        ),
+    ] = None
 
     # Field validators (not one model validator) so that errors point at the offending field;
     # `channel` is declared first, hence already validated and present in `info.data`.
@@ -132,6 +180,30 @@ class NotificationRequest(BaseModel):
     def _no_nul_characters(cls, data: Any) -> Any:
         refuse_nul_characters(data)
         return data
+
+    @field_validator("escalate")
+    @classmethod
+    def _escalate_inapp_only(cls, escalate: Escalation | None, info: ValidationInfo) -> Escalation | None:
+        channel = info.data.get("channel")
+        if escalate is not None and channel is not None and channel is not Channel.INAPP:
+            raise ValueError("only an inapp notification can escalate (it escalates when left unread)")
+        return escalate
+
+    @field_validator("user_id")
+    @classmethod
+    def _inapp_user_is_the_recipient(cls, user_id: str | None, info: ValidationInfo) -> str | None:
+        recipient = info.data.get("recipient")
+        inapp = info.data.get("channel") is Channel.INAPP
+        if inapp and recipient is not None and user_id is not None and recipient != user_id:
+            raise ValueError("for inapp, `recipient` is the user id: give one, or the same in both")
+        return user_id
+
+    @model_validator(mode="after")
+    def _inapp_user(self) -> "NotificationRequest":
+        """An inapp notification's recipient is its user: either field gives both."""
+        if self.channel is Channel.INAPP:
+            self.recipient = self.user_id = self.recipient or self.user_id
+        return self
 
     @model_validator(mode="after")
     def _complete(self) -> "NotificationRequest":
@@ -167,6 +239,26 @@ class DeliveryAttemptOut(BaseModel):
     )
 
 
+class EscalationStatus(StrEnum):
+    PENDING = "pending"
+    ESCALATED = "escalated"  # Sent again on `channel` as `notification_id`.
+    NOT_NEEDED = "not_needed"  # Read in time.
+    SKIPPED = "skipped"  # No channel could take it, or the notification was cancelled; see `reason`.
+
+
+class EscalationOut(BaseModel):
+    """An inapp notification's escalation plan and what became of it."""
+
+    after_seconds: int
+    channels: list[Channel]
+    status: EscalationStatus
+    due_at: datetime = Field(description="When it escalates if still unread.")
+    decided_at: datetime | None = None
+    channel: Channel | None = Field(None, description="Where it went, once `escalated`.")
+    notification_id: uuid.UUID | None = Field(None, description="The escalated notification, once sent.")
+    reason: str | None = Field(None, description="Why it was `skipped` or `not_needed`.")
+
+
 class NotificationOut(BaseModel):
     """A notification as listed (without its attempts)."""
 
@@ -184,6 +276,10 @@ class NotificationOut(BaseModel):
     callback_url: str | None = Field(None, description="Where status events are POSTed.")
     callback_for: uuid.UUID | None = Field(
         None, description="On a status callback: the notification whose status change it reports."
+    )
+    escalation: EscalationOut | None = Field(None, description="inapp: its escalation, if it has one.")
+    escalated_from: uuid.UUID | None = Field(
+        None, description="On an escalation: the unread inapp notification it escalates."
     )
     created_at: datetime
     scheduled_for: datetime | None

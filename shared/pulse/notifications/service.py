@@ -24,7 +24,12 @@ from pulse.db.models import (
 )
 from pulse.errors import Conflict, InvalidInput, NotFound, PulseError
 from pulse.messaging.topology import routing_key
-from pulse.notifications.schemas import Content, NotificationRequest, check_content_fits
+from pulse.notifications.schemas import (
+    Content,
+    EscalationStatus,
+    NotificationRequest,
+    check_content_fits,
+)
 from pulse.pagination import after_cursor, encode_cursor
 from pulse.rate_limits.service import Quota, Send, SendLimits, admit
 from pulse.recipients.service import address_for, find_recipients, opted_out, policy_for
@@ -273,6 +278,7 @@ class _Context:
                 "deferred_reason": timing.deferred_reason,
                 "respect_quiet_hours": request.respect_quiet_hours,
                 "callback_url": request.callback_url,
+                **_escalation(request, due=timing.scheduled_for or self.now),
             }
         )
 
@@ -290,6 +296,15 @@ class _Context:
         if problem is not None:
             raise InvalidInput(problem, location=("body", "template"))
         return template
+
+
+def _escalation(request: NotificationRequest, *, due: datetime) -> dict[str, Any]:
+    """An inapp send's escalation plan, due `after_seconds` after the notification itself is."""
+    if request.escalate is None:
+        return {"escalation": None, "escalate_at": None}
+    escalate_at = due + timedelta(seconds=request.escalate.after_seconds)
+    plan = {**request.escalate.model_dump(mode="json"), "status": EscalationStatus.PENDING}
+    return {"escalation": {**plan, "due_at": escalate_at.isoformat()}, "escalate_at": escalate_at}
 
 
 def _priority(request: NotificationRequest, template: Template | None, policy: TenantPolicy) -> Priority:

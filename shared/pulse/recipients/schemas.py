@@ -12,7 +12,6 @@ from pulse.scheduling.clock import TimeZoneName
 from pulse.scheduling.quiet_hours import OFF, QuietHours
 from pulse.vocabulary import Channel
 
-MAX_USER_ID = 255  # As NotificationRequest.user_id: the key a send names the profile by.
 MAX_PUSH_TOKENS = 20  # A person's devices; a longer list is a bug on the caller's side.
 _CHANNEL_NAMES = frozenset(Channel)
 

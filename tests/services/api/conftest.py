@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,11 +15,13 @@ from tests.conftest import Tenant
 
 
 @contextmanager
-def in_process_gateway(infrastructure: Infrastructure) -> Iterator[TestClient]:
-    """The gateway with its default settings (quiet hours 22:00-08:00, 10 sends per minute)."""
+def in_process_gateway(infrastructure: Infrastructure, **settings_: Any) -> Iterator[TestClient]:
+    """The gateway with its default settings (quiet hours 22:00-08:00, 10 sends per minute) but for
+    `settings_`."""
     settings = ApiSettings(
         database=DatabaseSettings(url=infrastructure.database_url),
         broker=BrokerSettings(url=infrastructure.broker_url),
+        **settings_,
     )
     with TestClient(create_app(settings)) as client:
         yield client

@@ -23,7 +23,7 @@ from pulse.settings import BrokerSettings, DatabaseSettings
 from services.api.main import create_app
 from services.api.settings import ApiSettings
 from tests.conftest import Tenant, wait_until
-from tests.services.api.conftest import auth
+from tests.services.api.conftest import auth, in_process_gateway
 
 PROBLEM_JSON = "application/problem+json"
 UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/x"
@@ -322,7 +322,7 @@ def test_a_body_that_is_not_json_is_a_422_problem(client: TestClient, tenant: Te
 
 
 def test_a_channel_not_enabled_on_the_deployment_is_refused_with_422(
-    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+    infrastructure: Infrastructure, tenant: Tenant, session_factory: sessionmaker[Session]
 ) -> None:
     request = {
         "channel": "inapp",
@@ -330,7 +330,11 @@ def test_a_channel_not_enabled_on_the_deployment_is_refused_with_422(
         "content": {"body": "Your code is 123456"},
         "metadata": {"marker": str(uuid.uuid4())},
     }
-    body = _assert_problem(client.post("/v1/notifications", json=request, headers=auth(tenant)), 422)
+    with in_process_gateway(
+        infrastructure, enabled_channels=["email", "sms", "whatsapp", "push", "webhook"]
+    ) as client:
+        response = client.post("/v1/notifications", json=request, headers=auth(tenant))
+    body = _assert_problem(response, 422)
     assert body["detail"] == (
         "channel 'inapp' is not enabled on this deployment (enabled: email, sms, whatsapp, push, webhook)"
     )
