@@ -40,7 +40,12 @@ class Fanout:
         self._publisher: AbstractChannel | None = None
 
     async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(self._url, reconnect_interval=1)
+        self._connection = await aio_pika.connect_robust(
+            self._url,
+            reconnect_interval=1,
+            # Names the connection in RabbitMQ's tools after the process's queue.
+            client_properties={"connection_name": self._queue_name},
+        )
         channel = await self._connection.channel()
         self._queue = await channel.declare_queue(
             self._queue_name, exclusive=True, auto_delete=True, arguments=_QUEUE_ARGUMENTS
