@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -17,6 +18,7 @@ from services.realtime.hub import Hub
 from services.realtime.settings import RealtimeSettings
 from services.realtime.state import Realtime
 
+log = logging.getLogger(__name__)
 _STATIC = files("services.realtime").joinpath("static")
 DEMO_PAGE = _STATIC.joinpath("demo.html").read_text(encoding="utf-8")
 DEMO_SCRIPT = _STATIC.joinpath("demo.js").read_text(encoding="utf-8")
@@ -54,6 +56,7 @@ def create_app(settings: RealtimeSettings | None = None) -> FastAPI:
         await hub.fanout.start()
         app.state.realtime = realtime
         heartbeat = asyncio.create_task(realtime.keep_alive())
+        log.info("realtime up on port %d (process %s)", settings.port, realtime.process_id)
         yield
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):

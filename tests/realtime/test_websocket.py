@@ -5,7 +5,9 @@ connection of the user, and a client too slow to read that is dropped without ho
 import base64
 import json
 import secrets
+import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -240,3 +242,46 @@ def test_a_client_that_sends_nothing_is_disconnected_after_the_idle_timeout(
         del realtime.service_env["realtime"]
     with open_socket(realtime, user, "realtime_idle") as client:
         assert close_code(client, timeout=30) == 4408
+
+
+def _realtime_broker_connections(realtime: Stack) -> set[str]:
+    """The pids (in RabbitMQ) of the realtime processes' AMQP connections in the test vhost."""
+    vhost = realtime.infrastructure.broker_url.rsplit("/", 1)[1]
+    output = subprocess.run(
+        ["rabbitmqctl", "-q", "-s", "list_connections", "-p", vhost, "pid", "client_properties"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return {line.split("\t", 1)[0] for line in output.splitlines() if "pulse.realtime." in line}
+
+
+@pytest.mark.skipif(not shutil.which("rabbitmqctl"), reason="needs rabbitmqctl (the broker on this machine)")
+def test_after_its_broker_connection_drops_a_process_reconnects_and_routes_its_users_again(
+    realtime: Stack, user: EndUser, events: RealtimePublisher
+) -> None:
+    with open_socket(realtime, user, "realtime") as client:
+        dropped = _realtime_broker_connections(realtime)
+        assert dropped
+        for pid in dropped:  # as a broker restart would, for these connections only
+            subprocess.run(
+                ["rabbitmqctl", "-q", "close_connection", pid, "test: broker connection lost"],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+        published: set[str] = set()
+
+        def pushed_again() -> bool:
+            item = _item("after the reconnect")
+            published.add(str(item.id))
+            events.publish(user, notification_event(user, item))
+            try:
+                return receive(client, timeout=1)["notification"]["id"] in published
+            except TimeoutError:
+                return False
+
+        wait_until(pushed_again, timeout=60, what="a push to reach the socket after the reconnect")
+        reconnected = _realtime_broker_connections(realtime)
+        assert reconnected and not reconnected & dropped
