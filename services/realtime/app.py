@@ -22,13 +22,14 @@ log = logging.getLogger(__name__)
 _STATIC = files("services.realtime").joinpath("static")
 DEMO_PAGE = _STATIC.joinpath("demo.html").read_text(encoding="utf-8")
 DEMO_SCRIPT = _STATIC.joinpath("demo.js").read_text(encoding="utf-8")
+DEMO_STYLE = _STATIC.joinpath("demo.css").read_text(encoding="utf-8")
 # The demo talks to whichever gateway the visitor names, and to this service's WebSocket.
 DEMO_HEADERS = {
     "Content-Security-Policy": "; ".join(
         [
             "default-src 'none'",
             "script-src 'self'",
-            "style-src 'self' 'unsafe-inline'",
+            "style-src 'self'",
             "connect-src 'self' http: https: ws: wss:",
             "base-uri 'none'",
             "form-action 'none'",
@@ -88,5 +89,9 @@ def create_app(settings: RealtimeSettings | None = None) -> FastAPI:
     @app.get("/demo.js", include_in_schema=False)
     async def demo_script() -> Response:
         return Response(DEMO_SCRIPT, media_type="text/javascript", headers=DEMO_HEADERS)
+
+    @app.get("/demo.css", include_in_schema=False)
+    async def demo_style() -> Response:
+        return Response(DEMO_STYLE, media_type="text/css", headers=DEMO_HEADERS)
 
     return app
