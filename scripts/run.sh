@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export PULSE_API_PORT=${PULSE_API_PORT:-8000}
+export PULSE_REALTIME_PORT=${PULSE_REALTIME_PORT:-8010}
+# The realtime demo page calls the gateway's end-user routes from its own origin.
+export PULSE_CORS_ORIGINS=${PULSE_CORS_ORIGINS:-http://localhost:$PULSE_REALTIME_PORT,http://127.0.0.1:$PULSE_REALTIME_PORT}
 export PULSE_BROKER_URL=${PULSE_BROKER_URL:-amqp://guest:guest@localhost:5672//}
 # The sandbox's webhook receiver is on loopback, which the webhook SSRF guard refuses otherwise: its
 # port only, so that a tenant's webhook cannot reach the other local services (metrics, Flower).
@@ -39,6 +42,8 @@ cat <<TXT
 
   API               http://localhost:$PULSE_API_PORT          (docs: /docs, /redoc; health: /healthz, /readyz)
   Dashboard         http://localhost:$PULSE_API_PORT/dashboard  (paste the key below)
+  Realtime          ws://localhost:$PULSE_REALTIME_PORT/v1/ws?token=…  (in-app WebSocket; metrics: /metrics)
+  In-app demo       http://localhost:$PULSE_REALTIME_PORT/demo?gateway=http://localhost:$PULSE_API_PORT  (paste the key below)
   Metrics           http://localhost:$PULSE_API_PORT/metrics  email workers :9101 (normal, low) and :9111 (critical, high), sms worker :9102, push worker :9103, webhook worker :9104, scheduler :9105, inapp worker :9106
   Sandbox inbox     http://localhost:$sandbox_port          (SMTP on :${PULSE_SANDBOX_SMTP_PORT:-1025})
   Flower            http://localhost:5555          (user:password $FLOWER_BASIC_AUTH, from $flower_credentials)

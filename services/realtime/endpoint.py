@@ -2,9 +2,9 @@
 
 Server → client: `missed_notifications` once, then `notification`, `read` (ids read on any connection or
 through the gateway), `pong`, and `error` for a read of an unknown item. Client → server: `ping` and
-`read`. Close codes: 4401 never (a bad token is refused at the handshake, HTTP 403), 4429 over the
-per-user limit, 1009 a message over the size limit, 1003 anything but a JSON object of a known type,
-4408 idle, 1008 too slow to read what it is sent, 1012 its record expired (reconnect).
+`read`. A bad token is refused at the handshake (HTTP 403); then close codes: 4429 over the per-user
+limit, 1009 a message over the size limit, 1003 anything but a JSON object of a known type, 4408 idle,
+1008 too slow to read what it is sent, 1012 its record expired (reconnect).
 """
 
 import asyncio
@@ -28,6 +28,12 @@ from services.realtime.state import Realtime
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+
+# Every reason shows on /metrics from the start, at 0.
+for _reason in ("invalid_token", "too_many_connections", "unavailable"):
+    metrics.REALTIME_REFUSED.labels(_reason)
+for _reason in ("too_big", "malformed", "idle", "slow_consumer", "expired"):
+    metrics.REALTIME_CLOSED.labels(_reason)
 
 TOO_MANY_CONNECTIONS = 4429
 MESSAGE_TOO_BIG = 1009

@@ -23,11 +23,12 @@ PUSH_DEADLINE_SECONDS = 1.0
 @pytest.fixture(scope="module")
 def two_realtimes(private: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     quick = {"PULSE_REALTIME_HEARTBEAT_SECONDS": "0.5", "PULSE_REALTIME_STALE_AFTER_SECONDS": "3"}
+    # The scheduler's outbox sweep publishes any send the gateway could not (a busy broker).
     with running_stack(
         private,
         tmp_path_factory.mktemp("realtime-e2e"),
         extra_env=quick,
-        services=("api", "inapp_worker", "realtime"),
+        services=("api", "inapp_worker", "scheduler", "realtime"),
     ) as stack:
         stack.start_replica("realtime", "realtime_b")
         yield stack

@@ -19,8 +19,11 @@ from tests.e2e.test_dashboard import _save_full_page_screenshot, _texts, _wait_f
 
 @pytest.fixture(scope="module")
 def demo_stack(private: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # The scheduler's outbox sweep publishes any send the gateway could not (a busy broker).
     with running_stack(
-        private, tmp_path_factory.mktemp("realtime-demo"), services=("api", "inapp_worker", "realtime")
+        private,
+        tmp_path_factory.mktemp("realtime-demo"),
+        services=("api", "inapp_worker", "scheduler", "realtime"),
     ) as stack:
         yield stack
 
