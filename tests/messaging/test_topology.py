@@ -1,9 +1,8 @@
 """The broker topology as declared in the test vhost: queues, dead-letter and unroutable routing.
 
-The `stack` fixture's channel workers may consume `pulse.email.*`, `pulse.sms.*`, `pulse.whatsapp.*`,
-`pulse.push.*` and `pulse.webhook.*` in this vhost, so messages are only looked for in queues nothing
-consumes (dead-letter, unroutable, and the inapp work queues), and every message a test publishes is taken
-out again.
+The `stack` fixture's channel workers may consume every `pulse.<channel>.<priority>` queue in this vhost,
+so messages are only looked for in queues nothing consumes (dead-letter, unroutable), or in a private
+vhost, and every message a test publishes is taken out again.
 """
 
 import json
@@ -151,21 +150,21 @@ def test_a_publish_with_an_unbound_routing_key_lands_in_the_unroutable_queue(
 
 
 def test_a_message_delayed_through_native_delayed_delivery_reaches_its_work_queue(
-    infrastructure: Infrastructure,
+    private: Infrastructure,
 ) -> None:
     """What a Celery retry with a countdown does: publish to the top delay level, keyed by the delay.
 
-    Uses inapp (no worker runs for it in the test suite), so the message stays in its work queue.
+    In a private vhost, where no worker consumes the work queue, so the message stays in it.
     """
     marker = str(uuid.uuid4())
-    _publish(infrastructure.broker_url, level_name(27), calculate_routing_key(1, "inapp.high"), marker)
+    _publish(private.broker_url, level_name(27), calculate_routing_key(1, "inapp.high"), marker)
 
     wait_until(
-        lambda: _take(infrastructure.broker_url, "pulse.inapp.high", marker),
+        lambda: _take(private.broker_url, "pulse.inapp.high", marker),
         timeout=10,
         what="the delayed message in pulse.inapp.high",
     )
-    assert _take(infrastructure.broker_url, "pulse.inapp.normal", marker) == 0
+    assert _take(private.broker_url, "pulse.inapp.normal", marker) == 0
 
 
 def test_declaring_the_topology_again_is_harmless(infrastructure: Infrastructure) -> None:
