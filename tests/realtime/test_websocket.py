@@ -244,8 +244,10 @@ def test_a_client_that_sends_nothing_is_disconnected_after_the_idle_timeout(
         assert close_code(client, timeout=30) == 4408
 
 
-def _realtime_broker_connections(realtime: Stack) -> set[str]:
-    """The pids (in RabbitMQ) of the realtime processes' AMQP connections in the test vhost."""
+def _broker_connections(realtime: Stack, name: str) -> set[str]:
+    """The pids (in RabbitMQ) of the AMQP connections of the realtime process `name` (named after its
+    queue, `pulse.realtime.<host>.<pid>.<random>`)."""
+    marker = f"pulse.realtime.{socket.gethostname()}.{realtime.pids[name]}."
     vhost = realtime.infrastructure.broker_url.rsplit("/", 1)[1]
     output = subprocess.run(
         ["rabbitmqctl", "-q", "-s", "list_connections", "-p", vhost, "pid", "client_properties"],
@@ -254,7 +256,7 @@ def _realtime_broker_connections(realtime: Stack) -> set[str]:
         text=True,
         timeout=60,
     ).stdout
-    return {line.split("\t", 1)[0] for line in output.splitlines() if "pulse.realtime." in line}
+    return {line.split("\t", 1)[0] for line in output.splitlines() if marker in line}
 
 
 @pytest.mark.skipif(not shutil.which("rabbitmqctl"), reason="needs rabbitmqctl (the broker on this machine)")
@@ -262,7 +264,7 @@ def test_after_its_broker_connection_drops_a_process_reconnects_and_routes_its_u
     realtime: Stack, user: EndUser, events: RealtimePublisher
 ) -> None:
     with open_socket(realtime, user, "realtime") as client:
-        dropped = _realtime_broker_connections(realtime)
+        dropped = _broker_connections(realtime, "realtime")
         assert dropped
         for pid in dropped:  # as a broker restart would, for these connections only
             subprocess.run(
@@ -283,5 +285,5 @@ def test_after_its_broker_connection_drops_a_process_reconnects_and_routes_its_u
                 return False
 
         wait_until(pushed_again, timeout=60, what="a push to reach the socket after the reconnect")
-        reconnected = _realtime_broker_connections(realtime)
+        reconnected = _broker_connections(realtime, "realtime")
         assert reconnected and not reconnected & dropped
