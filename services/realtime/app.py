@@ -68,8 +68,11 @@ def create_app(settings: RealtimeSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="Pulse realtime",
         version="0.1.0",
-        description="In-app notifications pushed live over WebSocket (`/v1/ws?token=<jwt>`).",
         lifespan=lifespan,
+        # Nothing here for an OpenAPI document: the WebSocket is described in the README.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.include_router(websocket_router)
 
