@@ -54,7 +54,7 @@ def inbox_row(
 def realtime_events(broker_url: str, end_user: EndUser) -> Iterator[Callable[[], list[dict[str, Any]]]]:
     """Listen to `end_user`'s realtime events as a realtime process would (a queue of its own bound with
     the user's routing key); yields a function returning the events received since the last call."""
-    with Connection(broker_url) as connection:
+    with Connection(broker_url, connect_timeout=30) as connection:
         channel = connection.channel()
         queue = Queue(
             f"test-realtime-{uuid.uuid4()}",

@@ -121,6 +121,7 @@ def read_inbox(
 
 @inbox_router.get("/unread-count", response_model=UnreadCount)
 def count_unread(end_user: EndUserDep, session: SessionDep) -> UnreadCount:
+    """How many of the user's items are unread (for a badge)."""
     return UnreadCount(unread_count=unread_count(session, end_user))
 
 

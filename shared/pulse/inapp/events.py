@@ -15,6 +15,7 @@ logged and counted, never raised.
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -53,17 +54,24 @@ def _addressed(event_type: str, end_user: EndUser) -> dict[str, Any]:
 
 class RealtimePublisher:
     """Publishes events to `pulse.realtime` on one kept-open connection (re-opened once when found
-    broken). Thread-safe: publishes take turns."""
+    broken). Thread-safe: publishes take turns. After a failed publish it stands back for
+    `backoff_seconds` (those events are dropped at once), so that a broker outage does not make every
+    read request or delivered batch wait for a connection attempt."""
 
-    def __init__(self, broker: BrokerSettings) -> None:
+    def __init__(self, broker: BrokerSettings, *, backoff_seconds: float = 5.0) -> None:
         # No heartbeats: nothing would send them while the publisher idles; a dead connection shows
         # as an error on the next publish, which then reconnects.
         self._connection = Connection(broker.url, connect_timeout=broker.connect_timeout_seconds, heartbeat=0)
         self._producer: Producer | None = None
         self._lock = threading.Lock()
+        self._backoff_seconds = backoff_seconds
+        self._standing_back_until = 0.0
 
     def publish(self, end_user: EndUser, event: dict[str, Any]) -> bool:
         """True once the event was handed to RabbitMQ; False (logged, counted) when it could not be."""
+        if time.monotonic() < self._standing_back_until:
+            metrics.REALTIME_EVENTS.labels(event.get("type"), "failed").inc()
+            return False
         try:
             with self._lock:
                 if self._producer is None:
@@ -79,7 +87,13 @@ class RealtimePublisher:
                     retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
                 )
         except Exception as error:  # noqa: BLE001 - whatever broke, the inbox keeps the event's subject.
-            log.warning("could not publish a realtime %s event: %r", event.get("type"), error)
+            log.warning(
+                "could not publish a realtime %s event (standing back %ss): %r",
+                event.get("type"),
+                self._backoff_seconds,
+                error,
+            )
+            self._standing_back_until = time.monotonic() + self._backoff_seconds
             metrics.REALTIME_EVENTS.labels(event.get("type"), "failed").inc()
             return False
         metrics.REALTIME_EVENTS.labels(event.get("type"), "published").inc()
