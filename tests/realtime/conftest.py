@@ -52,7 +52,9 @@ def user(tenant_id: uuid.UUID) -> EndUser:
 @pytest.fixture(scope="module")
 def events(private: Infrastructure) -> Iterator[RealtimePublisher]:
     """Publishes realtime events as the in-app worker and the gateway do."""
-    publisher = RealtimePublisher(BrokerSettings(url=private.broker_url, connect_timeout_seconds=10))
+    publisher = RealtimePublisher(
+        BrokerSettings(url=private.broker_url, connect_timeout_seconds=10), backoff_seconds=0
+    )
     yield publisher
     publisher.close()
 
