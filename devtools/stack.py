@@ -160,6 +160,7 @@ SERVICES = {
     "webhook_worker": "services.webhook_worker",
     "inapp_worker": "services.realtime.worker",
     "scheduler": "services.scheduler",
+    "realtime": "services.realtime",
 }
 
 
@@ -181,6 +182,10 @@ class Stack:
 
     def gateway_url(self, name: str) -> str:
         """The base URL of the gateway `name` (`api`, or a replica of it)."""
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def realtime_url(self, name: str = "realtime") -> str:
+        """The base URL of the realtime process `name` (`realtime`, or a replica of it)."""
         return f"http://127.0.0.1:{self.ports[name]}"
 
     @property
@@ -221,11 +226,12 @@ class Stack:
             wait_until(ready, timeout=60, what=f"{name} at {url} (logs: {self.log_dir})")
 
     def start_replica(self, service: str, replica: str) -> None:
-        """Start one more process of `service` (the gateway, a channel worker or the scheduler) named
-        `replica`, on a port of its own (the gateway's HTTP port, or the metrics port), as a replica on
-        another host would run: `gateway_url(replica)` / `metrics_url(replica)` reach it."""
-        if service == "api":
-            port, variable = replica, "PULSE_API_PORT"
+        """Start one more process of `service` (the gateway, the realtime service, a channel worker or the
+        scheduler) named `replica`, on a port of its own (the HTTP port, or the metrics port), as a replica
+        on another host would run: `gateway_url(replica)` / `realtime_url(replica)` /
+        `metrics_url(replica)` reach it."""
+        if service in ("api", "realtime"):
+            port, variable = replica, f"PULSE_{service.upper()}_PORT"
         else:
             port, variable = f"{replica}_metrics", f"PULSE_{service.upper()}_METRICS_PORT"
         self.ports[port] = free_port()
@@ -251,12 +257,12 @@ class Stack:
         self.processes.clear()
 
     def _health_url(self, name: str) -> str:
-        if self.replicas.get(name) == "api":
+        service = self.replicas.get(name, name)
+        if service == "api":
             return f"{self.gateway_url(name)}/readyz"
-        return {
-            "sandbox": f"{self.sandbox_url}/healthz",
-            "api": f"{self.api_url}/readyz",
-        }.get(name) or self.metrics_url(name)
+        if service == "realtime":
+            return f"{self.realtime_url(name)}/healthz"
+        return {"sandbox": f"{self.sandbox_url}/healthz"}.get(name) or self.metrics_url(name)
 
 
 def _started(process: subprocess.Popen[bytes], log: Path) -> bool:
@@ -298,6 +304,7 @@ def running_stack(
         "webhook_worker_metrics",
         "inapp_worker_metrics",
         "scheduler_metrics",
+        "realtime",
     ):
         stack.ports[port] = free_port()
     stack.env = {
@@ -323,6 +330,9 @@ def running_stack(
         "PULSE_WEBHOOK_ALLOWLIST": "127.0.0.1:{0},localhost:{0}".format(stack.ports["sandbox_http"]),
         "PULSE_INAPP_WORKER_METRICS_PORT": str(stack.ports["inapp_worker_metrics"]),
         "PULSE_SCHEDULER_METRICS_PORT": str(stack.ports["scheduler_metrics"]),
+        "PULSE_REALTIME_PORT": str(stack.ports["realtime"]),
+        # The realtime demo page calls the gateway from its own origin.
+        "PULSE_CORS_ORIGINS": "http://127.0.0.1:{0},http://localhost:{0}".format(stack.ports["realtime"]),
         # Measurements and tests send around the clock; quiet hours would park them at night.
         "PULSE_QUIET_HOURS": "off",
     }

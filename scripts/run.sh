@@ -9,6 +9,9 @@ export PULSE_API_PORT=${PULSE_API_PORT:-8000}
 PULSE_BROKER_URL=$(python -c 'from pulse.settings import BrokerSettings; print(BrokerSettings().url)')
 export PULSE_BROKER_URL
 unset PULSE_BROKER_HOST PULSE_BROKER_PORT PULSE_BROKER_USER PULSE_BROKER_PASSWORD PULSE_BROKER_VHOST
+export PULSE_REALTIME_PORT=${PULSE_REALTIME_PORT:-8010}
+# The realtime demo page calls the gateway's end-user routes from its own origin.
+export PULSE_CORS_ORIGINS=${PULSE_CORS_ORIGINS:-http://localhost:$PULSE_REALTIME_PORT,http://127.0.0.1:$PULSE_REALTIME_PORT}
 # The sandbox's webhook receiver is on loopback, which the webhook SSRF guard refuses otherwise: its
 # port only, so that a tenant's webhook cannot reach the other local services (metrics, Flower).
 sandbox_port=${PULSE_SANDBOX_HTTP_PORT:-8025}
@@ -42,6 +45,8 @@ cat <<TXT
 
   API               http://localhost:$PULSE_API_PORT          (docs: /docs, /redoc; health: /healthz, /readyz)
   Dashboard         http://localhost:$PULSE_API_PORT/dashboard  (paste the key below)
+  Realtime          ws://localhost:$PULSE_REALTIME_PORT/v1/ws?token=…  (in-app WebSocket; metrics: /metrics)
+  In-app demo       http://localhost:$PULSE_REALTIME_PORT/demo?gateway=http://localhost:$PULSE_API_PORT  (paste the key below)
   Metrics           http://localhost:$PULSE_API_PORT/metrics  email workers :9101 (normal, low) and :9111 (critical, high), sms worker :9102, push worker :9103, webhook worker :9104, scheduler :9105, inapp worker :9106
   Sandbox inbox     http://localhost:$sandbox_port          (SMTP on :${PULSE_SANDBOX_SMTP_PORT:-1025})
   Flower            http://localhost:5555          (user:password $FLOWER_BASIC_AUTH, from $flower_credentials)

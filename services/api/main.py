@@ -13,7 +13,7 @@ from pulse.messaging.celery_app import make_celery
 from pulse.notifications.intake import Intake
 from pulse.outbox.service import AfterCommitPublisher
 from services.api.deps import ApiKeyCache, Gateway
-from services.api.middleware import BodySizeLimit, MethodNotAllowed, RequestId, RequestTiming
+from services.api.middleware import BodySizeLimit, EndUserCors, MethodNotAllowed, RequestId, RequestTiming
 from services.api.problems import COMMON_ERRORS, document_problems, install_problem_handlers
 from services.api.routes import (
     analytics,
@@ -24,6 +24,7 @@ from services.api.routes import (
     health,
     inapp,
     notifications,
+    presence,
     recipients,
     schedules,
     templates,
@@ -52,6 +53,7 @@ ROUTERS = (
     audit_log.router,
     inapp.auth_router,
     inapp.inbox_router,
+    presence.router,
 )
 
 
@@ -111,4 +113,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestTiming)
     app.add_middleware(RequestId)
+    # Outermost: a preflight is answered before any other check.
+    app.add_middleware(EndUserCors, origins=settings.cors_origins)
     return app

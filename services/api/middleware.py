@@ -5,6 +5,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -176,3 +177,26 @@ class MethodNotAllowed:
         if path in self.literal_paths:
             matching = [route for route in matching if route.path == path]
         return sorted({method for route in matching for method in route.methods or ()})
+
+
+class EndUserCors:
+    """CORS for the end-user routes only (tokens, inbox): a front end on another origin (say, the realtime
+    service's demo page) calls them from the browser. The tenant routes stay same-origin."""
+
+    PATHS = ("/v1/auth/token", "/v1/inbox")
+
+    def __init__(self, app: ASGIApp, *, origins: Iterable[str]) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST", "PATCH"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", REQUEST_ID_HEADER],
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.PATHS):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

@@ -1,7 +1,10 @@
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from pulse.notifications.acceptance import AcceptanceSettings
-from pulse.settings import BrokerSettings, DatabaseSettings, JwtSettings
+from pulse.settings import BrokerSettings, DatabaseSettings, JwtSettings, PresenceSettings, split_commas
 
 
 class ApiSettings(AcceptanceSettings):
@@ -12,6 +15,14 @@ class ApiSettings(AcceptanceSettings):
     jwt: JwtSettings = Field(
         default_factory=JwtSettings,
         description="The secret end-user tokens are signed with (PULSE_JWT_SECRET).",
+    )
+    presence: PresenceSettings = Field(
+        default_factory=PresenceSettings, description="When a realtime connection no longer counts."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        ["http://localhost:8010", "http://127.0.0.1:8010"],
+        description="Origins whose pages may call the end-user routes (/v1/auth/token, /v1/inbox) from a "
+        "browser, comma-separated: by default the realtime service's demo page.",
     )
     api_host: str = Field("127.0.0.1", description="Interface the gateway listens on.")
     api_port: int = Field(8000, description="Port of the gateway (HTTP API and /metrics).")
@@ -40,3 +51,8 @@ class ApiSettings(AcceptanceSettings):
         "HTTP clients and load balancers (60 s), so that the gateway is never the side closing a "
         "connection a client is about to reuse.",
     )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        return split_commas(value)

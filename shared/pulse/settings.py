@@ -408,3 +408,20 @@ class JwtSettings(BaseSettings):
         description="Signs and verifies end-user tokens (HS256), on the gateway and every realtime "
         "process alike. `make run` generates one (kept in var/jwt-secret) when none is set.",
     )
+
+
+class PresenceSettings(BaseSettings):
+    """How realtime connections are kept alive in PostgreSQL: the realtime processes refresh theirs, and
+    the gateway's presence and the per-user limit count only fresh ones."""
+
+    model_config = _config("PULSE_REALTIME_")
+
+    heartbeat_seconds: float = Field(
+        10.0, gt=0, description="How often a realtime process refreshes the rows of its connections."
+    )
+    stale_after_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A connection row not refreshed for this long belongs to a process that died: it "
+        "no longer counts (keep it a few heartbeats long).",
+    )

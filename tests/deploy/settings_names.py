@@ -17,6 +17,7 @@ SETTINGS_MODULES = [
     "services.push_worker.settings",
     "services.webhook_worker.settings",
     "services.realtime.worker",
+    "services.realtime.settings",
     "services.scheduler.settings",
     "services.sandbox.settings",
 ]

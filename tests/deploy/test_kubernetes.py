@@ -85,8 +85,9 @@ def _module(container: dict[str, Any]) -> str | None:
 
 
 def _long_running(manifests: list[dict[str, Any]]) -> set[str]:
-    """The gateway, the workers and the scheduler: what exports metrics and must survive disruptions."""
-    modules = {"services.api", *METRICS_PORTS}
+    """The gateway, the realtime service, the workers and the scheduler: what exports metrics and must
+    survive disruptions."""
+    modules = {"services.api", "services.realtime", *METRICS_PORTS}
     return {name for name, _, container in _pulse_containers(manifests) if _module(container) in modules}
 
 
@@ -121,6 +122,10 @@ def test_probes_hit_the_services_real_endpoints(manifests: list[dict[str, Any]])
             assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
             assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
             assert ports["http"] == 8000
+        elif module == "services.realtime":
+            for probe in ("livenessProbe", "readinessProbe"):
+                assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, name
+            assert ports["http"] == 8010
         elif module in METRICS_PORTS:
             assert ports["metrics"] == METRICS_PORTS[module], name
             for probe in ("livenessProbe", "readinessProbe"):

@@ -455,6 +455,37 @@ class DigestEvent(Base):
     created_at: Mapped[datetime]
 
 
+class RealtimeConnection(Base):
+    """An open WebSocket of a user on a realtime process; `last_seen_at` is refreshed by that process
+    while it runs, so the rows of a process that died go stale."""
+
+    __tablename__ = "realtime_connections"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(255))
+    process_id: Mapped[str] = mapped_column(String(200))
+    connected_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+
+    __table_args__ = (
+        Index("ix_realtime_connections_user", "tenant_id", "user_id"),
+        {"prefixes": ["UNLOGGED"]},
+    )
+
+
+class RealtimeLastSeen(Base):
+    """When a user last had a connection, kept once they have none left (presence)."""
+
+    __tablename__ = "realtime_last_seen"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_seen_at: Mapped[datetime]
+
+
 # Core handles on the hot tables: the delivery and acceptance paths run plain Core statements,
 # several times cheaper in CPU than ORM-enabled ones.
 notifications_table: Table = Notification.__table__  # type: ignore[assignment]

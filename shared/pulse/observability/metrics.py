@@ -98,3 +98,19 @@ REALTIME_EVENTS = Counter(
 def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
     """Expose this process's metrics on http://host:port/metrics (a background thread)."""
     start_http_server(port, addr=host)
+
+
+REALTIME_CONNECTIONS = Gauge("pulse_realtime_connections", "WebSocket connections open on this process.")
+REALTIME_MESSAGES_SENT = Counter(
+    "pulse_realtime_messages_sent", "Messages sent to WebSocket clients, by type.", ["type"]
+)
+REALTIME_REFUSED = Counter(
+    "pulse_realtime_refused",
+    "WebSocket connections refused, by reason (invalid_token, too_many_connections, unavailable).",
+    ["reason"],
+)
+REALTIME_CLOSED = Counter(
+    "pulse_realtime_closed",
+    "WebSocket connections the server closed, by reason (too_big, malformed, idle, slow_consumer, expired).",
+    ["reason"],
+)

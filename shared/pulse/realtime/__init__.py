@@ -1,0 +1,1 @@
+"""The realtime side of the in-app channel: WebSocket connections across realtime processes."""
