@@ -14,7 +14,7 @@ from selenium.webdriver.common.by import By
 from devtools.stack import Infrastructure, Stack, running_stack
 from pulse.tenants.service import Scope
 from tests.conftest import wait_for_status
-from tests.e2e.test_dashboard import _save_full_page_screenshot, _texts, _wait_for, browser  # noqa: F401
+from tests.e2e.test_dashboard import _save_full_page_screenshot, _texts, _wait_for
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def _connect(driver: WebDriver) -> None:
 def test_the_demo_shows_sends_live_counts_reads_down_and_shows_missed_ones(
     demo_stack: Stack,
     private: Infrastructure,
-    browser: WebDriver,  # noqa: F811
+    browser: WebDriver,
 ) -> None:
     key = private.create_tenant_with_key(f"demo-{uuid.uuid4().hex[:6]}", Scope.SEND, Scope.READ)
     user_id = f"demo-{uuid.uuid4().hex[:6]}"
