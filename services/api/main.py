@@ -22,6 +22,7 @@ from services.api.routes import (
     recipients,
     schedules,
     templates,
+    topics,
     webhook_secret,
 )
 from services.api.settings import ApiSettings
@@ -43,6 +44,8 @@ ROUTERS = (
     health.router,
     dashboard.router,
     webhook_secret.router,
+    topics.router,
+    topics.fanouts_router,
 )
 
 

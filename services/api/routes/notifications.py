@@ -5,6 +5,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from pulse.db import transaction
@@ -34,7 +35,10 @@ from pulse.notifications.service import (
     list_notifications,
 )
 from pulse.observability.metrics import NOTIFICATIONS_ACCEPTED
+from pulse.tenants.service import Principal
 from pulse.text import NO_NUL_CHARACTERS
+from pulse.topics.schemas import TopicSendAccepted
+from pulse.topics.service import start_fanout
 from pulse.vocabulary import Channel, Priority, Status
 from services.api.bodies import StrictJsonRoute
 from services.api.deps import Gateway, GatewayDep, ReaderDep, SenderDep, SessionDep
@@ -52,10 +56,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=NotificationDetail,
+    response_model=NotificationDetail | TopicSendAccepted,
     responses={
         **ERROR_RESPONSES,
         200: {"description": "Idempotent replay: the original notification (`Idempotent-Replayed: true`)"},
+        404: {"description": "`topic`: the topic has no subscribers"},
         409: {"description": "Idempotency-Key reused with a different body"},
         413: {"description": "Body over the size limit"},
         429: {"description": "Rate limit exceeded (`Retry-After`; RateLimit-* headers)"},
@@ -68,8 +73,11 @@ async def send_notification(
     gateway: GatewayDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
-    """Accept a notification. The 202 is sent only after it is committed to PostgreSQL."""
+    """Accept a notification. The 202 is sent only after it is committed to PostgreSQL. With `topic`,
+    the answer is the committed fan-out (`TopicSendAccepted`), whose notifications come after."""
     screen(request, gateway.settings)
+    if request.topic is not None:
+        return await run_in_threadpool(_send_to_topic, request, principal, gateway, idempotency_key)
     accepted = await gateway.intake.accept(
         Send(
             tenant_id=principal.tenant_id,
@@ -150,6 +158,19 @@ def send_batch(batch: BatchRequest, principal: SenderDep, gateway: GatewayDep) -
     return Response(
         body.model_dump_json(), status.HTTP_202_ACCEPTED, _quota_headers(accepted), "application/json"
     )
+
+
+def _send_to_topic(
+    request: NotificationRequest, principal: Principal, gateway: Gateway, idempotency_key: str | None
+) -> Response:
+    if idempotency_key is not None:
+        raise InvalidInput(
+            "Idempotency-Key is not supported with `topic`", location=("header", "idempotency-key")
+        )
+    with transaction(gateway.session_factory) as session:
+        fanout = start_fanout(session, tenant_id=principal.tenant_id, request=request)
+    body = TopicSendAccepted(topic=fanout.topic, fanout_id=fanout.id, recipients=fanout.recipients)
+    return Response(body.model_dump_json(), status.HTTP_202_ACCEPTED, media_type="application/json")
 
 
 def _publish(gateway: Gateway, accepted: list[Accepted]) -> None:

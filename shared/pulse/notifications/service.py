@@ -128,6 +128,7 @@ def accept_notifications(
     rate: SendLimits | None = None,
     all_or_nothing: bool = False,
     schedule_id: uuid.UUID | None = None,
+    fanout_id: uuid.UUID | None = None,
     publish_grace: timedelta = timedelta(seconds=5),
     ids: Sequence[uuid.UUID] | None = None,
 ) -> list[Accepted | PulseError]:
@@ -159,6 +160,7 @@ def accept_notifications(
             "updated_at": now,
             "attempt_count": 0,
             "schedule_id": schedule_id,
+            "fanout_id": fanout_id,
         }
         for result in resolved
     ]
@@ -234,6 +236,10 @@ class _Context:
 
     def resolve(self, request: NotificationRequest) -> _Resolved:
         """Raises InvalidInput naming the field at fault."""
+        if request.topic is not None:
+            raise InvalidInput(
+                "a topic send is accepted on its own, by POST /v1/notifications", location=("body", "topic")
+            )
         channel = request.channel
         profile = self.profiles.get(request.user_id) if request.user_id is not None else None
         template = self._template(request)

@@ -16,7 +16,6 @@ from pulse.notifications.acceptance import AcceptanceSettings, screen
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
 from pulse.scheduling.schedules import PauseReason, next_run_after
-from pulse.scheduling.service import TenantPolicy
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +83,8 @@ def _send_once(
                 session,
                 tenant_id=schedule.tenant_id,
                 request=request,
-                policy=TenantPolicy.of(
-                    tenant.timezone,
-                    tenant.quiet_hours,
-                    default=rules.default_quiet_hours,
-                    default_priority=tenant.default_priority,
-                ),
-                rate=rules.rate_for(
-                    limit=tenant.rate_limit,
-                    window_seconds=tenant.rate_limit_window_seconds,
-                    sends_per_minute=tenant.sends_per_minute,
-                ),
+                policy=rules.policy_of(tenant),
+                rate=rules.limits_of(tenant),
                 schedule_id=schedule.id,
                 # The scheduler's outbox sweep publishes it, in the same tick.
                 publish_grace=timedelta(0),

@@ -95,6 +95,11 @@ def create_schedule(
             "send_at is not allowed in a schedule's notification: the cron expression decides when",
             location=("body", "notification", "send_at"),
         )
+    if notification.topic is not None:
+        raise InvalidInput(
+            "topic is not allowed in a schedule's notification: send to a topic with POST /v1/notifications",
+            location=("body", "notification", "topic"),
+        )
     now = datetime.now(UTC)
     try:
         next_run_at = next_run_after(cron, timezone, now)
