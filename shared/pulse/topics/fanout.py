@@ -56,27 +56,23 @@ def run_fanout_chunk(
         fanout.status = FanoutStatus.DONE
         fanout.finished_at = now
         return []
-    outcomes: dict[str, Accepted | PulseError] = {}
-    requests: dict[str, NotificationRequest] = {}
-    for user_id in user_ids:
-        try:
-            requests[user_id] = NotificationRequest.model_validate(
-                {**fanout.notification, "user_id": user_id}
-            )
-        except ValidationError as error:  # The stored send no longer passes a rule of the schema.
-            outcomes[user_id] = InvalidInput(str(error))
-    accepted = accept_notifications(
+    try:
+        # Validated once: the subscribers' user ids were validated when they subscribed.
+        send = NotificationRequest.model_validate({**fanout.notification, "user_id": user_ids[0]})
+    except ValidationError as error:  # The stored send no longer passes a rule of the schema.
+        _record_progress(fanout, [(user_id, InvalidInput(str(error))) for user_id in user_ids], now=now)
+        return []
+    outcomes = accept_notifications(
         session,
         tenant_id=fanout.tenant_id,
-        requests=list(requests.values()),
+        requests=[send.model_copy(update={"user_id": user_id}) for user_id in user_ids],
         policy=rules.policy_of(tenant),
         rate=rules.limits_of(tenant),
         fanout_id=fanout.id,
         publish_grace=publish_grace,
     )
-    outcomes.update(zip(requests, accepted, strict=True))
-    _record_progress(fanout, [(user_id, outcomes[user_id]) for user_id in user_ids], now=now)
-    return [outcome for outcome in accepted if isinstance(outcome, Accepted)]
+    _record_progress(fanout, list(zip(user_ids, outcomes, strict=True)), now=now)
+    return [outcome for outcome in outcomes if isinstance(outcome, Accepted)]
 
 
 def _next_subscribers(session: Session, fanout: Fanout, chunk_size: int) -> list[str]:
