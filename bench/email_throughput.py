@@ -17,7 +17,8 @@
 
     make bench                                            # the defaults: a few minutes
     make bench BENCH_ARGS="--isolation-backlog 0"         # skip the 100k backlog
-    make bench BENCH_ARGS="--ceiling-tasks 0 --count 0 --batches 0 --isolation-backlog 0"  # topic only
+    make bench BENCH_ARGS="--ceiling-tasks 0 --count 0 --batches 0 --isolation-backlog 0 \\
+        --results-name topics"                            # the topic scenario only
 """
 
 import argparse
@@ -75,6 +76,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--topic-subscribers", type=int, default=100_000, help="subscribers of the topic sent to (0 skips)"
     )
+    parser.add_argument(
+        "--results-name",
+        default="email_throughput",
+        help="results are saved as bench/results/<name>-latest.json (and -<time>.json)",
+    )
     return parser.parse_args()
 
 
@@ -119,7 +125,7 @@ def main() -> None:
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_seconds": round(time.monotonic() - STARTED),
     }
-    save(results)
+    save(results, args.results_name)
 
 
 def progress(message: str) -> None:
@@ -307,11 +313,11 @@ def cpu_report(cpu: procstats.CpuTracker, delivered: int) -> CpuReport:
     )
 
 
-def save(results: dict[str, Any]) -> None:
+def save(results: dict[str, Any], name: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     body = json.dumps(results, indent=2, ensure_ascii=False) + "\n"
-    (RESULTS / f"email_throughput-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json").write_text(body, encoding="utf-8")
-    (RESULTS / "email_throughput-latest.json").write_text(body, encoding="utf-8")
+    (RESULTS / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json").write_text(body, encoding="utf-8")
+    (RESULTS / f"{name}-latest.json").write_text(body, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -54,10 +54,11 @@ class SchedulerSettings(BaseSettings):
         description="Subscribers of a topic send whose notifications are created per transaction.",
     )
     fanout_publish_grace_seconds: float = Field(
-        5.0,
+        30.0,
         ge=0,
         description="A fan-out's notifications are published right after their chunk commits; the "
-        "outbox sweep publishes those still unpublished after this long.",
+        "outbox sweep publishes those still unpublished after this long (a crashed scheduler's). "
+        "Shorter, a busy publisher's backlog would be published twice.",
     )
     queue_metrics_seconds: float = Field(
         5.0, description="How often queue depths are read from RabbitMQ for pulse_queue_length."
