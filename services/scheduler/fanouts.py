@@ -4,6 +4,10 @@ chunk after chunk, and hands each chunk to the after-commit publisher.
 A thread rather than one more job of the loop: a job gets one transaction per tick (0.5 s), which
 would hold a 100,000-subscriber fan-out to 1000 notifications per tick; the runner goes on at once
 while fan-outs are running, and the other jobs keep their rhythm meanwhile.
+
+Creating does not wait for publishing: the notifications are committed with their outbox rows, and
+what the publisher does not take (it holds a bounded number, then leaves the rest to the outbox
+sweep) is published by the sweep; memory stays bounded either way.
 """
 
 import logging
@@ -61,14 +65,6 @@ class FanoutRunner:
                 busy = False
             if not busy:
                 self._stopping.wait(self._idle_seconds)
-            else:
-                self._wait_for_publisher()
-
-    def _wait_for_publisher(self) -> None:
-        """Create no faster than the publisher publishes: what it cannot take waits for the outbox
-        sweep, much slower (and memory stays at a couple of chunks)."""
-        while self._publisher.waiting > 2 * self._chunk_size and not self._stopping.wait(0.05):
-            pass
 
     def stop(self) -> None:
         self._stopping.set()

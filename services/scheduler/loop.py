@@ -150,6 +150,8 @@ class Scheduler:
             self._session_factory,
             self._celery,
             confirm_timeout_seconds=settings.broker.confirm_timeout_seconds,
+            # A chunk's publishes with one wait for confirms.
+            max_group=settings.fanout_chunk_size,
         )
         runner = FanoutRunner(
             self._session_factory,
