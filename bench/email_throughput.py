@@ -8,13 +8,17 @@
    - half rate: for `--half-rate-seconds`, sends paced at half the delivered/s just measured;
    - batch: `--batches` times `--batch-size` emails through the batch API from `--batch-clients`;
    - isolation: `--isolation-backlog` `low` emails accepted through the batch API, then, while they
-     wait, `--isolation-critical` `critical` ones sent one at a time at `--isolation-rate` per second.
+     wait, `--isolation-critical` `critical` ones sent one at a time at `--isolation-rate` per second;
+   - topic: one send to a topic of `--topic-subscribers` users (bench/topics.py): time until the
+     scheduler created every notification, their delivery rate, the scheduler's memory.
    For single and batch, the CPU each process used (bench/procstats.py) per delivered notification.
 3. A report: the ratio delivered/s ÷ ceiling first, then each target with PASS/FAIL, the scenarios and
    the CPU table; saved in bench/results/ (email_throughput-latest.json).
 
     make bench                                            # the defaults: a few minutes
     make bench BENCH_ARGS="--isolation-backlog 0"         # skip the 100k backlog
+    make bench BENCH_ARGS="--ceiling-tasks 0 --count 0 --batches 0 --isolation-backlog 0 \\
+        --results-name topics"                            # the topic scenario only
 """
 
 import argparse
@@ -33,6 +37,7 @@ from bench.ceiling import measure_ceiling
 from bench.ledger import Ledger, Tenant
 from bench.load import BATCH_PATH, SINGLE_PATH, batch_bodies, send, single_bodies
 from bench.report import CpuReport, CpuRow, Scenario, as_json, print_report
+from bench.topics import topic_fanout
 from devtools.stack import Stack, Timeout, isolated_infrastructure, isolated_vhost, running_stack
 
 RESULTS = Path(__file__).with_name("results")
@@ -56,7 +61,9 @@ def arguments() -> argparse.Namespace:
         default=16,
         help="the email worker's PULSE_EMAIL_WORKER_CONCURRENCY (the ceiling's worker reads the same)",
     )
-    parser.add_argument("--ceiling-tasks", type=int, default=10_000, help="no-op tasks per ceiling run")
+    parser.add_argument(
+        "--ceiling-tasks", type=int, default=10_000, help="no-op tasks per ceiling run (0 skips the ceiling)"
+    )
     parser.add_argument("--half-rate-seconds", type=float, default=10.0, help="0 skips the half-rate run")
     parser.add_argument("--batches", type=int, default=10, help="batch requests (0 skips the batch run)")
     parser.add_argument("--batch-size", type=int, default=1000, help="emails per batch request")
@@ -66,6 +73,14 @@ def arguments() -> argparse.Namespace:
         "--isolation-critical", type=int, default=200, help="critical emails sent behind them"
     )
     parser.add_argument("--isolation-rate", type=float, default=20.0, help="critical emails per second")
+    parser.add_argument(
+        "--topic-subscribers", type=int, default=100_000, help="subscribers of the topic sent to (0 skips)"
+    )
+    parser.add_argument(
+        "--results-name",
+        default="email_throughput",
+        help="results are saved as bench/results/<name>-latest.json (and -<time>.json)",
+    )
     return parser.parse_args()
 
 
@@ -74,7 +89,7 @@ def main() -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
     progress(f"logs: {log_dir}")
     worker_env = {"PULSE_EMAIL_WORKER_CONCURRENCY": str(args.worker_concurrency)}
-    ceiling = {"start": ceiling_run(args.ceiling_tasks, worker_env, log_dir)}
+    ceiling = {"start": ceiling_run(args.ceiling_tasks, worker_env, log_dir)} if args.ceiling_tasks else {}
     with (
         isolated_infrastructure("pulse_bench") as infrastructure,
         # The isolation backlog is one tenant's 100,000 sends in a minute or two: more than the default
@@ -92,11 +107,12 @@ def main() -> None:
         finally:
             ledger.close()
     progress("Pulse stopped; its database and vhost dropped")
-    ceiling["end"] = ceiling_run(args.ceiling_tasks, worker_env, log_dir)
-    ceiling["mean"] = round((ceiling["start"] + ceiling["end"]) / 2, 1)
-    for name in ("single", "batch"):
-        if scenario := scenarios.get(name):
-            scenario.ratio_to_ceiling = round(scenario.delivered_per_second / ceiling["mean"], 3)
+    if ceiling:
+        ceiling["end"] = ceiling_run(args.ceiling_tasks, worker_env, log_dir)
+        ceiling["mean"] = round((ceiling["start"] + ceiling["end"]) / 2, 1)
+        for name in ("single", "batch"):
+            if scenario := scenarios.get(name):
+                scenario.ratio_to_ceiling = round(scenario.delivered_per_second / ceiling["mean"], 3)
     judged = print_report(scenarios, ceiling, peak_rss)
     results: dict[str, Any] = {
         "targets": as_json(judged),
@@ -109,7 +125,7 @@ def main() -> None:
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_seconds": round(time.monotonic() - STARTED),
     }
-    save(results)
+    save(results, args.results_name)
 
 
 def progress(message: str) -> None:
@@ -169,6 +185,17 @@ class Bench:
             scenarios.append(self.batch(args.batches, size=args.batch_size, clients=args.batch_clients))
         if args.isolation_backlog:
             scenarios.append(self.isolation(args))
+        if args.topic_subscribers:
+            scenarios.append(
+                topic_fanout(
+                    self.stack,
+                    self.ledger,
+                    self.groups,
+                    subscribers=args.topic_subscribers,
+                    cpu_report=cpu_report,
+                    progress=progress,
+                )
+            )
         return {scenario.name: scenario for scenario in scenarios}
 
     def single(self, count: int, *, clients: int) -> Scenario:
@@ -286,11 +313,11 @@ def cpu_report(cpu: procstats.CpuTracker, delivered: int) -> CpuReport:
     )
 
 
-def save(results: dict[str, Any]) -> None:
+def save(results: dict[str, Any], name: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     body = json.dumps(results, indent=2, ensure_ascii=False) + "\n"
-    (RESULTS / f"email_throughput-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json").write_text(body, encoding="utf-8")
-    (RESULTS / "email_throughput-latest.json").write_text(body, encoding="utf-8")
+    (RESULTS / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json").write_text(body, encoding="utf-8")
+    (RESULTS / f"{name}-latest.json").write_text(body, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -176,11 +176,20 @@ class CpuTracker:
 
 def peak_rss_mib(pid: int, proc: Path = PROC) -> float | None:
     """The process's peak resident memory so far (VmHWM); None once it has gone."""
+    return _memory_mib(pid, "VmHWM", proc)
+
+
+def rss_mib(pid: int, proc: Path = PROC) -> float | None:
+    """The process's resident memory now (VmRSS); None once it has gone."""
+    return _memory_mib(pid, "VmRSS", proc)
+
+
+def _memory_mib(pid: int, field: str, proc: Path) -> float | None:
     try:
         status = (proc / str(pid) / "status").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
     for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024  # kB
     return None

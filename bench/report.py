@@ -120,6 +120,15 @@ def targets(scenarios: dict[str, Scenario]) -> list[Target]:
                 note=note,
             )
         )
+    if topic := scenarios.get("topic"):
+        found.append(
+            Target(
+                f"topic of {topic.sent}: every notification created",
+                topic.details["created_seconds"],
+                " s",
+                30,
+            )
+        )
     if half_rate := scenarios.get("half rate"):
         found.append(
             Target(
@@ -139,15 +148,16 @@ def print_report(
     judged = targets(scenarios)
     rule = "═" * 100
     print(f"\n{rule}")
-    if single := scenarios.get("single"):
+    if (single := scenarios.get("single")) and ceiling:
         print(
             f"  PULSE ÷ CELERY NO-OP CEILING (single sends): {_number(single.ratio_to_ceiling)}"
             f"   = {single.delivered_per_second} delivered/s ÷ {ceiling['mean']} tasks/s"
         )
-    print(
-        f"  Celery no-op ceiling: {ceiling['start']} tasks/s at the start, {ceiling['end']} at the end,"
-        f" mean {ceiling['mean']}"
-    )
+    if ceiling:
+        print(
+            f"  Celery no-op ceiling: {ceiling['start']} tasks/s at the start, {ceiling['end']} at the end,"
+            f" mean {ceiling['mean']}"
+        )
     print(rule)
     print("Targets")
     for target in judged:

@@ -28,6 +28,7 @@ from services.api.routes import (
     recipients,
     schedules,
     templates,
+    topics,
     webhook_secret,
 )
 from services.api.settings import ApiSettings
@@ -54,6 +55,8 @@ ROUTERS = (
     inapp.auth_router,
     inapp.inbox_router,
     presence.router,
+    topics.router,
+    topics.fanouts_router,
 )
 
 

@@ -2,6 +2,7 @@
 
 Several replicas may run side by side: every job locks the rows it takes with SKIP LOCKED (the
 dead-letter reconciliation holds the messages it inspects unacknowledged, which has the same effect).
+Topic sends are fanned out beside the loop, by a thread of their own (services/scheduler/fanouts.py).
 """
 
 import logging
@@ -24,12 +25,13 @@ from pulse.messaging.depths import queue_depths
 from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.messaging.topology import dead_letter_queue
 from pulse.observability.metrics import DEAD_LETTERS, OUTBOX_LAG, QUEUE_LENGTH
-from pulse.outbox.service import oldest_pending_age_seconds, sweep_outbox
+from pulse.outbox.service import AfterCommitPublisher, oldest_pending_age_seconds, sweep_outbox
 from pulse.rate_limits.service import MAX_WINDOW_SECONDS, delete_stale_counters
 from pulse.scheduling.release import release_due_notifications
 from pulse.scheduling.retention import delete_expired
 from pulse.scheduling.runs import run_due_schedules
 from pulse.vocabulary import Channel
+from services.scheduler.fanouts import FanoutRunner
 from services.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class Scheduler:
     def __init__(
         self, settings: SchedulerSettings, session_factory: sessionmaker[Session], celery: Celery
     ) -> None:
+        self._settings = settings
         self._session_factory = session_factory
         self._celery = celery
         self._tick = settings.tick_seconds
@@ -164,9 +167,30 @@ class Scheduler:
                 log.exception("job %r failed; retrying next time", job.name)
 
     def run_forever(self) -> None:
+        settings = self._settings
+        publisher = AfterCommitPublisher(
+            self._session_factory,
+            self._celery,
+            confirm_timeout_seconds=settings.broker.confirm_timeout_seconds,
+            # A chunk's publishes with one wait for confirms.
+            max_group=settings.fanout_chunk_size,
+        )
+        runner = FanoutRunner(
+            self._session_factory,
+            publisher,
+            rules=settings.acceptance,
+            chunk_size=settings.fanout_chunk_size,
+            publish_grace=timedelta(seconds=settings.fanout_publish_grace_seconds),
+            idle_seconds=self._tick,
+        )
+        fanouts = threading.Thread(target=runner.run_forever, name="fanouts", daemon=True)
+        fanouts.start()
         while not self._stopping.is_set():
             self.run_once()
             self._stopping.wait(self._tick)
+        runner.stop()
+        fanouts.join(timeout=10)
+        publisher.close()
 
     def stop(self) -> None:
         self._stopping.set()

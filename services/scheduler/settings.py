@@ -56,6 +56,19 @@ class SchedulerSettings(BaseSettings):
     pause_after_failures: int = Field(
         5, ge=1, description="A schedule whose runs fail this many times in a row is paused."
     )
+    fanout_chunk_size: int = Field(
+        1000,
+        ge=1,
+        le=10_000,
+        description="Subscribers of a topic send whose notifications are created per transaction.",
+    )
+    fanout_publish_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="A fan-out's notifications are published right after their chunk commits; the "
+        "outbox sweep publishes those still unpublished after this long (a crashed scheduler's). "
+        "Shorter, a busy publisher's backlog would be published twice.",
+    )
     queue_metrics_seconds: float = Field(
         5.0, description="How often queue depths are read from RabbitMQ for pulse_queue_length."
     )

@@ -63,3 +63,7 @@ class RateLimited(PulseError):
         super().__init__(message)
         self.limit = limit
         self.reset_seconds = reset_seconds
+
+
+class QuotaExceeded(RateLimited):
+    """The tenant's sends per minute, every recipient together, are spent (a fan-out waits for them)."""

@@ -7,7 +7,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import to_json
 
 EARLIEST_YEAR = 2000
@@ -58,3 +58,9 @@ def _check_nesting(value: dict[str, Any] | list[Any], *, depth: int) -> None:
 # A free-form JSON object from a caller (metadata, template variables, push/webhook data): at most
 # 32 levels deep and 64 KiB, so it is stored and serialised back like any other value.
 JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded_json)]
+
+# A topic's key: letters, digits and `.`, `_`, `:`, `-` (it appears in URLs), starting with a letter
+# or digit, at most 128 characters.
+TOPIC_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+MAX_TOPIC_KEY = 128
+TopicKey = Annotated[str, Field(min_length=1, max_length=MAX_TOPIC_KEY, pattern=TOPIC_KEY_PATTERN)]

@@ -51,8 +51,8 @@ def test_secrets_are_redacted_at_any_depth_and_urls_lose_their_credentials() -> 
         assert secret not in text
     after = changes["after"] if changes else {}
     assert after["webhook_secret"] == after["smtp"]["password"] == after["push_tokens"] == REDACTED
-    assert after["notification"]["recipient"] == "https://hooks.example.com/in?[redacted]"
-    assert after["notification"]["callback_url"] == "https://example.com/status"
+    assert after["notification"]["recipient"] == "https://hooks.example.com/[redacted]"
+    assert after["notification"]["callback_url"] == "https://example.com/[redacted]"
 
 
 def test_big_values_are_cut() -> None:

@@ -40,6 +40,8 @@ from pulse.notifications.service import (
 from pulse.observability.metrics import NOTIFICATIONS_ACCEPTED
 from pulse.tenants.service import Principal
 from pulse.text import NO_NUL_CHARACTERS
+from pulse.topics.schemas import TopicSendAccepted
+from pulse.topics.service import start_fanout
 from pulse.vocabulary import Channel, Priority, Status
 from services.api.bodies import StrictJsonRoute
 from services.api.deps import Gateway, GatewayDep, ReaderDep, SenderDep, SessionDep
@@ -57,14 +59,18 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=NotificationDetail | DigestedSend,
+    response_model=NotificationDetail | DigestedSend | TopicSendAccepted,
     responses={
         **ERROR_RESPONSES,
-        202: {"description": "Accepted: the notification, or for a send with `digest` a DigestedSend"},
+        202: {
+            "description": "Accepted: the notification; for a send with `digest` a DigestedSend, with "
+            "`topic` a TopicSendAccepted"
+        },
         200: {
             "description": "Idempotent replay: the original answer (`Idempotent-Replayed: true`)",
             "model": NotificationDetail | DigestedSend,
         },
+        404: {"description": "`topic`: the topic has no subscribers"},
         409: {"description": "Idempotency-Key reused with a different body"},
         413: {"description": "Body over the size limit"},
         429: {"description": "Rate limit exceeded (`Retry-After`; RateLimit-* headers)"},
@@ -77,10 +83,13 @@ async def send_notification(
     gateway: GatewayDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
-    """Accept a notification. The 202 is sent only after it is committed to PostgreSQL."""
+    """Accept a notification. The 202 is sent only after it is committed to PostgreSQL. With `topic`,
+    the answer is the committed fan-out (`TopicSendAccepted`), whose notifications come after."""
     screen(request, gateway.settings)
     if request.digest is not None:
         return await run_in_threadpool(_collect, request, principal, gateway, idempotency_key)
+    if request.topic is not None:
+        return await run_in_threadpool(_send_to_topic, request, principal, gateway, idempotency_key)
     accepted = await gateway.intake.accept(
         Send(
             tenant_id=principal.tenant_id,
@@ -188,6 +197,19 @@ def _collect(
     opened = [digested.opened] if digested.opened is not None else []
     _publish(gateway, opened)
     return Response(body, status.HTTP_202_ACCEPTED, _quota_headers(opened), "application/json")
+
+
+def _send_to_topic(
+    request: NotificationRequest, principal: Principal, gateway: Gateway, idempotency_key: str | None
+) -> Response:
+    if idempotency_key is not None:
+        raise InvalidInput(
+            "Idempotency-Key is not supported with `topic`", location=("header", "idempotency-key")
+        )
+    with transaction(gateway.session_factory) as session:
+        fanout = start_fanout(session, tenant_id=principal.tenant_id, request=request)
+    body = TopicSendAccepted(topic=fanout.topic, fanout_id=fanout.id, recipients=fanout.recipients)
+    return Response(body.model_dump_json(), status.HTTP_202_ACCEPTED, media_type="application/json")
 
 
 def _publish(gateway: Gateway, accepted: list[Accepted]) -> None:

@@ -117,6 +117,8 @@ class Notification(Base):
     schedule_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("schedules.id", ondelete="SET NULL"), index=True
     )
+    # The topic send (fan-out) that created it, if any.
+    fanout_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("fanouts.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     scheduled_for: Mapped[datetime | None]
@@ -233,6 +235,13 @@ class Notification(Base):
             "escalated_from",
             postgresql_where=text("escalated_from IS NOT NULL"),
         ),
+        Index(
+            "uq_notifications_fanout_user",
+            "fanout_id",
+            "user_id",
+            unique=True,
+            postgresql_where=text("fanout_id IS NOT NULL"),
+        ),
     )
 
 
@@ -262,6 +271,48 @@ class Schedule(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (Index("ix_schedules_due", "next_run_at", postgresql_where=text("NOT paused")),)
+
+
+class TopicSubscription(Base):
+    """An end user subscribed to one of the tenant's topics; a topic exists while it has subscribers."""
+
+    __tablename__ = "topic_subscriptions"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Fanout(Base):
+    """A send to every subscriber of a topic, created in chunks by the scheduler (keyset on user id)."""
+
+    __tablename__ = "fanouts"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    topic: Mapped[str] = mapped_column(String(128))
+    # The body of POST /v1/notifications without `topic`: each subscriber's send adds its user_id.
+    notification: Mapped[dict[str, Any]]
+    # `running`, `done` or `cancelled`.
+    status: Mapped[str] = mapped_column(String(16))
+    # Subscribers when the send was accepted.
+    recipients: Mapped[int] = mapped_column(Integer)
+    created: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    skipped: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # {reason: count} of the skipped subscribers.
+    skipped_reasons: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    # The last subscriber handled (user ids in order); NULL before the first chunk.
+    last_user_id: Mapped[str | None] = mapped_column(String(255))
+    # Not taken up before then (the tenant's quota was spent).
+    resume_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_fanouts_running", "resume_at", postgresql_where=text("status = 'running'")),)
 
 
 class Template(Base):

@@ -132,7 +132,7 @@ def close_due_digests(
     for digest, tenant in due:
         try:
             with session.begin_nested():
-                close_digest(session, digest, policy=rules.policy_for(tenant), now=now)
+                close_digest(session, digest, policy=rules.policy_of(tenant), now=now)
         except Exception:
             # A bug or a database error in this digest must not hold back the others forever.
             log.exception("closing digest %s of tenant %s failed", digest.id, digest.tenant_id)

@@ -121,7 +121,7 @@ def _escalate_to(
         session,
         tenant_id=tenant.id,
         requests=[request],
-        policy=rules.policy_for(tenant),
+        policy=rules.policy_of(tenant),
         ids=[new_id],
         # The scheduler's outbox sweep publishes it, in the same tick.
         publish_grace=timedelta(0),

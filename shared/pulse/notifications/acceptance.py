@@ -5,13 +5,12 @@ The gateway and the scheduler both read these settings (`PULSE_*`), so a schedul
 direct send may not.
 """
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pulse.channels.ssrf import Allowlist, RefusedUrl, check_literal
-from pulse.db.models import Tenant
 from pulse.errors import InvalidInput
 from pulse.notifications.schemas import NotificationRequest
 from pulse.rate_limits.service import MAX_WINDOW_SECONDS, QUOTA_WINDOW_SECONDS, RateLimit, SendLimits
@@ -19,6 +18,23 @@ from pulse.scheduling.quiet_hours import QuietHours
 from pulse.scheduling.service import TenantPolicy
 from pulse.settings import split_commas
 from pulse.vocabulary import Channel
+
+
+class TenantSettings(Protocol):
+    """What a tenant may set for its sends (a Tenant row, or the Principal of one of its keys)."""
+
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def quiet_hours(self) -> str | None: ...
+    @property
+    def default_priority(self) -> str | None: ...
+    @property
+    def rate_limit(self) -> int | None: ...
+    @property
+    def rate_limit_window_seconds(self) -> int | None: ...
+    @property
+    def sends_per_minute(self) -> int | None: ...
 
 
 class AcceptanceSettings(BaseSettings):
@@ -68,15 +84,6 @@ class AcceptanceSettings(BaseSettings):
     def default_quiet_hours(self) -> QuietHours | None:
         return QuietHours.parse(self.quiet_hours)
 
-    def policy_for(self, tenant: Tenant) -> TenantPolicy:
-        """A tenant's time zone, quiet hours (its own, else the deployment's) and default priority."""
-        return TenantPolicy.of(
-            tenant.timezone,
-            tenant.quiet_hours,
-            default=self.default_quiet_hours,
-            default_priority=tenant.default_priority,
-        )
-
     def rate_for(
         self, *, limit: int | None, window_seconds: int | None, sends_per_minute: int | None
     ) -> SendLimits:
@@ -90,6 +97,23 @@ class AcceptanceSettings(BaseSettings):
                 limit=self.tenant_sends_per_minute if sends_per_minute is None else sends_per_minute,
                 window_seconds=QUOTA_WINDOW_SECONDS,
             ),
+        )
+
+    def policy_of(self, tenant: TenantSettings) -> TenantPolicy:
+        """The tenant's time zone, quiet hours (its own, else the deployment's) and default priority."""
+        return TenantPolicy.of(
+            tenant.timezone,
+            tenant.quiet_hours,
+            default=self.default_quiet_hours,
+            default_priority=tenant.default_priority,
+        )
+
+    def limits_of(self, tenant: TenantSettings) -> SendLimits:
+        """The tenant's rate limit and quota, else the deployment's."""
+        return self.rate_for(
+            limit=tenant.rate_limit,
+            window_seconds=tenant.rate_limit_window_seconds,
+            sends_per_minute=tenant.sends_per_minute,
         )
 
 

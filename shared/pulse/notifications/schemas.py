@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from pulse.inputs import DateTimeInput, JsonObject
+from pulse.inputs import DateTimeInput, JsonObject, TopicKey
 from pulse.notifications.addresses import MAX_DEVICE_TOKEN, channel_address, webhook_url
 from pulse.scheduling.clock import TimeZoneName
 from pulse.text import refuse_nul_characters
@@ -143,6 +143,14 @@ class NotificationRequest(BaseModel):
             "profile (addresses, time zone, quiet hours, locale, opt-outs) applies.",
         ),
     ] = None
+    topic: Annotated[
+        TopicKey | None,
+        Field(
+            description="Send to every subscriber of this topic instead of one `recipient`/`user_id`: "
+            "answers 202 with a `fanout_id` at once; each subscriber's notification is created "
+            "asynchronously, as a send with their `user_id` would be (GET /v1/fanouts/{id})."
+        ),
+    ] = None
     template: Annotated[
         str | None,
         Field(min_length=1, max_length=100, description="A template's name; instead of `content`."),
@@ -207,6 +215,15 @@ class NotificationRequest(BaseModel):
         channel = info.data.get("channel")
         return recipient if channel is None or recipient is None else channel_address(channel, recipient)
 
+    @field_validator("topic")
+    @classmethod
+    def _topic_alone(cls, topic: str | None, info: ValidationInfo) -> str | None:
+        if topic is not None and (info.data.get("recipient") or info.data.get("user_id")):
+            raise ValueError("give either `topic` or `recipient`/`user_id`, not both")
+        if topic is not None and info.data.get("channel") is Channel.WEBHOOK:
+            raise ValueError("webhook sends go to your URL (`recipient`), not to a topic's subscribers")
+        return topic
+
     @field_validator("callback_url")
     @classmethod
     def _callback_is_a_url(cls, url: str | None) -> str | None:
@@ -268,8 +285,10 @@ class NotificationRequest(BaseModel):
             raise ValueError("give either `template` (with its `variables`) or `content`")
         if self.variables and self.template is None:
             raise ValueError("`variables` are for a `template`")
-        if self.recipient is None and self.user_id is None:
-            raise ValueError("give `recipient`, or a `user_id` whose recipient profile has an address")
+        if self.recipient is None and self.user_id is None and self.topic is None:
+            raise ValueError(
+                "give `recipient`, or a `user_id` whose recipient profile has an address, or a `topic`"
+            )
         return self
 
 
@@ -348,6 +367,7 @@ class NotificationOut(BaseModel):
     local_scheduled_time: datetime | None = Field(None, description="`scheduled_for` in `timezone`.")
     deferred_reason: str | None
     schedule_id: uuid.UUID | None = Field(None, description="The recurring schedule that sent it, if any.")
+    fanout_id: uuid.UUID | None = Field(None, description="The topic send (fan-out) that created it, if any.")
     attempt_count: int
     next_attempt_at: datetime | None = Field(description="When a `retrying` notification is tried again.")
     delivered_at: datetime | None

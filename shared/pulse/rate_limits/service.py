@@ -34,7 +34,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Integer, Text
 
-from pulse.errors import RateLimited
+from pulse.errors import QuotaExceeded, RateLimited
 from pulse.vocabulary import Channel
 
 MAX_WINDOW_SECONDS = 86_400  # A day: counters older than two are deleted.
@@ -232,12 +232,14 @@ def _counters(send: Send, limits: SendLimits, quota_slot: _Counter) -> list[_Cou
 
 def _refusal(counter: _Counter, send: Send, reset_seconds: int) -> RateLimited:
     limit, window = counter.rate.limit, counter.rate.window_seconds
+    refusal: type[RateLimited] = RateLimited
     if counter.channel == _ALL_CHANNELS:
+        refusal = QuotaExceeded
         what = f"tenant quota exceeded: at most {limit} notifications per {window} s from this tenant"
     else:
         whom = f"user {send.user_id}" if counter.subject.startswith("user:") else send.recipient
         what = f"rate limit exceeded: at most {limit} {send.channel} notifications per {window} s to {whom}"
-    return RateLimited(f"{what}; try again in {reset_seconds} s", limit=limit, reset_seconds=reset_seconds)
+    return refusal(f"{what}; try again in {reset_seconds} s", limit=limit, reset_seconds=reset_seconds)
 
 
 def delete_stale_counters(session: Session, *, older_than_seconds: int) -> int:

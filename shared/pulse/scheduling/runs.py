@@ -83,12 +83,8 @@ def _send_once(
                 session,
                 tenant_id=schedule.tenant_id,
                 request=request,
-                policy=rules.policy_for(tenant),
-                rate=rules.rate_for(
-                    limit=tenant.rate_limit,
-                    window_seconds=tenant.rate_limit_window_seconds,
-                    sends_per_minute=tenant.sends_per_minute,
-                ),
+                policy=rules.policy_of(tenant),
+                rate=rules.limits_of(tenant),
                 schedule_id=schedule.id,
                 # The scheduler's outbox sweep publishes it, in the same tick.
                 publish_grace=timedelta(0),

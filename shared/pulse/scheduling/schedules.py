@@ -100,6 +100,11 @@ def create_schedule(
             "digest is not allowed in a schedule's notification: each run sends one notification",
             location=("body", "notification", "digest"),
         )
+    if notification.topic is not None:
+        raise InvalidInput(
+            "topic is not allowed in a schedule's notification: send to a topic with POST /v1/notifications",
+            location=("body", "notification", "topic"),
+        )
     now = datetime.now(UTC)
     try:
         next_run_at = next_run_after(cron, timezone, now)

@@ -1,0 +1,270 @@
+"""Fan-outs of topic sends, run chunk by chunk as the scheduler's runner does, in a private database
+(no scheduler of the session's stack takes part)."""
+
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pulse.db import transaction
+from pulse.db.models import (
+    Fanout,
+    Notification,
+    OutboxMessage,
+    RateLimitCounter,
+    Recipient,
+    Tenant,
+    TopicSubscription,
+)
+from pulse.errors import Conflict
+from pulse.notifications.acceptance import AcceptanceSettings
+from pulse.notifications.schemas import NotificationRequest
+from pulse.notifications.service import Accepted, accept_notification
+from pulse.tenants.service import create_tenant
+from pulse.topics.fanout import run_fanout_chunk
+from pulse.topics.service import cancel_fanout, get_fanout, start_fanout, subscribe
+
+# The deployment's rules, spelled out so that no PULSE_* variable of the environment plays a part.
+RULES = AcceptanceSettings(
+    enabled_channels=["email", "sms"],
+    quiet_hours="off",
+    webhook_allowlist="",
+    rate_limit=0,
+    rate_limit_window_seconds=60,
+    tenant_sends_per_minute=0,
+)
+CHUNK = 1000
+NEWS = {"channel": "email", "topic": "news", "content": {"subject": "News", "body": "Hello"}}
+
+
+@pytest.fixture(autouse=True)
+def _empty(factory: sessionmaker[Session]) -> None:
+    """Every test counts the notifications and fan-outs it finds."""
+    with transaction(factory) as session:
+        for table in (Notification, Fanout, TopicSubscription, Recipient, RateLimitCounter):
+            session.execute(delete(table))
+
+
+@pytest.fixture
+def tenant_id(factory: sessionmaker[Session]) -> uuid.UUID:
+    with transaction(factory) as session:
+        return create_tenant(session, name=f"topics-{uuid.uuid4().hex[:8]}").id
+
+
+def _users(count: int) -> list[str]:
+    return [f"u-{index:05}" for index in range(count)]
+
+
+def _topic(factory: sessionmaker[Session], tenant_id: uuid.UUID, profiles: dict[str, dict[str, Any]]) -> None:
+    """Subscribe the users to `news` (in calls of 1000, as the API takes them), with these profiles
+    (a user mapped to None has none)."""
+    users = list(profiles)
+    with transaction(factory) as session:
+        for start in range(0, len(users), 1000):
+            subscribe(session, tenant_id=tenant_id, topic="news", user_ids=users[start : start + 1000])
+        rows = [
+            {"tenant_id": tenant_id, "user_id": user, **p} for user, p in profiles.items() if p is not None
+        ]
+        if rows:
+            session.execute(insert(Recipient), rows)
+
+
+def _email_profiles(count: int) -> dict[str, dict[str, Any]]:
+    return {user: {"email": f"{user}@example.com"} for user in _users(count)}
+
+
+def _start(factory: sessionmaker[Session], tenant_id: uuid.UUID) -> uuid.UUID:
+    with transaction(factory) as session:
+        return start_fanout(session, tenant_id=tenant_id, request=NotificationRequest.model_validate(NEWS)).id
+
+
+def _chunk(factory: sessionmaker[Session]) -> list[Accepted] | None:
+    with transaction(factory) as session:
+        return run_fanout_chunk(session, rules=RULES, chunk_size=CHUNK, publish_grace=timedelta(seconds=5))
+
+
+def _run_to_the_end(factory: sessionmaker[Session]) -> int:
+    chunks = 0
+    while _chunk(factory) is not None:
+        chunks += 1
+    return chunks
+
+
+def _fanout(factory: sessionmaker[Session], tenant_id: uuid.UUID, fanout_id: uuid.UUID) -> Fanout:
+    with factory() as session:
+        return get_fanout(session, tenant_id=tenant_id, id=fanout_id)
+
+
+def _notified(factory: sessionmaker[Session], fanout_id: uuid.UUID) -> Counter[str]:
+    """How many notifications of the fan-out each user has."""
+    with factory() as session:
+        users = session.scalars(select(Notification.user_id).where(Notification.fanout_id == fanout_id))
+        return Counter(user for user in users if user is not None)
+
+
+def test_each_subscriber_gets_what_a_send_with_their_user_id_would_and_the_others_are_skipped(
+    factory: sessionmaker[Session], tenant_id: uuid.UUID
+) -> None:
+    kinds = {
+        0: None,  # no profile
+        1: {"email": "x@example.com", "preferences": {"email": False}},  # opted out of email
+        2: {"email": None, "phone": "+14155550100"},  # no email address
+        3: {"timezone": "Asia/Tokyo", "quiet_hours": "00:00-23:59:59"},  # in their quiet hours
+        4: {},  # a plain email profile
+    }
+    profiles: dict[str, dict[str, Any]] = {}
+    for index, user in enumerate(_users(3000)):
+        kind = kinds[index % 5]
+        profiles[user] = None if kind is None else {"email": f"{user}@example.com", **kind}
+    _topic(factory, tenant_id, profiles)
+    with transaction(factory) as session:
+        # One message per user per minute, and one of them got theirs already.
+        session.execute(update(Tenant).where(Tenant.id == tenant_id).values(rate_limit=1))
+        tenant = session.get_one(Tenant, tenant_id)
+        accept_notification(
+            session,
+            tenant_id=tenant_id,
+            request=NotificationRequest.model_validate({**NEWS, "topic": None, "user_id": "u-00004"}),
+            rate=RULES.limits_of(tenant),
+        )
+    fanout_id = _start(factory, tenant_id)
+
+    assert _run_to_the_end(factory) == 4  # three chunks of subscribers, then the one that finds none
+
+    fanout = _fanout(factory, tenant_id, fanout_id)
+    assert (fanout.status, fanout.recipients, fanout.created, fanout.skipped) == ("done", 3000, 1199, 1801)
+    assert fanout.skipped_reasons == {"no_address": 1200, "opted_out": 600, "rate_limited": 1}
+    assert fanout.finished_at is not None
+    notified = _notified(factory, fanout_id)
+    created = {user for index, user in enumerate(_users(3000)) if index % 5 in (3, 4)} - {"u-00004"}
+    assert set(notified) == created
+    assert set(notified.values()) == {1}
+    with factory() as session:
+        rows = session.execute(
+            select(
+                Notification.user_id,
+                Notification.recipient,
+                Notification.status,
+                Notification.deferred_reason,
+            ).where(Notification.fanout_id == fanout_id)
+        ).all()
+        outbox = session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .join(Notification)
+            .where(Notification.fanout_id == fanout_id)
+        )
+    for user, recipient, status, deferred_reason in rows:
+        quiet = int(user.removeprefix("u-")) % 5 == 3
+        assert recipient == f"{user}@example.com"
+        assert (status, deferred_reason) == (("scheduled", "quiet_hours") if quiet else ("queued", None))
+    # The due ones owe their publish.
+    assert outbox == sum(1 for row in rows if row.status == "queued") == 599
+
+
+def test_a_fanout_resumes_where_its_last_committed_chunk_ended_after_a_crash(
+    factory: sessionmaker[Session], tenant_id: uuid.UUID
+) -> None:
+    _topic(factory, tenant_id, _email_profiles(2500))
+    fanout_id = _start(factory, tenant_id)
+    assert _chunk(factory) is not None
+
+    # A runner dies in the middle of the second chunk: its transaction never commits. While it held
+    # the fan-out, another runner found nothing to take (SKIP LOCKED), and started nothing twice.
+    with pytest.raises(RuntimeError), transaction(factory) as dying:
+        run_fanout_chunk(dying, rules=RULES, chunk_size=CHUNK, publish_grace=timedelta(seconds=5))
+        assert _chunk(factory) is None
+        raise RuntimeError("killed")
+    assert _fanout(factory, tenant_id, fanout_id).created == 1000
+
+    assert _run_to_the_end(factory) == 3  # a fresh runner: the two chunks left, then done
+    fanout = _fanout(factory, tenant_id, fanout_id)
+    assert (fanout.status, fanout.created, fanout.skipped) == ("done", 2500, 0)
+    notified = _notified(factory, fanout_id)
+    assert set(notified) == set(_users(2500))
+    assert set(notified.values()) == {1}
+
+
+def test_a_subscriber_cannot_get_two_notifications_of_one_fanout(
+    factory: sessionmaker[Session], tenant_id: uuid.UUID
+) -> None:
+    _topic(factory, tenant_id, _email_profiles(10))
+    fanout_id = _start(factory, tenant_id)
+    _run_to_the_end(factory)
+    with transaction(factory) as session:  # Progress lost: as if a chunk ran twice.
+        session.execute(
+            update(Fanout).where(Fanout.id == fanout_id).values(status="running", last_user_id=None)
+        )
+
+    with pytest.raises(IntegrityError, match="uq_notifications_fanout_user"):
+        _chunk(factory)
+    assert set(_notified(factory, fanout_id).values()) == {1}
+
+
+def test_a_cancelled_fanout_creates_nothing_more_and_keeps_what_it_created(
+    factory: sessionmaker[Session], tenant_id: uuid.UUID
+) -> None:
+    _topic(factory, tenant_id, _email_profiles(2500))
+    fanout_id = _start(factory, tenant_id)
+    _chunk(factory)
+
+    with transaction(factory) as session:
+        cancelled = cancel_fanout(session, tenant_id=tenant_id, id=fanout_id)
+    assert (cancelled.status, cancelled.created) == ("cancelled", 1000)
+    assert _chunk(factory) is None
+    assert sum(_notified(factory, fanout_id).values()) == 1000
+    with transaction(factory) as session:  # Cancelling again changes nothing.
+        assert cancel_fanout(session, tenant_id=tenant_id, id=fanout_id).status == "cancelled"
+
+
+def test_a_done_fanout_cannot_be_cancelled(factory: sessionmaker[Session], tenant_id: uuid.UUID) -> None:
+    _topic(factory, tenant_id, _email_profiles(3))
+    fanout_id = _start(factory, tenant_id)
+    _run_to_the_end(factory)
+
+    with pytest.raises(Conflict), transaction(factory) as session:
+        cancel_fanout(session, tenant_id=tenant_id, id=fanout_id)
+
+
+def test_a_spent_tenant_quota_pauses_the_fanout_instead_of_skipping_subscribers(
+    factory: sessionmaker[Session], tenant_id: uuid.UUID
+) -> None:
+    _topic(factory, tenant_id, _email_profiles(2500))
+    with transaction(factory) as session:
+        session.execute(update(Tenant).where(Tenant.id == tenant_id).values(sends_per_minute=1500))
+    fanout_id = _start(factory, tenant_id)
+
+    assert _run_to_the_end(factory) == 2  # 1000, then 500 before the quota ran out
+    fanout = _fanout(factory, tenant_id, fanout_id)
+    assert (fanout.status, fanout.created, fanout.skipped, fanout.last_user_id) == (
+        "running",
+        1500,
+        0,
+        "u-01499",
+    )
+    assert fanout.resume_at > datetime.now(UTC)
+
+    with transaction(factory) as session:  # The quota's minute is over.
+        session.execute(delete(RateLimitCounter))
+        session.execute(update(Fanout).where(Fanout.id == fanout_id).values(resume_at=func.now()))
+    _run_to_the_end(factory)
+    fanout = _fanout(factory, tenant_id, fanout_id)
+    assert (fanout.status, fanout.created, fanout.skipped) == ("done", 2500, 0)
+    assert set(_notified(factory, fanout_id)) == set(_users(2500))
+
+
+def test_running_fanouts_take_turns(factory: sessionmaker[Session], tenant_id: uuid.UUID) -> None:
+    _topic(factory, tenant_id, _email_profiles(2500))
+    first, second = _start(factory, tenant_id), _start(factory, tenant_id)
+
+    taken = []
+    for _ in range(4):
+        accepted = _chunk(factory)
+        assert accepted
+        taken.append(accepted[0].notification.fanout_id)
+    assert taken == [first, second, first, second]
