@@ -355,7 +355,7 @@ class Auth(Resource[M]):
     token = operation(_token)
 
 
-def _unread_count(response: httpx.Response) -> int:
+def _read_unread_count(response: httpx.Response) -> int:
     return UnreadCount.model_validate_json(response.content).unread_count
 
 
@@ -374,7 +374,7 @@ class Inbox(Resource[M]):
 
     def _unread_count(self) -> Call[int]:
         """How many of the user's items are unread."""
-        return Call("GET", "/v1/inbox/unread-count", _unread_count)
+        return Call("GET", "/v1/inbox/unread-count", _read_unread_count)
 
     def _mark_read(self, notification_id: Id) -> Call[InboxItem]:
         """Mark one item read (again: no change); `NotFoundError` if it is not the user's."""
