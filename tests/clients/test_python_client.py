@@ -1,6 +1,7 @@
 """The Python client (clients/python, `pulse_client`) against the real running gateway and workers:
 sends and their delivery, idempotent replays, problem details as exceptions, cursor iteration, the
-async client, retries that honour Retry-After, webhook signature verification, every resource once,
+async client, retries that honour Retry-After, webhook signature verification, every resource once
+(topics and fan-outs, digests, API keys and the audit log, end-user tokens and the inbox, presence),
 and models that match the gateway's current OpenAPI."""
 
 import asyncio
@@ -36,8 +37,13 @@ from pulse_client.models import (
     BatchMode,
     Channel,
     Content,
+    DigestSpec,
+    FanoutOut,
+    FanoutStatus,
+    InboxStatus,
     NotificationDetail,
     NotificationRequest,
+    Scope,
     Status,
 )
 from tests.conftest import Tenant, wait_until
@@ -270,6 +276,143 @@ def test_every_resource_round_trips_through_its_models(pulse: Pulse) -> None:
     assert pulse.dead_letters.replay_all(Channel.EMAIL).replayed == 0
     summary = pulse.analytics.summary()
     assert summary.model_dump()  # parsed into its model
+
+
+def test_a_topic_send_fans_out_to_its_subscribers_and_is_followed_to_the_end(pulse: Pulse) -> None:
+    key, ada, bob = (
+        f"client.{uuid.uuid4().hex[:8]}",
+        f"ada-{uuid.uuid4().hex[:8]}",
+        f"bob-{uuid.uuid4().hex[:8]}",
+    )
+    pulse.recipients.put(ada, {"email": _address()})  # bob has no profile: skipped, no address
+    assert pulse.topics.subscribe(key, [ada, bob]).added == 2
+    assert (pulse.topics.subscribe(key, [bob]).added, pulse.topics.get(key).subscribers) == (0, 2)
+    assert [subscriber.user_id for subscriber in pulse.topics.iter_subscribers(key, limit=1)] == [ada, bob]
+
+    topic_send = {"channel": "email", "topic": key, "content": {"subject": "Shipped", "body": "On its way"}}
+    with pytest.raises(ValueError, match="send_to_topic"):
+        pulse.notifications.send(topic_send)  # refused before sending: its answer is not a notification
+    accepted = pulse.notifications.send_to_topic(topic_send)
+    assert (accepted.topic, accepted.recipients) == (key, 2)
+
+    def finished() -> FanoutOut | None:
+        fanout = pulse.fanouts.get(accepted.fanout_id)
+        return fanout if fanout.status is FanoutStatus.DONE else None
+
+    fanout: FanoutOut = wait_until(finished, what="the fan-out to be done")
+    assert (fanout.created, fanout.skipped, fanout.skipped_reasons) == (1, 1, {"no_address": 1})
+    [notification] = pulse.notifications.list(user_id=ada).items
+    assert notification.content.subject == "Shipped"
+    with pytest.raises(ConflictError):
+        pulse.fanouts.cancel(accepted.fanout_id)
+
+    assert pulse.topics.unsubscribe(key, [ada, bob, "nobody"]).removed == 2
+    with pytest.raises(NotFoundError):
+        pulse.topics.get(key)  # a topic exists while it has subscribers
+
+
+def test_digested_sends_are_collected_into_one_notification(pulse: Pulse) -> None:
+    name, user_id = f"comments-{uuid.uuid4().hex[:8]}", f"u-{uuid.uuid4().hex[:8]}"
+    pulse.templates.create(
+        {
+            "name": name,
+            "channel": "email",
+            "subject": "{{ count }} new comments",
+            "body": "{% for e in events %}{{ e.author }}\n{% endfor %}",
+            "variables": ["events", "count"],
+        }
+    )
+
+    def comment(author: str) -> NotificationRequest:
+        return NotificationRequest(
+            channel=Channel.EMAIL,
+            recipient=_address(),
+            user_id=user_id,
+            template=name,
+            variables={"author": author},
+            digest=DigestSpec(key="post-42", window_seconds=600),
+        )
+
+    first = pulse.notifications.send_digest(comment("Bob"))
+    second = pulse.notifications.send_digest(comment("Eve"))
+    assert (first.digest_id, first.event_count, second.event_count) == (second.digest_id, 1, 2)
+    assert pulse.notifications.get(first.digest_id).status is Status.SCHEDULED
+    with pytest.raises(ValueError, match="send_digest"):
+        pulse.notifications.send(comment("Ann"))
+
+    pulse.notifications.force(first.digest_id)  # closes the window now
+    sent = _wait_for(pulse, first.digest_id, Status.DELIVERED)
+    assert sent.content.subject == "2 new comments" and sent.content.body == "Bob\nEve\n"
+
+
+def test_an_api_key_is_created_listed_revoked_and_audited(stack: Stack, pulse: Pulse) -> None:
+    created = pulse.api_keys.create({"scopes": ["read"], "name": "client test"})
+    assert (created.scopes, created.key[:10]) == ([Scope.READ], created.prefix)
+    with Pulse(created.key, base_url=stack.api_url) as reader:
+        reader.notifications.list(limit=1)  # it works
+        assert created.id in [key.id for key in pulse.api_keys.iter(limit=1)]  # every page
+
+        pulse.api_keys.revoke(created.id)
+        [listed] = [key for key in pulse.api_keys.list(limit=200).items if key.id == created.id]
+        assert listed.revoked_at is not None
+
+        def refused() -> bool:
+            try:
+                reader.notifications.list(limit=1)
+            except AuthenticationError:
+                return True
+            return False
+
+        wait_until(refused, what="the revoked key to be refused")  # within PULSE_AUTH_CACHE_SECONDS
+
+    entries = list(pulse.audit_log.iter(object_type="api_key", object_id=created.id, limit=1))
+    assert [entry.action for entry in entries] == ["api_key.revoke", "api_key.create"]
+    assert pulse.audit_log.list(action="api_key.revoke", limit=1).items[0].object_id == str(created.id)
+
+
+def test_an_end_user_reads_their_inbox_with_their_token(stack: Stack, pulse: Pulse) -> None:
+    user_id = f"ada-{uuid.uuid4().hex[:8]}"
+    token = pulse.auth.token(user_id, ttl_seconds=600)
+    sent = pulse.notifications.send(
+        {"channel": "inapp", "recipient": user_id, "content": {"subject": "Export ready", "body": "March"}}
+    )
+    _wait_for(pulse, sent.id, Status.DELIVERED)
+
+    with Pulse(token=token.token, base_url=stack.api_url) as ada:
+        page = ada.inbox.list(status=InboxStatus.UNREAD)
+        assert ([item.id for item in page.items], page.unread_count, ada.inbox.unread_count()) == (
+            [sent.id],
+            1,
+            1,
+        )
+        read = ada.inbox.mark_read(sent.id)
+        assert (read.status, read.subject) == (Status.READ, "Export ready") and read.read_at is not None
+        assert (ada.inbox.unread_count(), ada.inbox.mark_all_read().updated) == (0, 0)
+        with pytest.raises(NotFoundError):
+            ada.inbox.mark_read(uuid.uuid4())
+        with pytest.raises(AuthenticationError):
+            ada.notifications.list()  # a token reads its user's inbox and nothing else
+    with pytest.raises(AuthenticationError):
+        pulse.inbox.list()  # nor does an API key read an inbox
+    assert pulse.notifications.get(sent.id).status is Status.READ
+
+    async def read_asynchronously() -> list[uuid.UUID]:
+        async with AsyncPulse(token=token.token, base_url=stack.api_url) as user:
+            return [item.id async for item in user.inbox.iter(status=InboxStatus.READ, limit=1)]
+
+    assert asyncio.run(read_asynchronously()) == [sent.id]
+
+
+def test_a_user_who_never_connected_is_offline(pulse: Pulse) -> None:
+    presence = pulse.presence.get(f"ada/{uuid.uuid4().hex[:8]}")
+    assert (presence.online, presence.connections, presence.last_seen_at) == (False, 0, None)
+
+
+def test_a_client_takes_an_api_key_or_a_token() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        Pulse()
+    with pytest.raises(ValueError, match="not both"):
+        Pulse("pk_test", token="eyJ")
 
 
 def test_the_checked_in_models_match_the_gateways_openapi(stack: Stack) -> None:

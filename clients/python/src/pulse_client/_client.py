@@ -11,11 +11,18 @@ from tenacity import AsyncRetrying, Retrying
 from pulse_client._core import Async, Call, CursorPage, M, RetryPolicy, Sync, Transport
 from pulse_client.resources import (
     Analytics,
+    ApiKeys,
+    AuditLog,
+    Auth,
     DeadLetters,
+    Fanouts,
+    Inbox,
     Notifications,
+    Presences,
     Recipients,
     Schedules,
     Templates,
+    Topics,
     WebhookSecrets,
 )
 
@@ -24,10 +31,13 @@ USER_AGENT = f"pulse-client/{version('pulse-client')}"
 
 
 class Client(Transport[M]):
-    """The resources, bound to this client."""
+    """The resources, bound to this client. An API key authorizes every resource but `inbox`; an end
+    user's token (from `auth.token`) authorizes `inbox` only, for that user."""
 
-    def __init__(self, api_key: str, retry: RetryPolicy) -> None:
-        self._headers = {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
+    def __init__(self, api_key: str | None, token: str | None, retry: RetryPolicy) -> None:
+        if (api_key is None) == (token is None):
+            raise ValueError("give an API key, or an end user's token (`token=`), not both")
+        self._headers = {"Authorization": f"Bearer {api_key or token}", "User-Agent": USER_AGENT}
         self._retry = retry
         self.notifications = Notifications(self)
         self.templates = Templates(self)
@@ -36,10 +46,18 @@ class Client(Transport[M]):
         self.dead_letters = DeadLetters(self)
         self.webhook_secret = WebhookSecrets(self)
         self.analytics = Analytics(self)
+        self.auth = Auth(self)
+        self.inbox = Inbox(self)
+        self.presence = Presences(self)
+        self.topics = Topics(self)
+        self.fanouts = Fanouts(self)
+        self.api_keys = ApiKeys(self)
+        self.audit_log = AuditLog(self)
 
 
 class Pulse(Client[Sync]):
-    """The Pulse API, blocking. Use it as a context manager, or `close()` it.
+    """The Pulse API, blocking, with an API key (`Pulse(key)`) or, for an end user's inbox only, their
+    token (`Pulse(token=...)`). Use it as a context manager, or `close()` it.
 
     `http_client` may be an `httpx.Client` of your own (proxies, transports, ...); its `base_url` is
     then used and it is not closed by `close()`.
@@ -47,14 +65,15 @@ class Pulse(Client[Sync]):
 
     def __init__(
         self,
-        api_key: str,
+        api_key: str | None = None,
         *,
+        token: str | None = None,
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         http_client: httpx.Client | None = None,
     ) -> None:
-        super().__init__(api_key, retry or RetryPolicy())
+        super().__init__(api_key, token, retry or RetryPolicy())
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(base_url=base_url, timeout=timeout)
 
@@ -91,14 +110,15 @@ class AsyncPulse(Client[Async]):
 
     def __init__(
         self,
-        api_key: str,
+        api_key: str | None = None,
         *,
+        token: str | None = None,
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        super().__init__(api_key, retry or RetryPolicy())
+        super().__init__(api_key, token, retry or RetryPolicy())
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(base_url=base_url, timeout=timeout)
 

@@ -5,6 +5,7 @@ one. The clients differ only in how they send a `Call` (`Transport`)."""
 
 import functools
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -81,6 +82,11 @@ def body(value: BaseModel | Mapping[str, Any]) -> Any:
     return to_jsonable_python(value)
 
 
+def fields(**values: Any) -> Any:
+    """A body of the values given, leaving out those not given (the gateway fills in its defaults)."""
+    return body({name: value for name, value in values.items() if value is not None})
+
+
 def query(**params: Any) -> dict[str, Any]:
     """Query parameters, leaving out those not given."""
     return {name: _query_value(value) for name, value in params.items() if value is not None}
@@ -93,6 +99,8 @@ def _query_value(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, uuid.UUID):
+        return str(value)
     return value
 
 

@@ -2,15 +2,19 @@
 subclass here and one line in `_client.Client.__init__`."""
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
+import httpx
 
 from pulse_client._core import (
     Call,
     M,
     Resource,
+    T,
     body,
+    fields,
     operation,
     pages,
     query,
@@ -20,16 +24,27 @@ from pulse_client._core import (
 )
 from pulse_client.models import (
     AnalyticsSummary,
+    ApiKeyCreated,
+    ApiKeyPage,
+    ApiKeyRequest,
+    AuditPage,
     BatchMode,
     BatchResponse,
     BulkReplayResult,
     Channel,
     DeadLetterPage,
+    DigestedSend,
+    FanoutOut,
+    InboxItem,
+    InboxPage,
+    InboxStatus,
     NotificationDetail,
     NotificationPage,
     NotificationRequest,
+    Presence,
     PreviewOut,
     Priority,
+    ReadAll,
     RecipientIn,
     RecipientOut,
     ScheduleDetail,
@@ -37,10 +52,17 @@ from pulse_client.models import (
     SchedulePage,
     ScheduleRequest,
     Status,
+    SubscriberPage,
+    SubscribersAdded,
+    SubscribersRemoved,
     TemplateIn,
     TemplateOut,
     TemplatePage,
     TemplateReplacement,
+    TokenOut,
+    TopicOut,
+    TopicSendAccepted,
+    UnreadCount,
     WebhookSecret,
 )
 
@@ -48,19 +70,65 @@ Body = Mapping[str, Any]
 Id = uuid.UUID | str
 
 
+# Sends whose answer is not a notification: the field that makes them so, and their operation.
+SEND_KINDS = {"digest": "send_digest", "topic": "send_to_topic"}
+
+
+def _checked_send(notification: NotificationRequest | Body, kind: str | None) -> Any:
+    """The body of a send that has the field `kind` (`digest`, `topic`, or neither) and not the other:
+    each kind answers another model, read by its own operation."""
+    sent = body(notification)
+    for name, operation_name in SEND_KINDS.items():
+        given = sent.get(name) is not None
+        if given and name != kind:
+            raise ValueError(f"a send with `{name}` is made with `notifications.{operation_name}`")
+        if name == kind and not given:
+            raise ValueError(f"`notifications.{operation_name}` needs `{name}`")
+    return sent
+
+
+def _sending(
+    notification: NotificationRequest | Body,
+    kind: str | None,
+    read: Callable[[httpx.Response], T],
+    idempotency_key: str | None,
+) -> Call[T]:
+    key = idempotency_key or str(uuid.uuid4())
+    return Call(
+        "POST",
+        "/v1/notifications",
+        read,
+        body=_checked_send(notification, kind),
+        headers={"Idempotency-Key": key},
+    )
+
+
 class Notifications(Resource[M]):
     def _send(
         self, notification: NotificationRequest | Body, *, idempotency_key: str | None = None
     ) -> Call[NotificationDetail]:
         """Send a notification (`202`: it is committed). Every send carries an `Idempotency-Key` (a new
-        uuid4 unless given), the same on each retry: a repeat returns the original notification."""
-        key = idempotency_key or str(uuid.uuid4())
+        uuid4 unless given), the same on each retry: a repeat returns the original notification. A send
+        with `digest` is made with `send_digest`, one with `topic` with `send_to_topic`."""
+        return _sending(notification, None, returns(NotificationDetail), idempotency_key)
+
+    def _send_digest(
+        self, notification: NotificationRequest | Body, *, idempotency_key: str | None = None
+    ) -> Call[DigestedSend]:
+        """Collect a send with `digest` (and `user_id`, `template`) into the user's open digest of its
+        key, opening one if none is; the answer names the combined notification (`digest_id`). The
+        `Idempotency-Key` is as for `send`: a repeat is not collected twice."""
+        return _sending(notification, "digest", returns(DigestedSend), idempotency_key)
+
+    def _send_to_topic(self, notification: NotificationRequest | Body) -> Call[TopicSendAccepted]:
+        """Send to every subscriber of the request's `topic`: the answer is the committed fan-out
+        (`fanout_id`, see `fanouts.get`), whose notifications come after. The gateway takes no
+        `Idempotency-Key` with a topic, so a send whose answer was lost is not retried."""
         return Call(
             "POST",
             "/v1/notifications",
-            returns(NotificationDetail),
-            body=body(notification),
-            headers={"Idempotency-Key": key},
+            returns(TopicSendAccepted),
+            body=_checked_send(notification, "topic"),
         )
 
     def _send_batch(
@@ -120,6 +188,8 @@ class Notifications(Resource[M]):
         )
 
     send = operation(_send)
+    send_digest = operation(_send_digest)
+    send_to_topic = operation(_send_to_topic)
     send_batch = operation(_send_batch)
     get = operation(_get)
     list = operation(_search)
@@ -240,8 +310,7 @@ class DeadLetters(Resource[M]):
         self, channel: Channel, *, since: datetime | None = None, until: datetime | None = None
     ) -> Call[BulkReplayResult]:
         """Re-queue a channel's failed notifications (failed in [`since`, `until`) when given)."""
-        request = {"channel": channel, "since": since, "until": until}
-        selection = body({name: value for name, value in request.items() if value is not None})
+        selection = fields(channel=channel, since=since, until=until)
         return Call("POST", "/v1/dead-letters/replay", returns(BulkReplayResult), body=selection)
 
     list = operation(_browse)
@@ -272,3 +341,162 @@ class Analytics(Resource[M]):
         )
 
     summary = operation(_summary)
+
+
+class Auth(Resource[M]):
+    def _token(self, user_id: str, ttl_seconds: int | None = None) -> Call[TokenOut]:
+        """A short-lived token for one of your end users (valid 60 s to 24 h; default 1 h), to hand to
+        their browser or app: it reads that user's inbox (`Pulse(token=...)`) and opens the realtime
+        WebSocket. Needs a key with `send` or `admin`."""
+        return Call(
+            "POST", "/v1/auth/token", returns(TokenOut), body=fields(user_id=user_id, ttl_seconds=ttl_seconds)
+        )
+
+    token = operation(_token)
+
+
+def _read_unread_count(response: httpx.Response) -> int:
+    return UnreadCount.model_validate_json(response.content).unread_count
+
+
+class Inbox(Resource[M]):
+    """An end user's in-app notifications: only with a client made with their token, `Pulse(token=...)`
+    (an API key is refused with `AuthenticationError`)."""
+
+    def _browse(
+        self, *, status: InboxStatus | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Call[InboxPage]:
+        """The user's items newest first (`unread`, `read` or `all`), one page with the unread count
+        (`list`) or every item (`iter`)."""
+        return Call(
+            "GET", "/v1/inbox", returns(InboxPage), params=query(status=status, limit=limit, cursor=cursor)
+        )
+
+    def _unread_count(self) -> Call[int]:
+        """How many of the user's items are unread."""
+        return Call("GET", "/v1/inbox/unread-count", _read_unread_count)
+
+    def _mark_read(self, notification_id: Id) -> Call[InboxItem]:
+        """Mark one item read (again: no change); `NotFoundError` if it is not the user's."""
+        return Call("PATCH", f"/v1/inbox/{segment(notification_id)}/read", returns(InboxItem))
+
+    def _mark_all_read(self) -> Call[ReadAll]:
+        """Mark every unread item read (the newest 10 000 per call: call again while `updated` is that)."""
+        return Call("POST", "/v1/inbox/read-all", returns(ReadAll))
+
+    list = operation(_browse)
+    iter = pages(_browse)
+    unread_count = operation(_unread_count)
+    mark_read = operation(_mark_read)
+    mark_all_read = operation(_mark_all_read)
+
+
+class Presences(Resource[M]):
+    def _get(self, user_id: str) -> Call[Presence]:
+        """Whether the user has open realtime connections, how many, and when one was last alive."""
+        return Call("GET", f"/v1/presence/{segment(user_id)}", returns(Presence))
+
+    get = operation(_get)
+
+
+def _subscribers(user_ids: Sequence[str]) -> Any:
+    if isinstance(user_ids, str):  # a str is a sequence too: of one-letter user ids
+        raise TypeError("user_ids is a list of user ids, not one")
+    return {"user_ids": list(user_ids)}
+
+
+class Topics(Resource[M]):
+    def _subscribe(self, key: str, user_ids: Sequence[str]) -> Call[SubscribersAdded]:
+        """Subscribe 1 to 1000 users to the topic (creating it); those already subscribed stay so."""
+        return Call(
+            "PUT",
+            f"/v1/topics/{segment(key)}/subscribers",
+            returns(SubscribersAdded),
+            body=_subscribers(user_ids),
+        )
+
+    def _unsubscribe(self, key: str, user_ids: Sequence[str]) -> Call[SubscribersRemoved]:
+        """Unsubscribe 1 to 1000 users (others are ignored); a topic without subscribers is gone."""
+        return Call(
+            "DELETE",
+            f"/v1/topics/{segment(key)}/subscribers",
+            returns(SubscribersRemoved),
+            body=_subscribers(user_ids),
+        )
+
+    def _get(self, key: str) -> Call[TopicOut]:
+        """The topic and its number of subscribers (`NotFoundError` when it has none)."""
+        return Call("GET", f"/v1/topics/{segment(key)}", returns(TopicOut))
+
+    def _browse_subscribers(
+        self, key: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> Call[SubscriberPage]:
+        """The topic's subscribers in user id order, one page (`list_subscribers`) or every page
+        (`iter_subscribers`)."""
+        return Call(
+            "GET",
+            f"/v1/topics/{segment(key)}/subscribers",
+            returns(SubscriberPage),
+            params=query(limit=limit, cursor=cursor),
+        )
+
+    subscribe = operation(_subscribe)
+    unsubscribe = operation(_unsubscribe)
+    get = operation(_get)
+    list_subscribers = operation(_browse_subscribers)
+    iter_subscribers = pages(_browse_subscribers)
+
+
+class Fanouts(Resource[M]):
+    def _get(self, fanout_id: Id) -> Call[FanoutOut]:
+        """A topic send's progress: notifications created and subscribers skipped so far, by reason."""
+        return Call("GET", f"/v1/fanouts/{segment(fanout_id)}", returns(FanoutOut))
+
+    def _cancel(self, fanout_id: Id) -> Call[FanoutOut]:
+        """Stop a running fan-out (`ConflictError` once it is done); what it created stays."""
+        return Call("POST", f"/v1/fanouts/{segment(fanout_id)}/cancel", returns(FanoutOut))
+
+    get = operation(_get)
+    cancel = operation(_cancel)
+
+
+class ApiKeys(Resource[M]):
+    def _create(self, key: ApiKeyRequest | Body) -> Call[ApiKeyCreated]:
+        """Issue a key with some of this key's scopes; its `key` is shown this once."""
+        return Call("POST", "/v1/api-keys", returns(ApiKeyCreated), body=body(key))
+
+    def _browse(self, *, limit: int | None = None, cursor: str | None = None) -> Call[ApiKeyPage]:
+        """The tenant's keys (revoked and expired too, never the secrets) newest first, one page (`list`)
+        or every page (`iter`)."""
+        return Call("GET", "/v1/api-keys", returns(ApiKeyPage), params=query(limit=limit, cursor=cursor))
+
+    def _revoke(self, key_id: Id) -> Call[None]:
+        """Every gateway refuses the key within a few seconds; it stays listed, with `revoked_at`."""
+        return Call("DELETE", f"/v1/api-keys/{segment(key_id)}", returns_nothing)
+
+    create = operation(_create)
+    list = operation(_browse)
+    iter = pages(_browse)
+    revoke = operation(_revoke)
+
+
+class AuditLog(Resource[M]):
+    def _browse(
+        self,
+        *,
+        action: str | None = None,
+        object_type: str | None = None,
+        object_id: Id | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Call[AuditPage]:
+        """Changes to the tenant's configuration, newest first, filtered exactly (`action=
+        "template.update"`, `object_type="template", object_id="welcome"`): one page (`list`) or every
+        page (`iter`)."""
+        params = query(
+            action=action, object_type=object_type, object_id=object_id, limit=limit, cursor=cursor
+        )
+        return Call("GET", "/v1/audit-log", returns(AuditPage), params=params)
+
+    list = operation(_browse)
+    iter = pages(_browse)
