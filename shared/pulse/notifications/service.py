@@ -337,6 +337,26 @@ def _escalation(request: NotificationRequest, *, due: datetime) -> dict[str, Any
     return {"escalation": {**plan, "due_at": escalate_at.isoformat()}, "escalate_at": escalate_at}
 
 
+def _bring_escalation_forward(
+    session: Session,
+    id: uuid.UUID,
+    escalation: dict[str, Any] | None,
+    escalate_at: datetime | None,
+    *,
+    due: datetime,
+) -> None:
+    """A pending escalation counts from when its notification is due: bring it forward to `due`."""
+    if escalation is None or escalate_at is None:
+        return
+    sooner = due + timedelta(seconds=escalation["after_seconds"])
+    if sooner < escalate_at:
+        session.execute(
+            update(Notification)
+            .where(Notification.id == id)
+            .values(escalate_at=sooner, escalation={**escalation, "due_at": sooner.isoformat()})
+        )
+
+
 def _priority(request: NotificationRequest, template: Template | None, policy: TenantPolicy) -> Priority:
     """The request's; else `critical` for one-time codes (a template named *otp*); else the
     template's default; else the tenant's."""
@@ -534,11 +554,14 @@ def force_notification(
             next_attempt_at=None,
             updated_at=now,
         )
-        .returning(Notification.channel, Notification.priority)
+        .returning(
+            Notification.channel, Notification.priority, Notification.escalation, Notification.escalate_at
+        )
     ).one_or_none()
     if forced is None:
         status = get_notification(session, tenant_id=tenant_id, id=id).status
         raise Conflict(f"notification {id} is {status}; only scheduled or retrying ones can be forced")
+    _bring_escalation_forward(session, id, forced.escalation, forced.escalate_at, due=now)
     outbox_id = (
         session.execute(
             _INSERT_OUTBOX,
