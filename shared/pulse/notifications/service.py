@@ -214,6 +214,13 @@ def resolve_notification(
     return context.resolve(request).values
 
 
+def check_template(session: Session, *, tenant_id: uuid.UUID, request: NotificationRequest) -> None:
+    """Raises InvalidInput (at `template`) when the request names no active template of its channel."""
+    if request.template is not None:
+        templates = find_templates(session, tenant_id, {request.template})
+        _Context(NO_QUIET_HOURS_UTC, templates, profiles={}, now=datetime.now(UTC))._template(request)
+
+
 def _accepted(row: dict[str, Any], outbox_ids: dict[uuid.UUID, int], quotas: dict[Any, Quota]) -> Accepted:
     # The row as inserted, for the response; "metadata" is `meta` on the mapped class. Written
     # straight into the instance's dict (which SQLAlchemy reads attributes from): set one by one, with
