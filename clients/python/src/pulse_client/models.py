@@ -2,11 +2,51 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from uuid import UUID
-from pydantic import BaseModel, ConfigDict, Field
-from typing import Annotated, Any, Literal
 from datetime import datetime
+from typing import Annotated, Any, Literal
+from pydantic import BaseModel, ConfigDict, Field
+from enum import StrEnum
+
+
+class AuditEntryOut(BaseModel):
+    id: UUID
+    created_at: datetime
+    """
+    When the change was committed (the database's clock).
+    """
+    actor: str
+    """
+    The id of the API key that made it (GET /v1/api-keys), or `cli` for pulse-admin.
+    """
+    action: str
+    """
+    `<object type>.<verb>`, e.g. `template.create`, `api_key.revoke`.
+    """
+    object_type: str
+    """
+    `template`, `schedule`, `recipient`, `api_key`, `webhook_secret`, `notification`, `dead_letters`, `tenant`, `topic`, `fanout`.
+    """
+    object_id: str
+    """
+    The template's name, the user id, or the object's id.
+    """
+    request_id: str | None
+    """
+    The request's X-Request-ID (none for pulse-admin).
+    """
+    changes: dict[str, Any] | None
+    """
+    `before` and `after` with the fields that changed (all on a creation or deletion); secrets are never shown (`[redacted]`), long values are cut.
+    """
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    next_cursor: str | None
+    """
+    Pass as `cursor` to get the next page; null on the last.
+    """
 
 
 class BatchMode(StrEnum):
@@ -66,6 +106,72 @@ class DeliveryAttemptOut(BaseModel):
     """
 
 
+class DigestSpec(BaseModel):
+    """
+    Collect sends into one notification (see README, Digests).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    key: str
+    """
+    Sends with the same (user_id, channel, key) are collected together: letters, digits and `_.:-`, at most 100 characters.
+    """
+    window_seconds: int
+    """
+    How long the window stays open, from its first send (10 s to 7 days); the combined notification is sent when it closes (after quiet hours, if they apply).
+    """
+    max_events: int | None = None
+    """
+    Sent early once this many sends are collected (2 to 1000; default 1000).
+    """
+
+
+class DigestedSend(BaseModel):
+    """
+    A send collected into a digest (202): it is sent as part of the digest's combined notification.
+    """
+
+    status: Literal["digested"] = "digested"
+    digest_id: UUID
+    """
+    The combined notification's id (GET /v1/notifications/{digest_id}): `scheduled` with `deferred_reason` `digest` while the window is open, then sent like any notification.
+    """
+    key: str
+    user_id: str
+    channel: Channel
+    event_count: int
+    """
+    Sends collected in the digest so far, this one included.
+    """
+    closes_at: datetime
+    """
+    When the window closes (or closed: at once when this send filled it); the combined notification goes out then, or when the recipient's quiet hours end.
+    """
+
+
+class Escalation(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    after_seconds: int
+    """
+    How long the inapp notification may stay unread (from when it is due) before it goes out on another channel; 10 s to 7 days.
+    """
+    channels: list[Channel]
+    """
+    Tried in order: the first for which the user's recipient profile has an address and their preferences allow it gets the same content (email, sms, whatsapp, push).
+    """
+
+
+class EscalationStatus(StrEnum):
+    PENDING = "pending"
+    ESCALATED = "escalated"
+    NOT_NEEDED = "not_needed"
+    SKIPPED = "skipped"
+
+
 class FailureReason(BaseModel):
     reason: str
     """
@@ -77,8 +183,20 @@ class FailureReason(BaseModel):
     """
 
 
+class FanoutStatus(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+class InboxStatus(StrEnum):
+    UNREAD = "unread"
+    READ = "read"
+    ALL = "all"
 
 
 class ItemError(BaseModel):
@@ -105,6 +223,21 @@ class ItemError(BaseModel):
 class PauseReason(StrEnum):
     REQUESTED = "requested"
     FAILURES = "failures"
+
+
+class Presence(BaseModel):
+    online: bool
+    """
+    Whether the user has at least one open connection.
+    """
+    connections: int
+    """
+    Open connections of the user, across every realtime process.
+    """
+    last_seen_at: datetime | None
+    """
+    The last time a connection of the user was known alive; null if never connected.
+    """
 
 
 class PreviewOut(BaseModel):
@@ -136,6 +269,13 @@ class Priority(StrEnum):
     HIGH = "high"
     NORMAL = "normal"
     LOW = "low"
+
+
+class ReadAll(BaseModel):
+    updated: int
+    """
+    How many were marked read (at most 10000: call again then).
+    """
 
 
 class ReadinessStatus(StrEnum):
@@ -212,6 +352,12 @@ class RecipientOut(BaseModel):
     updated_at: datetime
 
 
+class Scope(StrEnum):
+    SEND = "send"
+    READ = "read"
+    ADMIN = "admin"
+
+
 class Status(StrEnum):
     SCHEDULED = "scheduled"
     QUEUED = "queued"
@@ -221,6 +367,56 @@ class Status(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     READ = "read"
+
+
+class SubscriberOut(BaseModel):
+    user_id: str
+    subscribed_at: datetime
+
+
+class SubscriberPage(BaseModel):
+    items: list[SubscriberOut]
+    """
+    In user id order.
+    """
+    next_cursor: str | None
+    """
+    Pass as `cursor` to get the next page; null on the last.
+    """
+
+
+class SubscribersAdded(BaseModel):
+    key: str
+    subscribers: int
+    """
+    How many users are subscribed now.
+    """
+    added: int
+    """
+    Users this call subscribed (the others already were).
+    """
+
+
+class SubscribersIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    user_ids: list[str]
+    """
+    1 to 1000 of your end users' ids (as `user_id` in sends).
+    """
+
+
+class SubscribersRemoved(BaseModel):
+    key: str
+    subscribers: int
+    """
+    How many users are subscribed now.
+    """
+    removed: int
+    """
+    Users this call unsubscribed (the others were not subscribed).
+    """
 
 
 class TemplateIn(BaseModel):
@@ -346,6 +542,57 @@ class ThroughputMinute(BaseModel):
     """
 
 
+class TokenOut(BaseModel):
+    token: str
+    """
+    A JWT for `Authorization: Bearer` on /v1/inbox and `?token=` on the WebSocket.
+    """
+    expires_at: datetime
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    user_id: str
+    """
+    Your id of the end user: the `recipient` (or `user_id`) of their inapp sends.
+    """
+    ttl_seconds: int | None = 3600
+    """
+    How long the token is valid: 60 s to 24 h.
+    """
+
+
+class TopicOut(BaseModel):
+    key: str
+    subscribers: int
+    """
+    How many users are subscribed now.
+    """
+
+
+class TopicSendAccepted(BaseModel):
+    """
+    The answer to a send with `topic`: the fan-out is committed; its notifications come.
+    """
+
+    topic: str
+    fanout_id: UUID
+    """
+    Follow it at GET /v1/fanouts/{fanout_id}.
+    """
+    recipients: int
+    """
+    The topic's subscribers when the send was accepted.
+    """
+    status: FanoutStatus | None = FanoutStatus.RUNNING
+
+
+class UnreadCount(BaseModel):
+    unread_count: int
+
+
 class WebhookSecret(BaseModel):
     secret: Annotated[str, Field(examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])]
     """
@@ -389,6 +636,92 @@ class Problem(BaseModel):
     errors: list[FieldProblem] | None = None
     """
     422 (and a refused batch): every refused input, with where and why.
+    """
+
+
+class ApiKeyCreated(BaseModel):
+    id: UUID
+    """
+    Revoke it with DELETE /v1/api-keys/{id}; the audit log names it.
+    """
+    prefix: str
+    """
+    The key's first 10 characters, to recognise it.
+    """
+    name: str | None
+    scopes: list[Scope]
+    created_at: datetime
+    expires_at: datetime | None
+    """
+    When it stops working; null: never.
+    """
+    last_used_at: datetime | None
+    """
+    When it last authenticated a request, to the minute (refreshed at most once a minute).
+    """
+    revoked_at: datetime | None
+    """
+    When it was revoked; null while it works.
+    """
+    key: str
+    """
+    The key itself: shown this once, only its hash is stored.
+    """
+
+
+class ApiKeyOut(BaseModel):
+    """
+    An API key without its secret.
+    """
+
+    id: UUID
+    """
+    Revoke it with DELETE /v1/api-keys/{id}; the audit log names it.
+    """
+    prefix: str
+    """
+    The key's first 10 characters, to recognise it.
+    """
+    name: str | None
+    scopes: list[Scope]
+    created_at: datetime
+    expires_at: datetime | None
+    """
+    When it stops working; null: never.
+    """
+    last_used_at: datetime | None
+    """
+    When it last authenticated a request, to the minute (refreshed at most once a minute).
+    """
+    revoked_at: datetime | None
+    """
+    When it was revoked; null while it works.
+    """
+
+
+class ApiKeyPage(BaseModel):
+    items: list[ApiKeyOut]
+    next_cursor: str | None
+    """
+    Pass as `cursor` to get the next page; null on the last.
+    """
+
+
+class ApiKeyRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    scopes: list[Scope]
+    """
+    What the key may do; only scopes the calling key holds itself can be granted.
+    """
+    name: str | None = None
+    """
+    What the key is for, to recognise it.
+    """
+    expires_at: datetime | None = None
+    """
+    When the key stops working (ISO 8601, in the future; naive means UTC); null: never.
     """
 
 
@@ -458,10 +791,113 @@ class ChannelSummary(BaseModel):
     """
     Notifications that needed more than one attempt.
     """
+    read: int | None = 0
+    """
+    In-app: notifications their user has read (0 on other channels).
+    """
+    read_rate: float | None = None
+    """
+    In-app: read / delivered (`read` counting as delivered); null on other channels and while none is delivered.
+    """
     top_failure_reasons: list[FailureReason]
     """
     The failed ones grouped by last error, most frequent first (at most 5).
     """
+
+
+class EscalationOut(BaseModel):
+    """
+    An inapp notification's escalation plan and what became of it.
+    """
+
+    after_seconds: int
+    channels: list[Channel]
+    status: EscalationStatus
+    due_at: datetime
+    """
+    When it escalates if still unread.
+    """
+    decided_at: datetime | None = None
+    channel: Channel | None = None
+    """
+    Where it went, once `escalated`.
+    """
+    notification_id: UUID | None = None
+    """
+    The escalated notification, once sent.
+    """
+    reason: str | None = None
+    """
+    Why it was `skipped` or `not_needed`; once `escalated`, why the channels listed before `channel` were passed over.
+    """
+
+
+class FanoutOut(BaseModel):
+    id: UUID
+    topic: str
+    status: FanoutStatus
+    """
+    `running` while subscribers are left, `done`, or `cancelled` (what was created before stays).
+    """
+    recipients: int
+    """
+    The topic's subscribers when the send was accepted.
+    """
+    created: int
+    """
+    Notifications created so far, one per subscriber.
+    """
+    skipped: int
+    """
+    Subscribers a send with their user_id would have been refused for.
+    """
+    skipped_reasons: dict[str, int]
+    """
+    Skipped subscribers by reason: `opted_out` (of the channel), `no_address` (no profile, no address for the channel, or a push token FCM reported invalid), `rate_limited` (their per-recipient limit), `invalid` (e.g. the template no longer renders for them).
+    """
+    notification: dict[str, Any]
+    """
+    What each subscriber is sent (without `user_id`).
+    """
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class InboxItem(BaseModel):
+    """
+    An in-app notification as its user sees it.
+    """
+
+    id: UUID
+    subject: str | None
+    """
+    The notification's subject, if it has one.
+    """
+    body: str
+    data: dict[str, Any] | None
+    """
+    The structured payload given with the content.
+    """
+    priority: Priority
+    status: Status
+    """
+    `delivered` (unread) or `read`.
+    """
+    created_at: datetime
+    read_at: datetime | None
+    """
+    When the user read it; null while unread.
+    """
+
+
+class InboxPage(BaseModel):
+    items: list[InboxItem]
+    next_cursor: str | None
+    """
+    Pass as `cursor` to get the next page; null on the last.
+    """
+    unread_count: int
 
 
 class NotificationDetail(BaseModel):
@@ -485,6 +921,14 @@ class NotificationDetail(BaseModel):
     """
     On a status callback: the notification whose status change it reports.
     """
+    escalation: EscalationOut | None = None
+    """
+    inapp: its escalation, if it has one.
+    """
+    escalated_from: UUID | None = None
+    """
+    On an escalation: the unread inapp notification it escalates.
+    """
     created_at: datetime
     scheduled_for: datetime | None
     timezone: str | None
@@ -496,6 +940,10 @@ class NotificationDetail(BaseModel):
     schedule_id: UUID | None = None
     """
     The recurring schedule that sent it, if any.
+    """
+    fanout_id: UUID | None = None
+    """
+    The topic send (fan-out) that created it, if any.
     """
     attempt_count: int
     next_attempt_at: datetime | None
@@ -534,6 +982,14 @@ class NotificationOut(BaseModel):
     """
     On a status callback: the notification whose status change it reports.
     """
+    escalation: EscalationOut | None = None
+    """
+    inapp: its escalation, if it has one.
+    """
+    escalated_from: UUID | None = None
+    """
+    On an escalation: the unread inapp notification it escalates.
+    """
     created_at: datetime
     scheduled_for: datetime | None
     timezone: str | None
@@ -545,6 +1001,10 @@ class NotificationOut(BaseModel):
     schedule_id: UUID | None = None
     """
     The recurring schedule that sent it, if any.
+    """
+    fanout_id: UUID | None = None
+    """
+    The topic send (fan-out) that created it, if any.
     """
     attempt_count: int
     next_attempt_at: datetime | None
@@ -577,6 +1037,10 @@ class NotificationRequest(BaseModel):
     user_id: str | None = None
     """
     Your id of the end user: rate limits count per user, and their recipient profile (addresses, time zone, quiet hours, locale, opt-outs) applies.
+    """
+    topic: str | None = None
+    """
+    Send to every subscriber of this topic instead of one `recipient`/`user_id`: answers 202 with a `fanout_id` at once; each subscriber's notification is created asynchronously, as a send with their `user_id` would be (GET /v1/fanouts/{id}).
     """
     template: str | None = None
     """
@@ -613,6 +1077,14 @@ class NotificationRequest(BaseModel):
     callback_url: str | None = None
     """
     Receives a signed (Standard Webhooks) event for each status change: `delivered`, `failed`, `read`.
+    """
+    digest: DigestSpec | None = None
+    """
+    Collect this send with the user's other sends of the same `key` on this channel into one notification, rendered from `template` with `events` (each send's `variables`, oldest first) and `count`. Needs `user_id` and `template`; not with `send_at`. The answer is then a DigestedSend (`status: digested`, `digest_id`).
+    """
+    escalate: Escalation | None = None
+    """
+    inapp only: if the notification is still unread after `after_seconds`, send the same content on the first of `channels` the user can be reached on (a new notification with `escalated_from` set). Nothing is sent if it was read in time.
     """
 
 
