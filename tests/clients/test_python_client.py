@@ -36,9 +36,11 @@ from pulse_client.models import (
     BatchMode,
     Channel,
     Content,
+    DigestedSend,
     NotificationDetail,
     NotificationRequest,
     Status,
+    TopicSendAccepted,
 )
 from tests.conftest import Tenant, wait_until
 
@@ -93,6 +95,30 @@ def test_a_repeated_idempotency_key_returns_the_original_and_another_body_is_a_c
     assert refused.value.status == 409
     # Without a key of the caller's, each send gets a fresh one: two sends, two notifications.
     assert pulse.notifications.send(_email(recipient)).id != pulse.notifications.send(_email(recipient)).id
+
+
+def test_digest_and_topic_sends_return_their_own_answers(stack: Stack, tenant: Tenant, pulse: Pulse) -> None:
+    run = uuid.uuid4().hex[:8]
+    pulse.templates.create(
+        {"name": f"inbox-{run}", "channel": "inapp", "body": "{{ count }} new", "variables": ["count"]}
+    )
+    digested = pulse.notifications.send(
+        {
+            "channel": "inapp",
+            "user_id": f"ada-{run}",
+            "template": f"inbox-{run}",
+            "digest": {"key": "comments", "window_seconds": 600},
+        }
+    )
+    assert isinstance(digested, DigestedSend) and digested.event_count == 1
+
+    with stack.client(tenant.api_key) as http:  # The client has no topics resource (yet).
+        http.put(f"/v1/topics/news-{run}/subscribers", json={"user_ids": [f"ada-{run}", f"bob-{run}"]})
+    # Without an Idempotency-Key, which topic sends do not take (and so without retries).
+    fanned_out = pulse.notifications.send(
+        {"channel": "inapp", "topic": f"news-{run}", "content": {"body": "Hello"}}
+    )
+    assert isinstance(fanned_out, TopicSendAccepted) and fanned_out.recipients == 2
 
 
 def test_invalid_input_raises_an_error_naming_the_field(pulse: Pulse) -> None:

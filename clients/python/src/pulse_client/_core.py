@@ -13,7 +13,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, over
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic_core import to_jsonable_python
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -66,6 +66,16 @@ class Call(Generic[T_co]):
 def returns(model: type[Model]) -> Callable[[httpx.Response], Model]:
     def read(response: httpx.Response) -> Model:
         return model.model_validate_json(response.content)
+
+    return read
+
+
+def returns_one_of(union: Any) -> Callable[[httpx.Response], Any]:
+    """For an answer that is one of several models (`A | B`): the one it validates as."""
+    adapter: TypeAdapter[Any] = TypeAdapter(union)
+
+    def read(response: httpx.Response) -> Any:
+        return adapter.validate_json(response.content)
 
     return read
 

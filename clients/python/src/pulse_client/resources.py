@@ -16,6 +16,7 @@ from pulse_client._core import (
     query,
     returns,
     returns_nothing,
+    returns_one_of,
     segment,
 )
 from pulse_client.models import (
@@ -25,6 +26,7 @@ from pulse_client.models import (
     BulkReplayResult,
     Channel,
     DeadLetterPage,
+    DigestedSend,
     NotificationDetail,
     NotificationPage,
     NotificationRequest,
@@ -41,6 +43,7 @@ from pulse_client.models import (
     TemplateOut,
     TemplatePage,
     TemplateReplacement,
+    TopicSendAccepted,
     WebhookSecret,
 )
 
@@ -51,16 +54,19 @@ Id = uuid.UUID | str
 class Notifications(Resource[M]):
     def _send(
         self, notification: NotificationRequest | Body, *, idempotency_key: str | None = None
-    ) -> Call[NotificationDetail]:
-        """Send a notification (`202`: it is committed). Every send carries an `Idempotency-Key` (a new
-        uuid4 unless given), the same on each retry: a repeat returns the original notification."""
-        key = idempotency_key or str(uuid.uuid4())
+    ) -> Call[NotificationDetail | DigestedSend | TopicSendAccepted]:
+        """Send a notification (`202`: it is committed); with `digest` the answer is a DigestedSend, with
+        `topic` a TopicSendAccepted. Every send carries an `Idempotency-Key` (a new uuid4 unless given),
+        the same on each retry: a repeat returns the original notification. A topic send takes none
+        (the gateway refuses it), so it is not sent again when its answer is lost."""
+        sent = body(notification)
+        key = idempotency_key or (None if sent.get("topic") is not None else str(uuid.uuid4()))
         return Call(
             "POST",
             "/v1/notifications",
-            returns(NotificationDetail),
-            body=body(notification),
-            headers={"Idempotency-Key": key},
+            returns_one_of(NotificationDetail | DigestedSend | TopicSendAccepted),
+            body=sent,
+            headers={} if key is None else {"Idempotency-Key": key},
         )
 
     def _send_batch(
