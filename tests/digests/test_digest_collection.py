@@ -357,3 +357,31 @@ def test_tenants_are_apart(factory: sessionmaker[Session], tenant_id: uuid.UUID)
         create_template(session, tenant_id=other, request=COMMENTS)
 
     assert _collect(factory, tenant_id, _send("mine")) != _collect(factory, other, _send("theirs"))
+
+
+def test_an_inapp_digest_escalates_after_its_combined_notification_is_due_not_after_its_window(
+    factory: sessionmaker[Session], tenant_id: uuid.UUID
+) -> None:
+    with transaction(factory) as session:
+        create_template(
+            session,
+            tenant_id=tenant_id,
+            request=TemplateIn(name="inbox-comments", channel="inapp", body="{{ count }} new comments"),
+        )
+    escalate = {"after_seconds": 60, "channels": ["email"]}
+    digest_id = _collect(
+        factory,
+        tenant_id,
+        _send("at night", channel="inapp", recipient=None, template="inbox-comments", escalate=escalate),
+    )
+
+    # The window ends in quiet hours: the combined notification waits for them to end, and so does
+    # its escalation (else the email would go out while the inapp one was never shown).
+    always_quiet = AcceptanceSettings(**{**RULES.model_dump(), "quiet_hours": "00:00-23:59:59"})
+    _close_due(factory, rules=always_quiet)
+
+    held = _notification(factory, digest_id)
+    assert (held.status, held.deferred_reason) == (Status.SCHEDULED, "quiet_hours")
+    assert held.scheduled_for is not None and held.escalation is not None
+    assert held.escalate_at == held.scheduled_for + timedelta(seconds=60)
+    assert datetime.fromisoformat(held.escalation["due_at"]) == held.escalate_at

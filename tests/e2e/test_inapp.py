@@ -136,3 +136,31 @@ def test_an_unread_inapp_notification_escalates_to_an_email_delivered_in_the_san
         inapp_id,
         address,
     )
+
+
+def test_an_inapp_topic_send_lands_in_each_subscribers_own_inbox(
+    stack: Stack, client: httpx.Client, tenant: Tenant
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    users = [f"{run}-{index}" for index in range(3)]
+    assert client.put(f"/v1/topics/inbox-{run}/subscribers", json={"user_ids": users}).status_code == 200
+    sent = client.post(
+        "/v1/notifications",
+        json={"channel": "inapp", "topic": f"inbox-{run}", "content": {"body": "Maintenance tonight"}},
+    )
+    assert sent.status_code == 202, sent.text
+    fanout_id = sent.json()["fanout_id"]
+
+    def created() -> bool:
+        return bool(client.get(f"/v1/fanouts/{fanout_id}").json()["created"] == len(users))
+
+    wait_until(created, timeout=60, what="the fan-out to create every subscriber's notification")
+    for user_id in users:
+        with _user_client(stack, client, user_id) as user:
+
+            def unread(user: httpx.Client = user) -> list[dict[str, Any]] | None:
+                items: list[dict[str, Any]] = user.get("/v1/inbox").json()["items"]
+                return items or None
+
+            [item] = wait_until(unread, what=f"{user_id}'s inbox item")
+        assert item["body"] == "Maintenance tonight"

@@ -19,7 +19,7 @@ from pulse.db.models import Notification, OutboxMessage
 from pulse.inapp.escalation import escalate_due
 from pulse.notifications.acceptance import AcceptanceSettings
 from pulse.notifications.schemas import NotificationRequest
-from pulse.notifications.service import accept_notification
+from pulse.notifications.service import accept_notification, force_notification
 from pulse.recipients.schemas import RecipientIn
 from pulse.recipients.service import put_recipient
 from pulse.tenants.service import create_tenant
@@ -162,6 +162,33 @@ def test_an_escalation_not_yet_due_waits(factory: sessionmaker[Session]) -> None
         assert _escalations_of(session, inapp_id) == []
     assert inapp.escalate_at == later and inapp.escalation is not None
     assert inapp.escalation["status"] == "pending"
+
+
+def test_a_forced_notification_escalates_after_it_is_sent_not_after_its_send_at(
+    factory: sessionmaker[Session],
+) -> None:
+    tenant_id = _tenant(factory, email="ada@example.com")
+    request = NotificationRequest.model_validate(
+        {
+            "channel": "inapp",
+            "recipient": "ada",
+            "content": {"body": "Approve invoice 42"},
+            "send_at": (datetime.now(UTC) + timedelta(days=3)).isoformat(),
+            "escalate": {"after_seconds": 600, "channels": ["email"]},
+        }
+    )
+    with transaction(factory) as session:
+        inapp_id = accept_notification(session, tenant_id=tenant_id, request=request).notification.id
+
+    with transaction(factory) as session:
+        forced_at = datetime.now(UTC)
+        force_notification(session, tenant_id=tenant_id, id=inapp_id)
+
+    with factory() as session:
+        inapp = session.get_one(Notification, inapp_id)
+    assert inapp.escalate_at is not None and inapp.escalation is not None
+    assert forced_at + timedelta(seconds=600) <= inapp.escalate_at < forced_at + timedelta(seconds=660)
+    assert datetime.fromisoformat(inapp.escalation["due_at"]) == inapp.escalate_at
 
 
 def test_a_second_scheduler_skips_the_escalations_the_first_is_deciding(

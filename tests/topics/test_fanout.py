@@ -268,3 +268,23 @@ def test_running_fanouts_take_turns(factory: sessionmaker[Session], tenant_id: u
         assert accepted
         taken.append(accepted[0].notification.fanout_id)
     assert taken == [first, second, first, second]
+
+
+def test_an_inapp_topic_send_reaches_each_subscribers_own_inbox(
+    factory: sessionmaker[Session], tenant_id: uuid.UUID
+) -> None:
+    """An inapp notification's recipient is its user: each subscriber's, not the chunk's first."""
+    _topic(factory, tenant_id, dict.fromkeys(_users(3)))
+    with transaction(factory) as session:
+        request = NotificationRequest.model_validate(
+            {"channel": "inapp", "topic": "news", "content": {"body": "Hello"}}
+        )
+        fanout_id = start_fanout(session, tenant_id=tenant_id, request=request).id
+
+    _run_to_the_end(factory)
+
+    with factory() as session:
+        rows = session.execute(
+            select(Notification.user_id, Notification.recipient).where(Notification.fanout_id == fanout_id)
+        ).all()
+    assert sorted((row.user_id, row.recipient) for row in rows) == [(user, user) for user in _users(3)]

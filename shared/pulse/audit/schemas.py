@@ -37,7 +37,7 @@ class AuditEntryOut(BaseModel):
     action: str = Field(description="`<object type>.<verb>`, e.g. `template.create`, `api_key.revoke`.")
     object_type: str = Field(
         description="`template`, `schedule`, `recipient`, `api_key`, `webhook_secret`, `notification`, "
-        "`dead_letters`, `tenant`."
+        "`dead_letters`, `tenant`, `topic`, `fanout`."
     )
     object_id: str = Field(description="The template's name, the user id, or the object's id.")
     request_id: str | None = Field(description="The request's X-Request-ID (none for pulse-admin).")

@@ -188,6 +188,9 @@ def close_digest(
             "scheduled_for",
             "timezone",
             "deferred_reason",
+            # An inapp digest's escalation counts from when the combined notification is due.
+            "escalation",
+            "escalate_at",
         )
     }
     released = session.execute(

@@ -242,9 +242,15 @@ class NotificationRequest(BaseModel):
     def _digest_has_what_it_needs(cls, digest: DigestSpec | None, info: ValidationInfo) -> DigestSpec | None:
         # A field that failed its own validation is absent from `info.data`: its error says enough.
         if digest is not None:
-            for needed in ("user_id", "template"):
-                if needed in info.data and info.data[needed] is None:
-                    raise ValueError(f"a digest needs `{needed}`")
+            if info.data.get("topic") is not None:
+                raise ValueError("a digest collects one user's sends: not with `topic`")
+            user_id = info.data.get("user_id")
+            if info.data.get("channel") is Channel.INAPP:
+                user_id = user_id or info.data.get("recipient")  # `_inapp_user` copies it over.
+            if "user_id" in info.data and user_id is None:
+                raise ValueError("a digest needs `user_id`")
+            if "template" in info.data and info.data["template"] is None:
+                raise ValueError("a digest needs `template`")
             if info.data.get("send_at") is not None:
                 raise ValueError("a digest is sent when its window closes: leave out `send_at`")
         return digest

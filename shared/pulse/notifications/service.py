@@ -214,6 +214,13 @@ def resolve_notification(
     return context.resolve(request).values
 
 
+def check_template(session: Session, *, tenant_id: uuid.UUID, request: NotificationRequest) -> None:
+    """Raises InvalidInput (at `template`) when the request names no active template of its channel."""
+    if request.template is not None:
+        templates = find_templates(session, tenant_id, {request.template})
+        _Context(NO_QUIET_HOURS_UTC, templates, profiles={}, now=datetime.now(UTC))._template(request)
+
+
 def _accepted(row: dict[str, Any], outbox_ids: dict[uuid.UUID, int], quotas: dict[Any, Quota]) -> Accepted:
     # The row as inserted, for the response; "metadata" is `meta` on the mapped class. Written
     # straight into the instance's dict (which SQLAlchemy reads attributes from): set one by one, with
@@ -335,6 +342,26 @@ def _escalation(request: NotificationRequest, *, due: datetime) -> dict[str, Any
     escalate_at = due + timedelta(seconds=request.escalate.after_seconds)
     plan = {**request.escalate.model_dump(mode="json"), "status": EscalationStatus.PENDING}
     return {"escalation": {**plan, "due_at": escalate_at.isoformat()}, "escalate_at": escalate_at}
+
+
+def _bring_escalation_forward(
+    session: Session,
+    id: uuid.UUID,
+    escalation: dict[str, Any] | None,
+    escalate_at: datetime | None,
+    *,
+    due: datetime,
+) -> None:
+    """A pending escalation counts from when its notification is due: bring it forward to `due`."""
+    if escalation is None or escalate_at is None:
+        return
+    sooner = due + timedelta(seconds=escalation["after_seconds"])
+    if sooner < escalate_at:
+        session.execute(
+            update(Notification)
+            .where(Notification.id == id)
+            .values(escalate_at=sooner, escalation={**escalation, "due_at": sooner.isoformat()})
+        )
 
 
 def _priority(request: NotificationRequest, template: Template | None, policy: TenantPolicy) -> Priority:
@@ -534,11 +561,14 @@ def force_notification(
             next_attempt_at=None,
             updated_at=now,
         )
-        .returning(Notification.channel, Notification.priority)
+        .returning(
+            Notification.channel, Notification.priority, Notification.escalation, Notification.escalate_at
+        )
     ).one_or_none()
     if forced is None:
         status = get_notification(session, tenant_id=tenant_id, id=id).status
         raise Conflict(f"notification {id} is {status}; only scheduled or retrying ones can be forced")
+    _bring_escalation_forward(session, id, forced.escalation, forced.escalate_at, due=now)
     outbox_id = (
         session.execute(
             _INSERT_OUTBOX,

@@ -27,6 +27,7 @@ from pulse.notifications.acceptance import AcceptanceSettings
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import Accepted, accept_notifications
 from pulse.topics.schemas import FanoutStatus
+from pulse.vocabulary import Channel
 
 # Where a direct send's refusal points, as a fan-out's reason to skip the subscriber.
 _REASONS = {"user_id": "opted_out", "recipient": "no_address"}
@@ -65,7 +66,7 @@ def run_fanout_chunk(
     outcomes = accept_notifications(
         session,
         tenant_id=fanout.tenant_id,
-        requests=[send.model_copy(update={"user_id": user_id}) for user_id in user_ids],
+        requests=[send.model_copy(update=_addressed_to(send, user_id)) for user_id in user_ids],
         policy=rules.policy_of(tenant),
         rate=rules.limits_of(tenant),
         fanout_id=fanout.id,
@@ -73,6 +74,12 @@ def run_fanout_chunk(
     )
     _record_progress(fanout, list(zip(user_ids, outcomes, strict=True)), now=now)
     return [outcome for outcome in outcomes if isinstance(outcome, Accepted)]
+
+
+def _addressed_to(send: NotificationRequest, user_id: str) -> dict[str, str | None]:
+    """The send as the subscriber's own: an inapp notification's recipient is its user id (validation
+    filled it in with the first subscriber's); a topic send names no recipient on other channels."""
+    return {"user_id": user_id, "recipient": user_id if send.channel is Channel.INAPP else None}
 
 
 def _next_subscribers(session: Session, fanout: Fanout, chunk_size: int) -> list[str]:

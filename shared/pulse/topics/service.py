@@ -14,6 +14,7 @@ from sqlalchemy.types import Text
 from pulse.db.models import Fanout, TopicSubscription
 from pulse.errors import Conflict, InvalidInput, NotFound
 from pulse.notifications.schemas import NotificationRequest
+from pulse.notifications.service import check_template
 from pulse.topics.schemas import FanoutStatus
 
 # One statement whatever the number of users; ids already subscribed are left as they are.
@@ -93,8 +94,9 @@ def _decode_cursor(cursor: str) -> str:
 
 def start_fanout(session: Session, *, tenant_id: uuid.UUID, request: NotificationRequest) -> Fanout:
     """The fan-out of a send with `topic`, to be run by the scheduler; NotFound for a topic without
-    subscribers."""
+    subscribers, InvalidInput for a template the send cannot use."""
     assert request.topic is not None
+    check_template(session, tenant_id=tenant_id, request=request)  # Else every subscriber is skipped.
     recipients = get_topic_size(session, tenant_id=tenant_id, topic=request.topic)
     now = datetime.now(UTC)
     fanout = Fanout(

@@ -1,5 +1,6 @@
 """POST /v1/notifications/batch through the gateway: per-item results, both modes, limits."""
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -149,3 +150,26 @@ def test_the_tenant_default_priority_applies_to_items_without_one(
     assert response.status_code == 202, response.text
     priorities = {n.recipient: n.priority for n in _stored(session_factory, tenant)}
     assert priorities == {"user-0@example.com": "low", "user-1@example.com": "critical"}
+
+
+def test_inapp_items_escalate_as_single_sends_do_and_other_channels_cannot(
+    gateway: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    escalate = {"after_seconds": 600, "channels": ["email"]}
+    items = [
+        {"channel": "inapp", "recipient": "ada", "content": {"body": "Approve"}, "escalate": escalate},
+        {"channel": "inapp", "user_id": "bob", "content": {"body": "Approve"}},
+        _email(2, escalate=escalate),
+    ]
+
+    response = gateway.post("/v1/notifications/batch", json={"notifications": items}, headers=auth(tenant))
+
+    assert response.status_code == 202, response.text
+    results = response.json()["results"]
+    assert [result["status"] for result in results] == ["queued", "queued", None]
+    assert results[2]["error"]["errors"][0]["loc"] == ["body", "notifications", 2, "escalate"]
+    stored = {row.id: row for row in _stored(session_factory, tenant)}
+    ada, bob = (stored[uuid.UUID(results[index]["id"])] for index in (0, 1))
+    assert (ada.recipient, ada.user_id, bob.recipient, bob.user_id) == ("ada", "ada", "bob", "bob")
+    assert ada.escalation is not None and ada.escalation["status"] == "pending"
+    assert ada.escalate_at is not None and bob.escalation is None

@@ -85,6 +85,27 @@ def test_an_incomplete_digested_send_is_a_422_naming_the_field(
     assert says in response.text
 
 
+def test_a_topic_send_cannot_be_digested(client: TestClient) -> None:
+    body = {**_digested(), "topic": "news"}
+    del body["recipient"], body["user_id"]
+    response = client.post("/v1/notifications", json=body)
+
+    assert ["body", "digest"] in _error_locations(response)
+    assert "topic" in response.text
+
+
+def test_an_inapp_digest_takes_its_user_from_recipient_as_any_inapp_send(client: TestClient) -> None:
+    inbox = {**COMMENTS, "name": "inbox-comments", "channel": "inapp", "subject": None}
+    assert client.post("/v1/templates", json=inbox).status_code == 201
+    body = {**_digested(), "channel": "inapp", "recipient": "u-1", "template": "inbox-comments"}
+    del body["user_id"]
+
+    response = client.post("/v1/notifications", json=body)
+
+    assert response.status_code == 202, response.text
+    assert (response.json()["status"], response.json()["user_id"]) == ("digested", "u-1")
+
+
 def test_digested_sends_answer_202_digested_with_the_combined_notification_s_id(client: TestClient) -> None:
     answers = [client.post("/v1/notifications", json=_digested(text)) for text in ("a", "b")]
 

@@ -147,6 +147,13 @@ def test_a_topic_send_answers_with_its_committed_fanout(client: TestClient, tena
         ({**EMAIL, "topic": "launch", "recipient": "ada@example.com"}, ["body", "topic"]),
         ({**EMAIL, "topic": "bad topic"}, ["body", "topic"]),
         ({**EMAIL, "channel": "webhook", "topic": "launch"}, ["body", "topic"]),
+        # Refused up front, as a direct send would be, rather than skipping every subscriber.
+        ({"channel": "email", "template": "no-such-template", "topic": "launch"}, ["body", "template"]),
+        (
+            {**EMAIL, "topic": "launch", "escalate": {"after_seconds": 60, "channels": ["sms"]}},
+            ["body", "escalate"],
+        ),
+        ({**EMAIL, "topic": "launch", "digest": {"key": "k", "window_seconds": 60}}, ["body", "digest"]),
     ],
 )
 def test_invalid_topic_sends_are_refused_naming_the_field(

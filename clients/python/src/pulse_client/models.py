@@ -25,7 +25,7 @@ class AuditEntryOut(BaseModel):
     """
     object_type: str
     """
-    `template`, `schedule`, `recipient`, `api_key`, `webhook_secret`, `notification`, `dead_letters`, `tenant`.
+    `template`, `schedule`, `recipient`, `api_key`, `webhook_secret`, `notification`, `dead_letters`, `tenant`, `topic`, `fanout`.
     """
     object_id: str
     """
