@@ -72,6 +72,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--connect-concurrency", type=int, default=32, help="handshakes under way at once")
     parser.add_argument("--send-clients", type=int, default=16, help="keep-alive clients sending the burst")
     parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="PULSE_REALTIME_COMPRESSION=true: the realtime process accepts permessage-deflate",
+    )
+    parser.add_argument(
         "--results-name", default="realtime", help="saved as bench/results/<name>-latest.json"
     )
     return parser.parse_args()
@@ -89,6 +94,7 @@ def main() -> None:
         # The clients send nothing (no pings) while the other sockets connect, which takes minutes.
         "PULSE_REALTIME_IDLE_TIMEOUT_SECONDS": "3600",
         "PULSE_REALTIME_MAX_CONNECTIONS_PER_USER": str(max(5, args.per_user)),
+        "PULSE_REALTIME_COMPRESSION": str(args.compression).lower(),
     }
     with (
         isolated_infrastructure("pulse_bench") as infrastructure,
