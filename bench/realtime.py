@@ -32,6 +32,7 @@ import secrets
 import statistics
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -46,7 +47,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from bench import procstats
 from bench.email_throughput import cpu_report, observed, progress, save
-from bench.ledger import Ledger
+from bench.ledger import Ledger, Tenant
 from bench.load import SINGLE_PATH, send
 from bench.report import Scenario, print_cpu_table
 from devtools.stack import Stack, Timeout, isolated_infrastructure, running_stack, wait_until
@@ -202,7 +203,7 @@ class RealtimeBench:
             for client in clients:
                 client.stop()
 
-    def _measure(self, tenant: Any, users: list[str], clients: list["ClientProcess"]) -> dict[str, Any]:
+    def _measure(self, tenant: Tenant, users: list[str], clients: list["ClientProcess"]) -> dict[str, Any]:
         args = self.args
         rss_before = self.rss_mib()
         load = {"before": os.getloadavg()[0]}
@@ -292,7 +293,7 @@ class RealtimeBench:
         print_summary(results, {"connect": connect, "burst": burst})
         return results
 
-    def _notification_times(self, tenant_id: Any) -> dict[str, tuple[float, float]]:
+    def _notification_times(self, tenant_id: uuid.UUID) -> dict[str, tuple[float, float]]:
         """Accepted (`created_at`) and stored in the inbox (`delivered_at`) of each notification, as Unix
         times."""
         with self.ledger.engine.connect() as connection:
