@@ -41,10 +41,13 @@ format: install ## Apply ruff's fixes and formatting
 bench: install infra ## Email throughput vs the Celery no-op ceiling, latency targets, CPU per process; saves bench/results/
 	$(PYTHON) -m bench.email_throughput $(BENCH_ARGS)
 
+bench-realtime: install infra ## 10,000 WebSockets on one realtime process: memory per connection, burst latency; saves bench/results/realtime-latest.json
+	$(PYTHON) -m bench.realtime $(BENCH_ARGS)
+
 chaos: install infra ## Kill and restart every part under load; report loss and duplicates (needs root)
 	$(PYTHON) -m bench.chaos $(CHAOS_ARGS)
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install infra test-tools run test lint format bench chaos clean
+.PHONY: help install infra test-tools run test lint format bench bench-realtime chaos clean

@@ -15,6 +15,7 @@ def main() -> None:
         port=settings.port,
         # The protocol layer refuses a larger message (close 1009) before the app reads any of it.
         ws_max_size=settings.max_message_bytes,
+        ws_per_message_deflate=settings.compression,
         access_log=False,
         log_config=None,  # Keep the JSON logging configured above.
         # Warnings only: uvicorn logs each WebSocket request line, query string (the token) and all.

@@ -122,6 +122,14 @@ def test_ping_is_answered_with_pong(realtime: Stack, user: EndUser) -> None:
         assert receive(client) == {"type": "pong"}
 
 
+def test_compression_offered_by_the_client_is_declined_by_default(realtime: Stack, user: EndUser) -> None:
+    # The sync client offers permessage-deflate, as browsers do; each accepted offer would hold two zlib
+    # streams for the connection's life (PULSE_REALTIME_COMPRESSION).
+    with open_socket(realtime, user) as client:
+        assert client.protocol.extensions == []
+        assert "permessage-deflate" in client.request.headers["Sec-WebSocket-Extensions"]
+
+
 @pytest.mark.parametrize(
     ("message", "code"),
     [
