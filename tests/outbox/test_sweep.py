@@ -5,7 +5,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from devtools.stack import Infrastructure
@@ -156,3 +156,31 @@ def test_publishes_beyond_what_may_wait_are_left_to_the_sweep(
 
     # Two normal ones wait (for a publisher that has stopped), three are the sweep's; critical still queues.
     assert publisher.waiting == 3
+
+
+def test_a_row_the_sweep_published_first_is_not_published_again_by_the_after_commit_publisher(
+    factory: sessionmaker[Session], publisher: ConfirmedPublisher, private: Infrastructure
+) -> None:
+    # The after-commit publisher fell behind by the publish grace (a fan-out's thousands wait), and
+    # the sweep published the row meanwhile. (Rows and messages earlier tests left are cleared.)
+    with transaction(factory) as session:
+        session.execute(delete(OutboxMessage))
+    drain(private.broker_url, "pulse.email.normal")
+    [notification_id] = _accept(factory, 1, due_in=timedelta(0))
+    with factory() as session:
+        row = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.notification_id == notification_id)
+        ).one()
+        notification = session.get_one(Notification, notification_id)
+    with transaction(factory) as session:
+        assert sweep_outbox(session, publisher, batch_size=100) == 1
+    app = make_celery("pulse-tests-late", BrokerSettings(url=private.broker_url))
+    late = AfterCommitPublisher(factory, app, confirm_timeout_seconds=5)
+    try:
+        late.publish([(row.id, notification)])
+        wait_until(lambda: late.waiting == 0, what="the publisher to take the row")
+    finally:
+        late.close()  # After the group being published.
+
+    assert drain(private.broker_url, "pulse.email.normal") == [str(notification_id)]
+    assert not late.standing_back
