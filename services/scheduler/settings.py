@@ -66,8 +66,8 @@ class SchedulerSettings(BaseSettings):
         30.0,
         ge=0,
         description="A fan-out's notifications are published right after their chunk commits; the "
-        "outbox sweep publishes those still unpublished after this long (a crashed scheduler's). "
-        "Shorter, a busy publisher's backlog would be published twice.",
+        "outbox sweep publishes those still unpublished after this long (a crashed scheduler's, or a "
+        "busy publisher's backlog: each row is published by one of the two).",
     )
     queue_metrics_seconds: float = Field(
         5.0, description="How often queue depths are read from RabbitMQ for pulse_queue_length."

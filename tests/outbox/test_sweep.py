@@ -5,7 +5,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from devtools.stack import Infrastructure
@@ -40,6 +40,15 @@ def _accept(factory: sessionmaker[Session], count: int, *, due_in: timedelta) ->
 def _outbox_rows(factory: sessionmaker[Session]) -> int:
     with factory() as session:
         return session.scalar(select(func.count()).select_from(OutboxMessage)) or 0
+
+
+def _owed_publish(factory: sessionmaker[Session], notification_id: uuid.UUID) -> tuple[int, Notification]:
+    """What accepting the notification hands the after-commit publisher: its outbox row's id, itself."""
+    with factory() as session:
+        row = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.notification_id == notification_id)
+        ).one()
+        return row.id, session.get_one(Notification, notification_id)
 
 
 def test_two_concurrent_sweeps_publish_every_due_row_exactly_once(
@@ -118,19 +127,15 @@ def test_the_after_commit_publisher_stands_back_when_the_broker_fails_and_leaves
     unreachable = make_celery("pulse-tests-down", BrokerSettings(url="amqp://guest:guest@127.0.0.1:1//"))
     publisher = AfterCommitPublisher(factory, unreachable, confirm_timeout_seconds=1)
     [notification_id] = _accept(factory, 1, due_in=timedelta(0))
-    with factory() as session:
-        row = session.scalars(
-            select(OutboxMessage).where(OutboxMessage.notification_id == notification_id)
-        ).one()
-        notification = session.get_one(Notification, notification_id)
+    owed = _owed_publish(factory, notification_id)
     try:
-        publisher.publish([(row.id, notification)])
+        publisher.publish([owed])
         wait_until(lambda: publisher.standing_back, what="the publisher to stand back")  # /readyz says so
     finally:
         publisher.close()
     with factory() as session:
         assert (
-            session.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.id == row.id))
+            session.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.id == owed[0]))
             == 1
         )
 
@@ -156,3 +161,27 @@ def test_publishes_beyond_what_may_wait_are_left_to_the_sweep(
 
     # Two normal ones wait (for a publisher that has stopped), three are the sweep's; critical still queues.
     assert publisher.waiting == 3
+
+
+def test_a_row_the_sweep_published_first_is_not_published_again_by_the_after_commit_publisher(
+    factory: sessionmaker[Session], publisher: ConfirmedPublisher, private: Infrastructure
+) -> None:
+    # The after-commit publisher fell behind by the publish grace (a fan-out's thousands wait), and
+    # the sweep published the row meanwhile. (Rows and messages earlier tests left are cleared.)
+    with transaction(factory) as session:
+        session.execute(delete(OutboxMessage))
+    drain(private.broker_url, "pulse.email.normal")
+    [notification_id] = _accept(factory, 1, due_in=timedelta(0))
+    owed = _owed_publish(factory, notification_id)
+    with transaction(factory) as session:
+        assert sweep_outbox(session, publisher, batch_size=100) == 1
+    app = make_celery("pulse-tests-late", BrokerSettings(url=private.broker_url))
+    late = AfterCommitPublisher(factory, app, confirm_timeout_seconds=5)
+    try:
+        late.publish([owed])
+        wait_until(lambda: late.waiting == 0, what="the publisher to take the row")
+    finally:
+        late.close()  # After the group being published.
+
+    assert drain(private.broker_url, "pulse.email.normal") == [str(notification_id)]
+    assert not late.standing_back

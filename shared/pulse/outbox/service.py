@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import BigInteger, BindParameter, any_, delete, func, insert, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.db import transaction
@@ -122,19 +123,29 @@ class AfterCommitPublisher:
         if self.standing_back:
             return
         try:
-            self._publisher.publish([owed.message for owed in group])
+            with transaction(self._session_factory) as session:
+                # The rows are locked as the sweep locks them (SKIP LOCKED), so that a row is published by
+                # one of the two: one the sweep took already (this thread fell behind by the publish
+                # grace, e.g. a fan-out's thousands) is gone or locked, and skipped here.
+                mine = set(
+                    session.scalars(
+                        select(OutboxMessage.id)
+                        .where(OutboxMessage.id == any_(_ids([owed.outbox_id for owed in group])))
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                self._publisher.publish([owed.message for owed in group if owed.outbox_id in mine])
+                # Deleted with the lock still held; if the commit fails, the rows stay and the sweep
+                # publishes them once more (the worker's claim drops the copy).
+                session.execute(delete(OutboxMessage).where(OutboxMessage.id == any_(_ids(list(mine)))))
         except Exception as error:  # noqa: BLE001 - whatever broke, the sweep repairs it.
             self._standing_back_until = time.monotonic() + self._backoff_seconds
             log.warning("publish of %d left to the outbox sweep: %s", len(group), error)
-            return
-        try:
-            with transaction(self._session_factory) as session:
-                session.execute(
-                    delete(OutboxMessage).where(OutboxMessage.id.in_([o.outbox_id for o in group]))
-                )
-        except Exception:
-            # The rows stay and the sweep publishes them once more; the worker's claim drops the copy.
-            log.exception("could not delete %d published outbox rows", len(group))
+
+
+def _ids(outbox_ids: list[int]) -> BindParameter[Any]:
+    """One array parameter for a group's outbox ids."""
+    return literal(outbox_ids, ARRAY(BigInteger))
 
 
 def owe_publish(session: Session, notifications: Sequence[Any]) -> None:

@@ -90,7 +90,9 @@ class Admission:
     refusals: dict[int, RateLimited]
 
 
-@dataclass(frozen=True)
+# Compared by identity (fast to hash: a chunk of a fan-out counts thousands): `admit` makes one
+# instance per (channel, subject).
+@dataclass(frozen=True, eq=False)
 class _Counter:
     channel: str
     subject: str
@@ -148,7 +150,8 @@ def admit(session: Session, *, tenant_id: uuid.UUID, limits: SendLimits, sends: 
     some are refused: what they took is given back). A send is refused when one of its counters is
     spent; the first sends of a request are the ones admitted."""
     quota_slot = _Counter(_ALL_CHANNELS, f"quota:{random.randrange(QUOTA_SLOTS)}", limits.per_tenant)
-    counters_of = [_counters(send, limits, quota_slot) for send in sends]
+    known: dict[tuple[str, str], _Counter] = {}
+    counters_of = [_counters(send, limits, quota_slot, known) for send in sends]
     wanted = Counter(counter for counters in counters_of for counter in counters)
     if not wanted:
         return Admission(quotas={}, refusals={})
@@ -216,15 +219,23 @@ def address_key(channel: Channel, recipient: str) -> str:
     return f"{local.split('+', 1)[0]}@{domain}".casefold()
 
 
-def _counters(send: Send, limits: SendLimits, quota_slot: _Counter) -> list[_Counter]:
-    counters = []
+def _counters(
+    send: Send, limits: SendLimits, quota_slot: _Counter, known: dict[tuple[str, str], _Counter]
+) -> list[_Counter]:
+    """The send's counters, the same instance for the same (channel, subject) across `known`."""
+    subjects = []
     if not limits.per_recipient.unlimited:
-        channel = str(send.channel)
         if send.user_id is not None:
-            counters.append(_Counter(channel, f"user:{send.user_id}", limits.per_recipient))
+            subjects.append(f"user:{send.user_id}")
         if send.user_id is None or send.channel is not Channel.WEBHOOK:
-            address = address_key(send.channel, send.recipient)
-            counters.append(_Counter(channel, f"to:{address}", limits.per_recipient))
+            subjects.append(f"to:{address_key(send.channel, send.recipient)}")
+    channel = str(send.channel)
+    counters = []
+    for subject in subjects:
+        counter = known.get((channel, subject))
+        if counter is None:
+            counter = known[(channel, subject)] = _Counter(channel, subject, limits.per_recipient)
+        counters.append(counter)
     if not limits.per_tenant.unlimited:
         counters.append(quota_slot)
     return counters
