@@ -4,6 +4,7 @@ Used by the test suite and by `make bench`, so both measure the real system, not
 """
 
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -51,10 +52,35 @@ def wait_until(
         time.sleep(interval)
 
 
+def _ports_below_the_ephemeral_range() -> range:
+    """The kernel picks the local port of every outgoing connection (to PostgreSQL, RabbitMQ, a test's
+    HTTP client) from the ephemeral range; a port found free there can be taken by one of them before the
+    service that was handed it binds it (seen: realtime's port 51679, EADDRINUSE)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12000), low)
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port nothing listens on, outside the ephemeral range, not handed out before by this process."""
+    candidates = _ports_below_the_ephemeral_range()
+    for _ in range(1000):
+        port = random.choice(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {candidates}")
 
 
 MANAGEMENT_API = os.environ.get("PULSE_TEST_RABBITMQ_API", "http://guest:guest@127.0.0.1:15672/api")
