@@ -29,10 +29,11 @@ run: install infra ## Set up and start every service in the foreground (Ctrl-C s
 test: install infra test-tools ## Run the test suite against the real PostgreSQL and RabbitMQ
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-lint: install ## ruff (lint + format check) and mypy
+lint: install ## ruff (lint + format check), mypy, and import-linter (the library's layers; services apart)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -48,6 +49,6 @@ chaos: install infra ## Kill and restart every part under load; report loss and 
 	$(PYTHON) -m bench.chaos $(CHAOS_ARGS)
 
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache
 
 .PHONY: help install infra test-tools run test lint format bench bench-realtime chaos clean

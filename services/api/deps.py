@@ -19,8 +19,8 @@ from pulse.inapp.tokens import EndUser, InvalidToken, read_token
 from pulse.notifications.intake import Intake
 from pulse.outbox.service import AfterCommitPublisher
 from pulse.rate_limits.service import SendLimits
-from pulse.scheduling.service import TenantPolicy
 from pulse.tenants.service import API_KEY_PREFIX, Principal, Scope, find_principal, hash_api_key
+from pulse.timing.policy import TenantPolicy
 from services.api.settings import ApiSettings
 
 

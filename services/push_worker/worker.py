@@ -2,10 +2,11 @@
 
 from celery import Celery
 
-from pulse.channels.push import FcmProvider, invalid_token_recorder
+from pulse.channels.push import FcmProvider
 from pulse.db import make_engine, make_session_factory
 from pulse.delivery.providers import Provider
 from pulse.delivery.worker import make_channel_worker
+from pulse.recipients.push_tokens import invalid_token_recorder
 from pulse.vocabulary import Channel
 from services.push_worker.settings import PushWorkerSettings
 

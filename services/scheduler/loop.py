@@ -24,12 +24,12 @@ from pulse.inapp.escalation import escalate_due
 from pulse.messaging.depths import queue_depths
 from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.messaging.topology import dead_letter_queue
+from pulse.notifications.release import release_due_notifications
+from pulse.notifications.retention import delete_expired
 from pulse.observability.metrics import DEAD_LETTERS, OUTBOX_LAG, QUEUE_LENGTH
 from pulse.outbox.service import AfterCommitPublisher, oldest_pending_age_seconds, sweep_outbox
 from pulse.rate_limits.service import MAX_WINDOW_SECONDS, delete_stale_counters
-from pulse.scheduling.release import release_due_notifications
-from pulse.scheduling.retention import delete_expired
-from pulse.scheduling.runs import run_due_schedules
+from pulse.schedules.runs import run_due_schedules
 from pulse.vocabulary import Channel
 from services.scheduler.fanouts import FanoutRunner
 from services.scheduler.settings import SchedulerSettings

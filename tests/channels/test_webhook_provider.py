@@ -16,7 +16,6 @@ from sqlalchemy import create_engine
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from devtools.stack import free_port
-from pulse.channels.ssrf import IPAddress
 from pulse.channels.webhook import SecretCache, WebhookProvider
 from pulse.db import make_session_factory, transaction
 from pulse.delivery.circuit import BreakerSettings, DestinationProvider, ProviderChain
@@ -25,6 +24,7 @@ from pulse.errors import PermanentProviderError, TransientProviderError
 from pulse.settings import WebhookSettings
 from pulse.vocabulary import Channel, Priority
 from pulse.webhooks.secrets import SigningSecrets, new_secret, signing_secrets
+from pulse.webhooks.ssrf import IPAddress
 from services.sandbox.faults import Fault, FaultInjector
 from services.sandbox.store import MessageStore
 

@@ -17,13 +17,13 @@ from pulse.db.models import Digest, DigestEvent, Notification, OutboxMessage
 from pulse.digests.service import close_due_digests, collect
 from pulse.errors import InvalidInput
 from pulse.notifications.acceptance import AcceptanceSettings
+from pulse.notifications.release import release_due_notifications
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import cancel_notification
-from pulse.scheduling.release import release_due_notifications
-from pulse.scheduling.service import TenantPolicy
 from pulse.templates.schemas import TemplateIn
 from pulse.templates.service import create_template, delete_template
 from pulse.tenants.service import create_tenant
+from pulse.timing.policy import TenantPolicy
 from pulse.vocabulary import Status
 from tests.conftest import wait_until
 

@@ -17,8 +17,8 @@ from pulse.notifications.intake import Intake, Send
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import Accepted
 from pulse.rate_limits.service import RateLimit, SendLimits
-from pulse.scheduling.service import NO_QUIET_HOURS_UTC
 from pulse.tenants.service import create_tenant
+from pulse.timing.policy import NO_QUIET_HOURS_UTC
 
 RATE = SendLimits(per_recipient=RateLimit(limit=3, window_seconds=60), per_tenant=RateLimit(0, 60))
 

@@ -24,8 +24,8 @@ from pulse.recipients.service import (
     policy_for,
     put_recipient,
 )
-from pulse.scheduling.quiet_hours import QuietHours
-from pulse.scheduling.service import TenantPolicy
+from pulse.timing.policy import TenantPolicy
+from pulse.timing.quiet_hours import QuietHours
 from pulse.vocabulary import Channel
 from tests.conftest import Tenant
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 import pytest
 from fastapi.testclient import TestClient
 
-from pulse.channels.webhook import signed_headers
 from pulse.webhooks.secrets import new_secret
+from pulse.webhooks.signing import signed_headers
 from services.sandbox.app import create_app
 from services.sandbox.faults import FaultInjector
 from services.sandbox.store import MessageStore

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from pulse.addresses import MAX_USER_ID
 from pulse.db import transaction
 from pulse.errors import NotFound
 from pulse.inapp.events import read_event
@@ -21,7 +22,6 @@ from pulse.inapp.inbox import (
     unread_count,
 )
 from pulse.inapp.tokens import EndUser, issue_token
-from pulse.notifications.addresses import MAX_USER_ID
 from pulse.text import NO_NUL_CHARACTERS
 from services.api.bodies import StrictJsonRoute
 from services.api.deps import EndUserDep, Gateway, GatewayDep, SessionDep, TokenIssuerDep

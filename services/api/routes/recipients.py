@@ -3,9 +3,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 from starlette.convertors import PathConvertor, register_url_convertor
 
+from pulse.addresses import MAX_USER_ID
 from pulse.audit.service import record_change
 from pulse.db import transaction
-from pulse.notifications.addresses import MAX_USER_ID
 from pulse.recipients.schemas import RecipientIn, RecipientOut
 from pulse.recipients.service import delete_recipient, find_recipients, get_recipient, put_recipient
 from pulse.text import NO_NUL_CHARACTERS

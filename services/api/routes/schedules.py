@@ -10,7 +10,7 @@ from pulse.db import transaction
 from pulse.db.models import Schedule
 from pulse.notifications.acceptance import screen
 from pulse.notifications.schemas import NotificationRequest
-from pulse.scheduling.schedules import (
+from pulse.schedules.service import (
     DEFAULT_HISTORY,
     PauseReason,
     create_schedule,

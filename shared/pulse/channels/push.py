@@ -6,9 +6,8 @@ FCM answers 200 with the message name; a 5xx is worth trying again, a 429 is thr
 (ProviderThrottled: it goes back without using an attempt). A device token FCM
 reports as `UNREGISTERED` (404), or as the invalid argument of a 400 `INVALID_ARGUMENT`, will never
 work again: the provider raises a permanent error and reports the token through `on_invalid_token`,
-which the push worker records in `invalid_push_tokens` for the tenant that sent to it, so that the
-gateway refuses that tenant's further sends to it. Other tenants' sends are not affected: what one
-tenant's send taught Pulse about a token is that tenant's business.
+which the push worker records for the tenant that sent to it (pulse.recipients.push_tokens), so that
+the gateway refuses that tenant's further sends to it.
 
 Authentication is an OAuth2 bearer token: a static one from settings (development, the sandbox),
 or, when `PULSE_FCM_CREDENTIALS_FILE` names a service-account file, tokens minted and refreshed by
@@ -19,18 +18,12 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Collection
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.channels.http import json_object, retry_after_seconds
-from pulse.db import transaction
-from pulse.db.models import InvalidPushToken
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import FcmSettings
@@ -189,36 +182,3 @@ def _token_source(settings: FcmSettings) -> Callable[[], str]:
             return str(credentials.token)
 
     return current
-
-
-def invalid_token_recorder(session_factory: sessionmaker[Session]) -> InvalidTokenCallback:
-    """The push worker's `on_invalid_token`: remember the token for the tenant (the first report wins)."""
-
-    def record(tenant_id: uuid.UUID, token: str, reason: str) -> None:
-        with transaction(session_factory) as session:
-            session.execute(
-                insert(InvalidPushToken)
-                .values(tenant_id=tenant_id, token=token, reason=reason)
-                .on_conflict_do_nothing(index_elements=["tenant_id", "token"])
-            )
-        log.warning(
-            "push token reported invalid by FCM (%s); the tenant's further sends are refused",
-            reason,
-            extra={"tenant": str(tenant_id)},
-        )
-
-    return record
-
-
-def invalidated_tokens(
-    session: Session, tenant_id: uuid.UUID, tokens: Collection[str]
-) -> dict[str, datetime]:
-    """Those of `tokens` FCM reported invalid to the tenant, with when: the gateway refuses them."""
-    if not tokens:
-        return {}
-    rows = session.execute(
-        select(InvalidPushToken.token, InvalidPushToken.invalidated_at).where(
-            InvalidPushToken.tenant_id == tenant_id, InvalidPushToken.token.in_(tokens)
-        )
-    )
-    return {row.token: row.invalidated_at for row in rows}

@@ -7,7 +7,7 @@ Body: `{"type": "notification", "id": <notification id>, "timestamp": <created_a
 of "<id>.<timestamp>.<body>">` under the tenant's `whsec_` secret; for `PULSE_WEBHOOK_SECRET_GRACE_HOURS`
 after a rotation, a second one under the previous secret follows, space-separated).
 
-Every URL passes the SSRF guard (pulse.channels.ssrf) right before the request, and the request goes
+Every URL passes the SSRF guard (pulse.webhooks.ssrf) right before the request, and the request goes
 to the address that was checked (the Host header and TLS server name stay the URL's), so a name that
 re-resolves to a private address between the check and the connection (DNS rebinding) gains nothing.
 Redirects are not followed: a 3xx is the receiver's answer, and a permanent failure.
@@ -27,7 +27,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from threading import Lock
@@ -35,14 +35,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from standardwebhooks import Webhook
 
 from pulse.channels.http import Answer, BoundedClient, retry_after_seconds
-from pulse.channels.ssrf import Allowlist, IPAddress, RefusedUrl, check_url, split_url
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import WebhookSettings
 from pulse.webhooks.secrets import SigningSecrets
+from pulse.webhooks.signing import signed_headers
+from pulse.webhooks.ssrf import Allowlist, IPAddress, RefusedUrl, check_url, split_url
 
 log = logging.getLogger(__name__)
 
@@ -72,20 +72,6 @@ def webhook_payload(claim: Claim) -> str:
         separators=(",", ":"),
         ensure_ascii=False,
     )
-
-
-def signed_headers(
-    secrets: Sequence[str], message_id: str, body: str, now: datetime | None = None
-) -> dict[str, str]:
-    """The three Standard Webhooks headers for this body, signed now with each secret (in order)."""
-    timestamp = now or datetime.now(UTC)
-    return {
-        "webhook-id": message_id,
-        "webhook-timestamp": str(int(timestamp.timestamp())),
-        "webhook-signature": " ".join(
-            Webhook(secret).sign(message_id, timestamp, body) for secret in secrets
-        ),
-    }
 
 
 class SecretCache:

@@ -35,6 +35,7 @@ from pulse.digests.schemas import DigestedSend
 from pulse.errors import Conflict, InvalidInput, PulseError
 from pulse.notifications.acceptance import AcceptanceSettings
 from pulse.notifications.schemas import MAX_DIGEST_EVENTS, NotificationRequest
+from pulse.notifications.send_time import DIGEST
 from pulse.notifications.service import (
     Accepted,
     accept_notifications,
@@ -43,7 +44,7 @@ from pulse.notifications.service import (
 )
 from pulse.outbox.service import owe_publish
 from pulse.rate_limits.service import SendLimits
-from pulse.scheduling.service import DIGEST, TenantPolicy
+from pulse.timing.policy import TenantPolicy
 from pulse.vocabulary import Status
 
 log = logging.getLogger(__name__)

@@ -10,14 +10,14 @@ from typing import Annotated, Protocol
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from pulse.channels.ssrf import Allowlist, RefusedUrl, check_literal
 from pulse.errors import InvalidInput
 from pulse.notifications.schemas import NotificationRequest
 from pulse.rate_limits.service import MAX_WINDOW_SECONDS, QUOTA_WINDOW_SECONDS, RateLimit, SendLimits
-from pulse.scheduling.quiet_hours import QuietHours
-from pulse.scheduling.service import TenantPolicy
 from pulse.settings import split_commas
+from pulse.timing.policy import TenantPolicy
+from pulse.timing.quiet_hours import QuietHours
 from pulse.vocabulary import Channel
+from pulse.webhooks.ssrf import Allowlist, RefusedUrl, check_literal
 
 
 class TenantSettings(Protocol):

@@ -33,7 +33,7 @@ from pulse.errors import PulseError
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import Accepted, accept_notification, accept_notifications
 from pulse.rate_limits.service import SendLimits
-from pulse.scheduling.service import TenantPolicy
+from pulse.timing.policy import TenantPolicy
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from pulse.addresses import MAX_DEVICE_TOKEN, channel_address, webhook_url
 from pulse.inputs import DateTimeInput, JsonObject, TopicKey
-from pulse.notifications.addresses import MAX_DEVICE_TOKEN, channel_address, webhook_url
-from pulse.scheduling.clock import TimeZoneName
 from pulse.text import refuse_nul_characters
+from pulse.timing.clock import TimeZoneName
 from pulse.vocabulary import Channel, Priority, Status
 
 _MAX_SUBJECT = 998  # RFC 5322's line limit: a longer subject cannot be sent as one header line.

@@ -14,7 +14,6 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, selectinload
 
-from pulse.channels.push import invalidated_tokens
 from pulse.db.models import (
     IdempotencyRecord,
     Notification,
@@ -31,12 +30,14 @@ from pulse.notifications.schemas import (
     NotificationRequest,
     check_content_fits,
 )
+from pulse.notifications.send_time import plan_send_time
 from pulse.pagination import after_cursor, encode_cursor
 from pulse.rate_limits.service import Quota, Send, SendLimits, admit
+from pulse.recipients.push_tokens import invalidated_tokens
 from pulse.recipients.service import address_for, find_recipients, opted_out, policy_for
-from pulse.scheduling.service import NO_QUIET_HOURS_UTC, TenantPolicy, plan_send_time
 from pulse.templates.rendering import render_template
 from pulse.templates.service import find_templates
+from pulse.timing.policy import NO_QUIET_HOURS_UTC, TenantPolicy
 from pulse.vocabulary import Channel, Priority, Status
 
 IDEMPOTENCY_TTL = timedelta(hours=24)

@@ -7,9 +7,9 @@ from babel import Locale, UnknownLocaleError
 from babel.core import parse_locale
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from pulse.notifications.addresses import device_token, email_address, phone_number
-from pulse.scheduling.clock import TimeZoneName
-from pulse.scheduling.quiet_hours import OFF, QuietHours
+from pulse.addresses import device_token, email_address, phone_number
+from pulse.timing.clock import TimeZoneName
+from pulse.timing.quiet_hours import OFF, QuietHours
 from pulse.vocabulary import Channel
 
 MAX_PUSH_TOKENS = 20  # A person's devices; a longer list is a bug on the caller's side.

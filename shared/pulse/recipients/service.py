@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from pulse.db.models import Recipient
 from pulse.errors import NotFound
 from pulse.recipients.schemas import RecipientIn
-from pulse.scheduling.quiet_hours import QuietHours
-from pulse.scheduling.service import TenantPolicy
+from pulse.timing.policy import TenantPolicy
+from pulse.timing.quiet_hours import QuietHours
 from pulse.vocabulary import Channel
 
 _PROFILE_FIELDS = ("email", "phone", "push_tokens", "timezone", "quiet_hours", "locale", "preferences")

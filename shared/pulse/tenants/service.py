@@ -17,8 +17,8 @@ from pulse.db.models import ApiKey, Tenant
 from pulse.errors import Conflict, InvalidInput, NotFound
 from pulse.pagination import newest_first_page
 from pulse.rate_limits.service import MAX_WINDOW_SECONDS
-from pulse.scheduling.clock import time_zone
-from pulse.scheduling.quiet_hours import QuietHours
+from pulse.timing.clock import time_zone
+from pulse.timing.quiet_hours import QuietHours
 from pulse.vocabulary import Priority
 
 API_KEY_PREFIX = "pk_"

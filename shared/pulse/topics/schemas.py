@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pulse.notifications.addresses import MAX_USER_ID
+from pulse.addresses import MAX_USER_ID
 from pulse.text import NO_NUL_CHARACTERS
 
 MAX_SUBSCRIBERS_PER_CALL = 1000

@@ -1,1 +1,2 @@
-"""Webhook signing secrets: one per tenant, in the Standard Webhooks `whsec_` format."""
+"""Webhook mechanics below delivery: tenants' signing secrets (Standard Webhooks' `whsec_` format),
+signing, and the SSRF guard on the URLs tenants name."""

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from pulse.channels.push import invalid_token_recorder
+from pulse.recipients.push_tokens import invalid_token_recorder
 from tests.conftest import Tenant
 from tests.services.api.conftest import auth
 

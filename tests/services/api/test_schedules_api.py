@@ -15,7 +15,7 @@ from devtools.stack import Infrastructure
 from pulse.db import transaction
 from pulse.db.models import Schedule
 from pulse.notifications.acceptance import AcceptanceSettings
-from pulse.scheduling.runs import run_due_schedules
+from pulse.schedules.runs import run_due_schedules
 from tests.conftest import Tenant, new_tenant
 from tests.services.api.conftest import auth, in_process_gateway
 

@@ -5,41 +5,13 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from pulse.notifications.schemas import NotificationRequest
-from pulse.scheduling.clock import to_instant
-from pulse.scheduling.quiet_hours import QuietHours
+from pulse.timing.clock import to_instant
+from pulse.timing.policy import TenantPolicy
 from pulse.vocabulary import Priority
 
 QUIET_HOURS = "quiet_hours"
 # A digest's combined notification while its window collects sends: the digest job sends it, not release.
 DIGEST = "digest"
-
-
-@dataclass(frozen=True)
-class TenantPolicy:
-    """A tenant's defaults for its recipients (a recipient profile may override the first two)."""
-
-    timezone: str = "UTC"
-    quiet_hours: QuietHours | None = None
-    default_priority: Priority = Priority.NORMAL
-
-    @classmethod
-    def of(
-        cls,
-        timezone: str,
-        quiet_hours: str | None,
-        *,
-        default: QuietHours | None,
-        default_priority: str | None = None,
-    ) -> "TenantPolicy":
-        """From a tenant's stored settings; no quiet hours of its own means the deployment's `default`."""
-        return cls(
-            timezone=timezone,
-            quiet_hours=QuietHours.parse(quiet_hours) if quiet_hours else default,
-            default_priority=Priority(default_priority or Priority.NORMAL),
-        )
-
-
-NO_QUIET_HOURS_UTC = TenantPolicy()
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ address's normalised form), and a ValueError says what is wrong."""
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from pulse.channels.ssrf import RefusedUrl, split_url
 from pulse.vocabulary import Channel
+from pulse.webhooks.ssrf import RefusedUrl, split_url
 
 MAX_RECIPIENT = 2048
 MAX_USER_ID = 255  # The key a send names a recipient profile (and an inapp inbox) by.

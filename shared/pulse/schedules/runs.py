@@ -15,7 +15,7 @@ from pulse.errors import InvalidInput, PulseError, RateLimited
 from pulse.notifications.acceptance import AcceptanceSettings, screen
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
-from pulse.scheduling.schedules import PauseReason, next_run_after
+from pulse.schedules.service import PauseReason, next_run_after
 
 log = logging.getLogger(__name__)
 

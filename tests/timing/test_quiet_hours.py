@@ -5,8 +5,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pulse.scheduling.clock import to_instant
-from pulse.scheduling.quiet_hours import QuietHours
+from pulse.timing.clock import to_instant
+from pulse.timing.quiet_hours import QuietHours
 
 NIGHT = QuietHours(time(22), time(8))
 NEW_YORK = ZoneInfo("America/New_York")

@@ -7,9 +7,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.db import transaction
 from pulse.db.models import DeliveryAttempt, Fanout, IdempotencyRecord, Notification
+from pulse.notifications.retention import delete_expired
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import accept_notification
-from pulse.scheduling.retention import delete_expired
 from pulse.tenants.service import create_tenant
 from pulse.topics.service import start_fanout, subscribe
 

@@ -6,9 +6,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from pulse.db.models import Notification
+from pulse.notifications.send_time import DIGEST
 from pulse.observability import metrics
 from pulse.outbox.service import owe_publish
-from pulse.scheduling.service import DIGEST
 from pulse.vocabulary import Status
 
 

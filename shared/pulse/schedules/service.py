@@ -20,7 +20,7 @@ from pulse.db.models import Notification, Schedule
 from pulse.errors import InvalidInput, NotFound
 from pulse.notifications.schemas import NotificationRequest
 from pulse.pagination import after_cursor, encode_cursor
-from pulse.scheduling.clock import time_zone, to_instant
+from pulse.timing.clock import time_zone, to_instant
 
 DEFAULT_HISTORY = 20
 _CRON_FIELDS = (5, 6)

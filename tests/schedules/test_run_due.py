@@ -17,9 +17,8 @@ from pulse.errors import InvalidInput, NotFound
 from pulse.notifications.acceptance import AcceptanceSettings
 from pulse.notifications.schemas import NotificationRequest
 from pulse.rate_limits.service import RateLimit, SendLimits
-from pulse.scheduling.quiet_hours import QuietHours
-from pulse.scheduling.runs import run_due_schedules
-from pulse.scheduling.schedules import (
+from pulse.schedules.runs import run_due_schedules
+from pulse.schedules.service import (
     create_schedule,
     delete_schedule,
     get_schedule_with_history,
@@ -30,6 +29,7 @@ from pulse.scheduling.schedules import (
 from pulse.templates.schemas import TemplateIn
 from pulse.templates.service import create_template
 from pulse.tenants.service import create_tenant
+from pulse.timing.quiet_hours import QuietHours
 from pulse.vocabulary import Channel, Status
 from services.scheduler.settings import SchedulerSettings
 

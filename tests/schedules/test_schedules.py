@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pulse.errors import InvalidInput
-from pulse.scheduling.schedules import next_run_after, validate_cron
+from pulse.schedules.service import next_run_after, validate_cron
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:

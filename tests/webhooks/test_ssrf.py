@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pulse.channels.ssrf import Allowlist, IPAddress, RefusedUrl, check_literal, check_url
+from pulse.webhooks.ssrf import Allowlist, IPAddress, RefusedUrl, check_literal, check_url
 
 NOTHING = Allowlist()
 

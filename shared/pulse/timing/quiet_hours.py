@@ -2,14 +2,14 @@
 
 Windows may cross midnight (22:00-08:00) and may name seconds (12:00:00-12:00:05, handy in tests).
 Membership is judged on the recipient's wall clock; the window's end is turned into an instant with
-pulse.scheduling.clock, so an end that a DST change skips or repeats behaves sensibly.
+pulse.timing.clock, so an end that a DST change skips or repeats behaves sensibly.
 """
 
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from pulse.scheduling.clock import to_instant
+from pulse.timing.clock import to_instant
 
 OFF = "off"
 

@@ -1,1 +1,0 @@
-"""Time: scheduled sends, quiet hours, recurring schedules."""
