@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pulse.db.models import Notification, OutboxMessage
-from pulse.errors import InvalidInput, PulseError, RateLimited
+from pulse.errors import InvalidInput, RateLimited
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import (
     Accepted,
@@ -42,7 +42,9 @@ def _request(**fields: Any) -> NotificationRequest:
     return NotificationRequest.model_validate({"channel": "email", **content, **fields})
 
 
-def _accepted(results: list[Accepted | PulseError]) -> list[Accepted]:
+def _accept_all(session: Session, tenant_id: uuid.UUID, **options: Any) -> list[Accepted]:
+    """accept_notifications, every request of which must be accepted."""
+    results = accept_notifications(session, tenant_id=tenant_id, **options)
     assert all(isinstance(result, Accepted) for result in results), results
     return [result for result in results if isinstance(result, Accepted)]
 
@@ -68,15 +70,13 @@ def test_a_user_id_alone_is_sent_to_the_address_of_their_profile(
         profile=RecipientIn(email="ada@example.com", phone="+14155550100"),
     )
 
-    email, sms = _accepted(
-        accept_notifications(
-            session,
-            tenant_id=tenant_id,
-            requests=[
-                _request(user_id="ada"),
-                _request(channel="sms", user_id="ada", content={"body": "Hello"}),
-            ],
-        )
+    email, sms = _accept_all(
+        session,
+        tenant_id,
+        requests=[
+            _request(user_id="ada"),
+            _request(channel="sms", user_id="ada", content={"body": "Hello"}),
+        ],
     )
 
     assert (email.notification.recipient, sms.notification.recipient) == ("ada@example.com", "+14155550100")
@@ -124,16 +124,14 @@ def test_a_send_in_quiet_hours_is_scheduled_for_their_end_and_owes_no_publish(
     window = QuietHours(start=(now - timedelta(hours=1)).time(), end=(now + timedelta(hours=1)).time())
     policy = TenantPolicy(quiet_hours=window)
 
-    normal, critical = _accepted(
-        accept_notifications(
-            session,
-            tenant_id=tenant_id,
-            requests=[
-                _request(recipient="a@example.com"),
-                _request(recipient="b@example.com", priority="critical"),
-            ],
-            policy=policy,
-        )
+    normal, critical = _accept_all(
+        session,
+        tenant_id,
+        requests=[
+            _request(recipient="a@example.com"),
+            _request(recipient="b@example.com", priority="critical"),
+        ],
+        policy=policy,
     )
 
     waiting = normal.notification
@@ -152,15 +150,13 @@ def test_outbox_rows_are_owed_only_for_the_notifications_due_now(
 ) -> None:
     later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
 
-    due, scheduled = _accepted(
-        accept_notifications(
-            session,
-            tenant_id=tenant_id,
-            requests=[
-                _request(recipient="a@example.com"),
-                _request(recipient="b@example.com", send_at=later),
-            ],
-        )
+    due, scheduled = _accept_all(
+        session,
+        tenant_id,
+        requests=[
+            _request(recipient="a@example.com"),
+            _request(recipient="b@example.com", send_at=later),
+        ],
     )
 
     assert due.notification.status == Status.QUEUED and due.outbox_id is not None
@@ -169,9 +165,7 @@ def test_outbox_rows_are_owed_only_for_the_notifications_due_now(
     assert session.get_one(OutboxMessage, due.outbox_id).routing_key == "email.normal"
 
 
-def test_a_template_is_rendered_in_the_locale_of_the_recipients_profile(
-    session: Session, tenant_id: uuid.UUID
-) -> None:
+def _welcome_template(session: Session, tenant_id: uuid.UUID) -> None:
     create_template(
         session,
         tenant_id=tenant_id,
@@ -183,6 +177,12 @@ def test_a_template_is_rendered_in_the_locale_of_the_recipients_profile(
             variables=["name", "price"],
         ),
     )
+
+
+def test_a_template_is_rendered_in_the_locale_of_the_recipients_profile(
+    session: Session, tenant_id: uuid.UUID
+) -> None:
+    _welcome_template(session, tenant_id)
     put_recipient(
         session,
         tenant_id=tenant_id,
@@ -190,21 +190,19 @@ def test_a_template_is_rendered_in_the_locale_of_the_recipients_profile(
         profile=RecipientIn(email="ada@example.com", locale="fr-FR"),
     )
 
-    [accepted] = _accepted(
-        accept_notifications(
-            session,
-            tenant_id=tenant_id,
-            requests=[
-                NotificationRequest.model_validate(
-                    {
-                        "channel": "email",
-                        "user_id": "ada",
-                        "template": "welcome",
-                        "variables": {"name": "Ada", "price": 12.5},
-                    }
-                )
-            ],
-        )
+    [accepted] = _accept_all(
+        session,
+        tenant_id,
+        requests=[
+            NotificationRequest.model_validate(
+                {
+                    "channel": "email",
+                    "user_id": "ada",
+                    "template": "welcome",
+                    "variables": {"name": "Ada", "price": 12.5},
+                }
+            )
+        ],
     )
 
     content = accepted.notification.content
@@ -216,13 +214,7 @@ def test_a_template_is_rendered_in_the_locale_of_the_recipients_profile(
 def test_a_template_that_is_missing_or_misses_a_variable_is_refused(
     session: Session, tenant_id: uuid.UUID
 ) -> None:
-    create_template(
-        session,
-        tenant_id=tenant_id,
-        request=TemplateIn(
-            name="welcome", channel="email", subject="Hi", body="Hi {{ name }}", variables=["name"]
-        ),
-    )
+    _welcome_template(session, tenant_id)
     send = {"channel": "email", "recipient": "a@example.com"}
 
     unknown, unnamed = accept_notifications(
@@ -230,7 +222,7 @@ def test_a_template_that_is_missing_or_misses_a_variable_is_refused(
         tenant_id=tenant_id,
         requests=[
             NotificationRequest.model_validate({**send, "template": "farewell"}),
-            NotificationRequest.model_validate({**send, "template": "welcome", "variables": {}}),
+            NotificationRequest.model_validate({**send, "template": "welcome", "variables": {"price": 1}}),
         ],
     )
 
