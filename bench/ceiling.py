@@ -28,6 +28,7 @@ from kombu import Connection, Exchange, Queue
 
 from devtools.stack import REPO, free_port, wait_until
 from pulse.messaging.celery_app import make_celery
+from pulse.messaging.depths import ready_messages
 from pulse.settings import BrokerSettings
 from services.email_worker.settings import EmailWorkerSettings
 
@@ -94,8 +95,7 @@ def measure_ceiling(broker_url: str, *, tasks: int, worker_env: Mapping[str, str
 
 
 def _depth(connection: Connection) -> int:
-    _, messages, _ = connection.default_channel.queue_declare(QUEUE.name, passive=True)
-    return int(messages)
+    return ready_messages(connection.default_channel, QUEUE.name)
 
 
 class _Drain:

@@ -1,2 +1,11 @@
-"""The scheduler service: everything that happens later or every so often (for now the outbox sweep
-and the recovery of expired claims)."""
+"""The scheduler service: everything that happens later or every so often, as jobs of one loop
+(services/scheduler/loop.py, `Scheduler.jobs`) plus the topic fan-out runner in a thread of its own
+(services/scheduler/fanouts.py).
+
+- Sending later: releasing due scheduled notifications, running due schedules, closing due digests,
+  escalating unread in-app notifications.
+- Keeping delivery going: the outbox sweep, and the safety nets of pulse.delivery.recovery (expired
+  claims, overdue retries, notifications stuck in `queued`) and of the dead-letter queues.
+- Retention: expired notifications, old audit log entries, stale rate-limit counters.
+- Metrics: the outbox lag and the queues' depths.
+"""

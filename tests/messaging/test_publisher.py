@@ -7,6 +7,7 @@ import pytest
 from kombu import Connection, Queue
 
 from devtools.stack import MANAGEMENT_API, Infrastructure
+from pulse.messaging.depths import ready_messages
 from pulse.messaging.publisher import ConfirmedPublisher, TaskMessage, UnconfirmedPublish
 from pulse.messaging.topology import NOTIFICATIONS_EXCHANGE
 from tests.conftest import wait_until
@@ -24,7 +25,7 @@ def _connections(infrastructure: Infrastructure) -> list[str]:
 
 def _depth(infrastructure: Infrastructure, queue: str) -> int:
     with Connection(infrastructure.broker_url) as connection:
-        return int(connection.default_channel.queue_declare(queue, passive=True).message_count)
+        return ready_messages(connection.default_channel, queue)
 
 
 def test_a_connection_the_broker_closed_is_replaced_and_the_publish_still_goes_through(

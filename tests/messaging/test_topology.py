@@ -15,7 +15,13 @@ from kombu import Connection
 from kombu.transport.native_delayed_delivery import calculate_routing_key, level_name
 
 from devtools.stack import Infrastructure
-from pulse.messaging.topology import DEAD_LETTER_EXCHANGE, NOTIFICATIONS_EXCHANGE, declare_topology
+from pulse.messaging.topology import (
+    DEAD_LETTER_EXCHANGE,
+    NOTIFICATIONS_EXCHANGE,
+    declare_topology,
+    priority_of,
+    routing_key,
+)
 from pulse.vocabulary import Channel, Priority
 from tests.conftest import wait_until
 
@@ -176,3 +182,16 @@ def test_declaring_the_topology_again_is_harmless(infrastructure: Infrastructure
     assert {name: queue["type"] for name, queue in after.items()} == {
         name: queue["type"] for name, queue in before.items()
     }
+
+
+@pytest.mark.parametrize("priority", list(Priority))
+def test_a_work_queues_routing_key_names_its_priority_even_delayed(priority: Priority) -> None:
+    key = routing_key(Channel.SMS, priority)
+    assert priority_of(key) == priority
+    assert priority_of(calculate_routing_key(90, key)) == priority
+
+
+@pytest.mark.parametrize("key", ["", "sms", "sms.urgent", "pulse.unroutable"])
+def test_a_routing_key_that_names_no_priority_is_refused_not_taken_for_normal(key: str) -> None:
+    with pytest.raises(ValueError):
+        priority_of(key)

@@ -11,9 +11,10 @@ import pytest
 from pulse.db.models import Template
 from pulse.errors import InvalidInput
 from pulse.templates import limits
+from pulse.templates.compiling import check_template_source
 from pulse.templates.formatting import locale_named
 from pulse.templates.limits import LimitExceeded, Render, TemplateLimits
-from pulse.templates.rendering import check_template_source, render_template
+from pulse.templates.rendering import render_template
 
 # Small limits, so that going over them is quick; `big` stays under max_chars.
 TIGHT = TemplateLimits(max_chars=4096, max_work_chars=64 * 1024, max_steps=5_000, max_tokens=500)

@@ -9,9 +9,10 @@ import pytest
 
 from pulse.db.models import Template
 from pulse.errors import InvalidInput
-from pulse.templates import rendering
+from pulse.templates import compiling
+from pulse.templates.compiling import check_template_source
 from pulse.templates.limits import LIMITS
-from pulse.templates.rendering import check_template_source, render_template
+from pulse.templates.rendering import render_template
 from pulse.templates.schemas import PreviewRequest
 
 NBSP, NARROW_NBSP = "\xa0", "\u202f"  # CLDR's spaces in amounts, numbers and times
@@ -282,13 +283,13 @@ def test_arithmetic_errors_fail_the_render_with_a_reason() -> None:
 def compiled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The parts compiled from now on, in order."""
     parts: list[str] = []
-    compile_part = rendering._compile
+    compile_part = compiling._compile
 
     def counting(part: str, source: str, **options: Any) -> Any:
         parts.append(part)
         return compile_part(part, source, **options)
 
-    monkeypatch.setattr(rendering, "_compile", counting)
+    monkeypatch.setattr(compiling, "_compile", counting)
     return parts
 
 
@@ -314,7 +315,7 @@ def test_the_cache_holds_compiled_parts_up_to_a_size(
     monkeypatch: pytest.MonkeyPatch, compiled: list[str]
 ) -> None:
     # A count of entries would not bound the memory: 10,000 tokens compile to 0.75 MB.
-    monkeypatch.setattr(rendering, "_compiled", rendering._CompiledTemplates(max_bytes=200_000))
+    monkeypatch.setattr(compiling, "_compiled", compiling._CompiledTemplates(max_bytes=200_000))
     dense = [_template("{{ x }}" * 700 + str(i)) for i in range(2)]  # 2,100 tokens: about 160 KB
     small = [_template(f"Hi {i}") for i in range(100)]
     for template in (dense[0], dense[1], dense[0]):

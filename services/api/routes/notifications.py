@@ -307,15 +307,14 @@ def force(notification_id: uuid.UUID, principal: SenderDep, gateway: GatewayDep)
             return NotificationDetail.model_validate(
                 get_notification(session, tenant_id=principal.tenant_id, id=notification_id)
             )
-        accepted = force_notification(
+        outbox_id, notification = force_notification(
             session,
             tenant_id=principal.tenant_id,
             id=notification_id,
             publish_grace=timedelta(seconds=gateway.settings.publish_grace_seconds),
         )
-    assert accepted.outbox_id is not None
-    gateway.publisher.publish([(accepted.outbox_id, accepted.notification)])
-    return NotificationDetail.model_validate(accepted.notification)
+    gateway.publisher.publish([(outbox_id, notification)])
+    return NotificationDetail.model_validate(notification)
 
 
 @router.get(

@@ -65,18 +65,7 @@ class FcmProvider:
         except httpx.TransportError as error:  # timeouts, refused or dropped connections
             raise TransientProviderError(f"FCM request failed: {error!r}") from error
         if response.is_success:
-            details = {"message_name": json_object(response).get("name")}
-            log.info(
-                "accepted by %s",
-                self.name,
-                extra={
-                    "notification_id": str(claim.notification_id),
-                    "channel": str(claim.channel),
-                    "provider": self.name,
-                    **details,
-                },
-            )
-            return details
+            return {"message_name": json_object(response).get("name")}
         refusal = classify_refusal(response)
         if isinstance(refusal, InvalidToken):
             self._report_invalid(claim.tenant_id, claim.recipient, refusal.reason)

@@ -6,7 +6,6 @@ Twilio answers 201 once it has queued the message; a 5xx is worth trying again, 
 sender, blocked content) is permanent.
 """
 
-import logging
 from typing import Any, Literal
 
 import httpx
@@ -16,8 +15,6 @@ from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import TwilioSettings
 from pulse.vocabulary import Channel
-
-log = logging.getLogger(__name__)
 
 Encoding = Literal["GSM-7", "UCS-2"]
 
@@ -76,22 +73,8 @@ class TwilioProvider:
             raise TransientProviderError(f"Twilio request failed: {error!r}") from error
         if response.is_success:
             encoding, segments = sms_segments(body)
-            details = {
-                "message_sid": json_object(response).get("sid"),
-                "segments": segments,
-                "encoding": encoding,
-            }
-            log.info(
-                "accepted by %s",
-                self.name,
-                extra={
-                    "notification_id": str(claim.notification_id),
-                    "channel": str(claim.channel),
-                    "provider": self.name,
-                    **details,
-                },
-            )
-            return details
+            sid = json_object(response).get("sid")
+            return {"message_sid": sid, "segments": segments, "encoding": encoding}
         raise _classify(response)
 
     def close(self) -> None:

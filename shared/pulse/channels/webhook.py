@@ -24,7 +24,6 @@ Retry-After without using an attempt); 410 Gone and every other 4xx are permanen
 
 import ipaddress
 import json
-import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -43,8 +42,6 @@ from pulse.settings import WebhookSettings
 from pulse.webhooks.secrets import SigningSecrets
 from pulse.webhooks.signing import signed_headers
 from pulse.webhooks.ssrf import Allowlist, IPAddress, RefusedUrl, check_url, split_url
-
-log = logging.getLogger(__name__)
 
 USER_AGENT = "Pulse-Webhooks/1"
 # The answer's body only ever shows in an error message (its first 200 characters).
@@ -164,16 +161,6 @@ class WebhookProvider:
         except httpx.HTTPError as error:  # the deadline, timeouts, refused or dropped connections
             raise TransientProviderError(f"webhook request failed: {error!r}") from error
         if answer.is_success:
-            log.info(
-                "accepted by %s",
-                claim.recipient,
-                extra={
-                    "notification_id": str(claim.notification_id),
-                    "channel": str(claim.channel),
-                    "provider": self.name,
-                    "status": answer.status_code,
-                },
-            )
             return {"status": answer.status_code}
         raise _classify(answer)
 

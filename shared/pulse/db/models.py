@@ -364,7 +364,8 @@ class Recipient(Base):
 
 
 class RateLimitCounter(Base):
-    """Sends counted in the current fixed window, per (tenant, channel, user id or recipient)."""
+    """Sends counted in the current fixed window, per (tenant, channel, user id or recipient); written
+    and read by SQL statements of their own (pulse.rate_limits.service): the model declares the table."""
 
     __tablename__ = "rate_limit_counters"
 

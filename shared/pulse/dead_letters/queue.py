@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pulse.db.models import Notification
+from pulse.messaging.depths import ready_messages
 from pulse.messaging.publisher import ConfirmedPublisher, TaskMessage
 from pulse.messaging.topology import DEAD_LETTER_EXCHANGE, dead_letter_queue, routing_key
 from pulse.vocabulary import Channel, Priority, Status
@@ -41,8 +42,7 @@ def dead_letter(publisher: ConfirmedPublisher, notifications: Sequence[Any]) -> 
 def dead_letter_depth(connection: Connection, channel: Channel) -> int:
     amqp_channel = connection.channel()
     try:
-        _name, depth, _consumers = amqp_channel.queue_declare(dead_letter_queue(channel).name, passive=True)
-        return int(depth)
+        return ready_messages(amqp_channel, dead_letter_queue(channel).name)
     finally:
         amqp_channel.close()
 
@@ -64,7 +64,7 @@ def prune_dead_letters(
     queue = dead_letter_queue(channel).name
     amqp_channel = connection.channel()
     try:
-        _name, depth, _consumers = amqp_channel.queue_declare(queue, passive=True)
+        depth = ready_messages(amqp_channel, queue)
         # Held unacknowledged until the channel closes, so one pass sees every message once.
         held = []
         for _ in range(min(depth, limit)):

@@ -27,7 +27,7 @@ from pulse.delivery.retry import RetrySettings
 from pulse.delivery.service import Outcome
 from pulse.messaging.publisher import ConfirmedPublisher
 from pulse.observability import metrics
-from pulse.outbox.service import owe_publish
+from pulse.outbox.service import owe_publish, owe_publish_for_batch
 from pulse.vocabulary import Channel, Priority, Status
 
 LOST_ATTEMPT_ERROR = "the worker stopped before finishing this attempt (claim expired)"
@@ -160,23 +160,15 @@ def _fail(
 
 def recover_overdue_retries(session: Session, *, overdue_after: timedelta, batch_size: int) -> int:
     now = datetime.now(UTC)
-    overdue = session.execute(
-        select(Notification.id, Notification.channel, Notification.priority)
+    overdue = (
+        select(Notification.id)
         .where(Notification.status == Status.RETRYING, Notification.next_attempt_at < now - overdue_after)
         .limit(batch_size)
-        .with_for_update(skip_locked=True)
-    ).all()
-    if not overdue:
-        return 0
-    # Due now: not picked again before another `overdue_after` has passed.
-    session.execute(
-        update(Notification)
-        .where(Notification.id.in_([row.id for row in overdue]))
-        .values(next_attempt_at=now)
     )
-    owe_publish(session, overdue)
-    metrics.RETRIES_RECOVERED.inc(len(overdue))
-    return len(overdue)
+    # Due now: not picked again before another `overdue_after` has passed.
+    recovered = owe_publish_for_batch(session, overdue, next_attempt_at=now)
+    metrics.RETRIES_RECOVERED.inc(recovered)
+    return recovered
 
 
 def requeue_stuck_queued(session: Session, *, older_than: timedelta, batch_size: int) -> int:
@@ -184,8 +176,8 @@ def requeue_stuck_queued(session: Session, *, older_than: timedelta, batch_size:
     more. One may merely wait behind a long backlog: the extra copy costs a skipped message, and the
     row is not picked again before another `older_than`."""
     now = datetime.now(UTC)
-    stuck = session.execute(
-        select(Notification.id, Notification.channel, Notification.priority)
+    stuck = (
+        select(Notification.id)
         .where(
             Notification.status == Status.QUEUED,
             Notification.updated_at < now - older_than,
@@ -193,13 +185,7 @@ def requeue_stuck_queued(session: Session, *, older_than: timedelta, batch_size:
         )
         .order_by(Notification.updated_at)
         .limit(batch_size)
-        .with_for_update(skip_locked=True)
-    ).all()
-    if not stuck:
-        return 0
-    session.execute(
-        update(Notification).where(Notification.id.in_([row.id for row in stuck])).values(updated_at=now)
     )
-    owe_publish(session, stuck)
-    metrics.QUEUED_REQUEUED.inc(len(stuck))
-    return len(stuck)
+    requeued = owe_publish_for_batch(session, stuck, updated_at=now)
+    metrics.QUEUED_REQUEUED.inc(requeued)
+    return requeued

@@ -567,7 +567,9 @@ def _report(
     claim = attempt.claim
     context = {**_context(claim.notification_id, channel, request_ids), "tenant": str(claim.tenant_id)}
     if attempt.error is None:
-        context.update(provider=attempt.provider, attempt=claim.attempt_number)
+        # The one line per delivery, with what the provider reported (a message id, an SMS's segments):
+        # nested, so that no key of theirs can clash with a LogRecord attribute.
+        context.update(provider=attempt.provider, attempt=claim.attempt_number, details=attempt.details)
         log.info("delivered", extra=context)
         metrics.DELIVERY_ATTEMPTS.labels(channel, Outcome.DELIVERED).inc()
         metrics.NOTIFICATIONS_DELIVERED.labels(channel, attempt.provider).inc()

@@ -32,7 +32,7 @@ from pulse.delivery.rates import SendRates
 from pulse.delivery.retry import RetrySettings
 from pulse.delivery.service import DeliveryResult, Outcome, deliver
 from pulse.messaging.celery_app import make_celery
-from pulse.messaging.topology import task_name, work_queue
+from pulse.messaging.topology import priority_of, task_name, work_queue
 from pulse.observability.metrics import serve_metrics
 from pulse.send_rate import SendRate
 from pulse.settings import BrokerSettings, DatabaseSettings, split_commas
@@ -91,40 +91,43 @@ class _ChannelDelivery:
     def run(self, task: Task, requests: list[SimpleRequest], channel: Channel) -> list[Settle]:
         """Deliver a batch; then settle each message: acknowledge, send again later (retry, database
         down) or dead-letter."""
-        named = [(request, _notification_id(request)) for request in requests]
-        valid = [(request, id) for request, id in named if id is not None]
+        messages = [_Message.read(request) for request in requests]
+        valid = [message for message in messages if message is not None]
         if len(valid) < len(requests):
-            log.warning("dead-lettered %d messages without a notification id", len(requests) - len(valid))
+            log.warning(
+                "dead-lettered %d messages without a notification id or a work queue's routing key",
+                len(requests) - len(valid),
+            )
         try:
             results = deliver(
                 self.session_factory,
-                notification_ids=[id for _, id in valid],
+                notification_ids=[message.notification_id for message in valid],
                 channel=channel,
                 providers=self.providers,
                 lease=self.claim_lease,
                 retries=self.retries,
                 senders=self.senders,
-                request_ids={id: _request_id(request) for request, id in valid},
+                request_ids={message.notification_id: _request_id(message.request) for message in valid},
                 rates=self.rates,
             )
         except (DBAPIError, PoolTimeoutError) as error:
             log.warning("database unavailable, trying the batch again later: %s", error)
-            settled = iter([_postpone(task, request, channel) for request, _ in valid])
+            settled = iter([_postpone(task, message, channel) for message in valid])
         else:
             self._announce(
                 [
-                    id
-                    for (_, id), result in zip(valid, results, strict=True)
+                    message.notification_id
+                    for message, result in zip(valid, results, strict=True)
                     if result.outcome is Outcome.DELIVERED
                 ]
             )
             settled = iter(
                 [
-                    self._settle(task, request, channel, result)
-                    for (request, _), result in zip(valid, results, strict=True)
+                    self._settle(task, message, channel, result)
+                    for message, result in zip(valid, results, strict=True)
                 ]
             )
-        return [Settle.DEAD_LETTER if id is None else next(settled) for _, id in named]
+        return [Settle.DEAD_LETTER if message is None else next(settled) for message in messages]
 
     def _announce(self, delivered: list[uuid.UUID]) -> None:
         if not delivered or self.after_delivery is None:
@@ -134,10 +137,10 @@ class _ChannelDelivery:
         except Exception:  # The deliveries are committed; only their announcement is lost.
             log.exception("could not announce %d delivered notifications", len(delivered))
 
-    def _settle(self, task: Task, request: SimpleRequest, channel: Channel, result: DeliveryResult) -> Settle:
+    def _settle(self, task: Task, message: "_Message", channel: Channel, result: DeliveryResult) -> Settle:
         if result.outcome in (Outcome.RETRYING, Outcome.POSTPONED):
             assert result.retry_in_seconds is not None
-            return _send_later(task, request, channel, result.retry_in_seconds, retries=0)
+            return _send_later(task, message, channel, result.retry_in_seconds, retries=0)
         if result.outcome is Outcome.FAILED:
             return Settle.DEAD_LETTER
         return Settle.ACK
@@ -249,12 +252,25 @@ def make_channel_worker(
     return app
 
 
-def _notification_id(request: SimpleRequest) -> uuid.UUID | None:
-    """The message's notification id, or None when it carries none (it is then dead-lettered)."""
-    try:
-        return uuid.UUID(str(request.args[0]))
-    except (IndexError, ValueError):
-        return None
+@dataclass(frozen=True)
+class _Message:
+    request: SimpleRequest
+    notification_id: uuid.UUID
+    # Of the work queue it came from, which its next try goes back to.
+    priority: Priority
+
+    @classmethod
+    def read(cls, request: SimpleRequest) -> "_Message | None":
+        """None when the message carries no notification id, or came by a routing key that names no
+        priority (not published by Pulse): it is then dead-lettered."""
+        # After any delayed-delivery prefix, the routing key is the work queue's <channel>.<priority>.
+        routing_key = (request.delivery_info or {}).get("routing_key") or ""
+        try:
+            notification_id = uuid.UUID(str(request.args[0]))
+            priority = priority_of(routing_key)
+        except (IndexError, ValueError):
+            return None
+        return cls(request, notification_id, priority)
 
 
 def _request_id(request: SimpleRequest) -> str | None:
@@ -266,15 +282,15 @@ def _retries(request: SimpleRequest) -> int:
     return int((request.request_dict or {}).get("retries") or 0)
 
 
-def _postpone(task: Task, request: SimpleRequest, channel: Channel) -> Settle:
+def _postpone(task: Task, message: _Message, channel: Channel) -> Settle:
     """Send the message again after a back-off that grows with each database outage it met."""
-    retries = _retries(request)
+    retries = _retries(message.request)
     backoff = min(DATABASE_BACKOFF_CAP_SECONDS, DATABASE_BACKOFF_SECONDS * 2**retries)
-    return _send_later(task, request, channel, backoff, retries=retries + 1)
+    return _send_later(task, message, channel, backoff, retries=retries + 1)
 
 
 def _send_later(
-    task: Task, request: SimpleRequest, channel: Channel, delay_seconds: int, *, retries: int
+    task: Task, message: _Message, channel: Channel, delay_seconds: int, *, retries: int
 ) -> Settle:
     """Publish this notification's task again through RabbitMQ's delayed delivery (nothing waits in
     worker memory) and acknowledge the current message. If that publish fails, the current message
@@ -283,25 +299,16 @@ def _send_later(
     try:
         task.app.send_task(
             task.name,
-            args=list(request.args),
+            args=list(message.request.args),
             countdown=delay_seconds,
-            queue=work_queue(channel, _priority_of(request.delivery_info)),
+            queue=work_queue(channel, message.priority),
             retries=retries,
-            headers={"request_id": _request_id(request)},
+            headers={"request_id": _request_id(message.request)},
         )
     except Exception as error:  # noqa: BLE001 - whatever broke, the message goes back to its queue.
         log.warning("could not schedule the next try (%s); the message goes back to its queue", error)
         return Settle.REQUEUE
     return Settle.ACK
-
-
-def _priority_of(delivery_info: dict[str, Any] | None) -> Priority:
-    # The routing key ends in <channel>.<priority>, after any delayed-delivery prefix.
-    routing_key = (delivery_info or {}).get("routing_key") or ""
-    try:
-        return Priority(routing_key.rsplit(".", 1)[-1])
-    except ValueError:
-        return Priority.NORMAL
 
 
 def run_worker(app: Celery, *, hostname: str, settings: ChannelWorkerSettings) -> None:

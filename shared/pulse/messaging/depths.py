@@ -1,5 +1,7 @@
 """How many messages wait in each Pulse queue, read with passive declares (no management plugin needed)."""
 
+from typing import Any
+
 from kombu import Connection
 
 from pulse.messaging.topology import UNROUTABLE_QUEUE, dead_letter_queue, work_queues
@@ -15,13 +17,16 @@ def queue_names() -> list[str]:
 
 
 def queue_depths(connection: Connection) -> dict[str, int]:
-    """Messages ready in each queue (those a consumer holds unacknowledged are not counted)."""
-    depths = {}
+    """Messages ready in each queue."""
     channel = connection.channel()
     try:
-        for name in queue_names():
-            _name, ready, _consumers = channel.queue_declare(name, passive=True)
-            depths[name] = int(ready)
+        return {name: ready_messages(channel, name) for name in queue_names()}
     finally:
         channel.close()
-    return depths
+
+
+def ready_messages(channel: Any, queue: str) -> int:
+    """Messages ready in `queue` on this AMQP channel (those a consumer holds unacknowledged are not
+    counted). Raises if the queue does not exist (the broker then closes the channel)."""
+    _name, ready, _consumers = channel.queue_declare(queue, passive=True)
+    return int(ready)

@@ -49,6 +49,12 @@ def channel_of(routing_key: str) -> Channel:
     return Channel(routing_key.split(".", 1)[0])
 
 
+def priority_of(routing_key: str) -> Priority:
+    """The priority a work queue's routing key names, after any delayed-delivery prefix; raises
+    ValueError when it names none."""
+    return Priority(routing_key.rsplit(".", 1)[-1])
+
+
 def work_queue(channel: Channel, priority: Priority) -> Queue:
     key = routing_key(channel, priority)
     return Queue(

@@ -2,19 +2,19 @@
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pulse.db.models import Notification
 from pulse.notifications.send_time import DIGEST
 from pulse.observability import metrics
-from pulse.outbox.service import owe_publish
+from pulse.outbox.service import owe_publish_for_batch
 from pulse.vocabulary import Status
 
 
 def release_due_notifications(session: Session, *, batch_size: int) -> int:
     """Move due `scheduled` notifications to `queued` and owe their publish (the outbox sweep sends it).
-    Several schedulers may run: each locks its batch with SKIP LOCKED, so none is released twice."""
+    Several schedulers may run: none is released twice (see owe_publish_for_batch)."""
     now = datetime.now(UTC)
     due = (
         select(Notification.id)
@@ -25,15 +25,7 @@ def release_due_notifications(session: Session, *, batch_size: int) -> int:
         )
         .order_by(Notification.scheduled_for)
         .limit(batch_size)
-        .with_for_update(skip_locked=True)
     )
-    released = session.execute(
-        update(Notification)
-        .where(Notification.id.in_(due.scalar_subquery()))
-        .values(status=Status.QUEUED, updated_at=now)
-        .returning(Notification.id, Notification.channel, Notification.priority)
-    ).all()
-    owe_publish(session, released)
-    if released:
-        metrics.SCHEDULED_RELEASED.inc(len(released))
-    return len(released)
+    released = owe_publish_for_batch(session, due, status=Status.QUEUED, updated_at=now)
+    metrics.SCHEDULED_RELEASED.inc(released)
+    return released

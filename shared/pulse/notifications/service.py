@@ -555,8 +555,9 @@ def force_notification(
     tenant_id: uuid.UUID,
     id: uuid.UUID,
     publish_grace: timedelta = timedelta(seconds=5),
-) -> Accepted:
-    """Send now a notification that waits (`scheduled` for send_at or quiet hours, or `retrying`)."""
+) -> tuple[int, Notification]:
+    """Send now a notification that waits (`scheduled` for send_at or quiet hours, or `retrying`).
+    Returns the outbox row it owes, to publish after commit, and the notification."""
     now = datetime.now(UTC)
     forced = session.execute(
         update(Notification)
@@ -592,4 +593,4 @@ def force_notification(
         .one()
         .id
     )
-    return Accepted(notification=get_notification(session, tenant_id=tenant_id, id=id), outbox_id=outbox_id)
+    return outbox_id, get_notification(session, tenant_id=tenant_id, id=id)

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import BigInteger, BindParameter, any_, delete, func, insert, literal, select
+from sqlalchemy import BigInteger, BindParameter, Select, any_, delete, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.db import transaction
-from pulse.db.models import OutboxMessage
+from pulse.db.models import Notification, OutboxMessage
 from pulse.messaging.publisher import ConfirmedPublisher, TaskMessage
 from pulse.messaging.topology import routing_key
 from pulse.observability import metrics
@@ -162,6 +162,20 @@ def owe_publish(session: Session, notifications: Sequence[Any]) -> None:
                 for row in notifications
             ],
         )
+
+
+def owe_publish_for_batch(session: Session, batch: Select[Any], **values: Any) -> int:
+    """Set `values` on the notifications `batch` selects (their ids, ordered and limited) and owe their
+    publish, in the caller's transaction; returns how many. The batch is locked with SKIP LOCKED, so
+    that schedulers running side by side never take the same notification."""
+    taken = session.execute(
+        update(Notification)
+        .where(Notification.id.in_(batch.with_for_update(skip_locked=True).scalar_subquery()))
+        .values(**values)
+        .returning(Notification.id, Notification.channel, Notification.priority)
+    ).all()
+    owe_publish(session, taken)
+    return len(taken)
 
 
 def sweep_outbox(session: Session, publisher: ConfirmedPublisher, *, batch_size: int) -> int:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from pulse.db.models import Template
 from pulse.errors import Conflict, InvalidInput, NotFound
-from pulse.templates.rendering import check_template_source
+from pulse.templates.compiling import check_template_source
 from pulse.templates.schemas import TemplateContent, TemplateIn, TemplateReplacement
 from pulse.vocabulary import Channel
 
