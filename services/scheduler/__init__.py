@@ -6,6 +6,7 @@
   escalating unread in-app notifications.
 - Keeping delivery going: the outbox sweep, and the safety nets of pulse.delivery.recovery (expired
   claims, overdue retries, notifications stuck in `queued`) and of the dead-letter queues.
-- Retention: expired notifications, old audit log entries, stale rate-limit counters.
+- Retention: expired notifications, old audit log entries, stale rate-limit counters, idle provider
+  send-rate buckets.
 - Metrics: the outbox lag and the queues' depths.
 """

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pulse.audit.service import delete_old_entries
 from pulse.db import transaction
 from pulse.dead_letters.queue import reconcile_dead_letter_queues
+from pulse.delivery.rates import IDLE_BUCKET_SECONDS, delete_idle_buckets
 from pulse.delivery.recovery import recover_expired_claims, recover_overdue_retries, requeue_stuck_queued
 from pulse.digests.service import close_due_digests
 from pulse.inapp.escalation import escalate_due
@@ -125,6 +126,11 @@ class Scheduler:
                 lambda s: delete_old_entries(
                     s, keep_for=timedelta(days=settings.audit.retention_days), batch_size=batch
                 ),
+            ),
+            Job(
+                "forget idle provider send-rate buckets",
+                settings.retention_every_seconds,
+                lambda s: delete_idle_buckets(s, idle_for_seconds=IDLE_BUCKET_SECONDS),
             ),
             Job(
                 "forget old rate-limit counters",

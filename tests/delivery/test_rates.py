@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from pulse.channels.webhook import WebhookProvider
@@ -16,7 +16,7 @@ from pulse.db import transaction
 from pulse.db.models import ProviderSendBucket
 from pulse.delivery.circuit import BreakerSettings, ProviderChain
 from pulse.delivery.providers import Claim
-from pulse.delivery.rates import SendRates
+from pulse.delivery.rates import SendRates, delete_idle_buckets
 from pulse.send_rate import SendRate
 from pulse.settings import FcmSettings, SmtpSettings, TwilioSettings, WebhookSettings
 from pulse.vocabulary import Channel
@@ -195,3 +195,27 @@ def test_a_per_host_limit_gives_each_receiver_host_its_own_bucket(factory: sessi
 
     assert [send.claim for send in sends] == [claims[0], claims[2], claims[3]]
     assert [claim for claim, _ in short] == [claims[1]]
+
+
+def test_buckets_idle_for_longer_than_the_retention_are_forgotten(factory: sessionmaker[Session]) -> None:
+    host = f"webhook {uuid.uuid4().hex[:8]}.example:443"
+    keys = {name: f"{host}/{name}" for name in ("idle", "booked", "paused")}
+    with transaction(factory) as session:
+        for name, key in keys.items():
+            session.add(
+                ProviderSendBucket(
+                    key=key,
+                    tokens=1,
+                    refilled_at=text("now() - interval '2 hours'" if name != "booked" else "now()"),
+                    paused_until=text("now() + interval '1 minute'") if name == "paused" else None,
+                )
+            )
+
+    with transaction(factory) as session:
+        delete_idle_buckets(session, idle_for_seconds=3600)
+
+    with transaction(factory) as session:
+        left = set(
+            session.scalars(select(ProviderSendBucket.key).where(ProviderSendBucket.key.in_(keys.values())))
+        )
+    assert left == {keys["booked"], keys["paused"]}

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PAUSE_SECONDS = 1.0  # When a provider throttles without saying for how long.
 RECOVERY_SECONDS = 10.0  # After a pause, a slowed rate doubles back this often.
 SLOWEST = 1 / 64  # The most a bucket is slowed down: a 64th of its rate.
+IDLE_BUCKET_SECONDS = 86_400  # A bucket untouched for a day is forgotten (see delete_idle_buckets).
 
 # The bucket's rate now (slowed down after a throttle, recovering after the pause) and its tokens now
 # (refilled since `refilled_at`, but not during a pause; at most the burst), from `b` (the bucket's
@@ -246,6 +247,21 @@ class SendRates:
 
 
 NO_LIMITS = SendRates({}, max_wait_seconds=0)
+
+
+def delete_idle_buckets(session: Session, *, idle_for_seconds: float) -> int:
+    """Forget buckets nobody booked from, nor was throttled on, for `idle_for_seconds` (retention):
+    one per receiver host ever sent to would otherwise pile up. Such a bucket has refilled (unless its
+    burst takes longer than that to refill at its rate), so the full one created at its next use is
+    the same."""
+    result = session.execute(
+        text(
+            "DELETE FROM provider_send_buckets WHERE greatest(refilled_at, paused_until) "
+            "< statement_timestamp() - make_interval(secs => :idle)"
+        ),
+        {"idle": idle_for_seconds},
+    )
+    return result.rowcount  # type: ignore[attr-defined]
 
 
 def wait_for_slot(start: float, send: Scheduled) -> None:
