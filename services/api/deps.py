@@ -1,5 +1,6 @@
 """Request-scoped collaborators, as typed `Annotated` aliases for the route signatures."""
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -25,20 +26,38 @@ from services.api.settings import ApiSettings
 
 
 class ApiKeyCache:
-    """Verified keys, remembered briefly so that most requests skip the key lookup."""
+    """Verified keys, remembered briefly so that most requests skip the key lookup; the requests that
+    miss together share one lookup."""
 
     def __init__(self, ttl_seconds: float) -> None:
         self._ttl = ttl_seconds
         self._entries: dict[str, tuple[float, Principal]] = {}
+        self._lookups: dict[str, asyncio.Future[Principal | None]] = {}
 
-    def get(self, key_hash: str) -> Principal | None:
+    async def principal(
+        self, key_hash: str, look_up: Callable[[], Awaitable[Principal | None]]
+    ) -> Principal | None:
+        """The key's principal: remembered, else from `look_up` (None: no such key). When the entry
+        expires under load, every request in flight misses it at once: one lookup serves them all (each
+        would take a thread, a pooled connection or, past the pool, a new one, and the key's row lock
+        to mark it used)."""
         entry = self._entries.get(key_hash)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
+        if entry is not None and entry[0] >= time.monotonic():
+            return entry[1]
+        lookup = self._lookups.get(key_hash)
+        if lookup is None:
+            lookup = self._lookups[key_hash] = asyncio.ensure_future(self._remembered(key_hash, look_up))
+            lookup.add_done_callback(lambda _: self._lookups.pop(key_hash, None))
+        # Shielded: a request that goes away does not cancel the lookup the others wait for.
+        return await asyncio.shield(lookup)
 
-    def put(self, key_hash: str, principal: Principal) -> None:
-        self._entries[key_hash] = (time.monotonic() + self._ttl, principal)
+    async def _remembered(
+        self, key_hash: str, look_up: Callable[[], Awaitable[Principal | None]]
+    ) -> Principal | None:
+        principal = await look_up()
+        if principal is not None:
+            self._entries[key_hash] = (time.monotonic() + self._ttl, principal)
+        return principal
 
 
 @dataclass
@@ -104,13 +123,11 @@ async def authenticate(
     key = bearer.credentials if bearer is not None else api_key
     if not key:
         raise Unauthorized("missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
-    key_hash = hash_api_key(key)
-    principal = gateway.api_keys.get(key_hash)
+    principal = await gateway.api_keys.principal(
+        hash_api_key(key), lambda: run_in_threadpool(_look_up_key, gateway, key)
+    )
     if principal is None:
-        principal = await run_in_threadpool(_look_up_key, gateway, key)
-        if principal is None:
-            raise Unauthorized("invalid API key (unknown or revoked)")
-        gateway.api_keys.put(key_hash, principal)
+        raise Unauthorized("invalid API key (unknown or revoked)")
     # Checked on the cached principal too: a key stops working the moment it expires.
     if principal.expired():
         raise Unauthorized("API key expired")

@@ -104,6 +104,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         # BodySizeLimit answers before routing, and the database may be down, whatever the operation.
         responses=COMMON_ERRORS,
         lifespan=lifespan,
+        # Pulse exports Prometheus metrics, not OpenTelemetry: FastAPI's native telemetry would only look
+        # up the (unset) global providers again on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,

@@ -11,7 +11,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import BigInteger, BindParameter, Select, any_, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +34,20 @@ from pulse.observability.logging import request_id
 from pulse.vocabulary import Channel, Priority
 
 log = logging.getLogger(__name__)
+
+# A group's rows, unless the sweep holds them: one statement locks and deletes them (the lock is held
+# until commit), instead of a SELECT … FOR UPDATE and a DELETE.
+_TAKE_OWED = (
+    delete(OutboxMessage)
+    .where(
+        OutboxMessage.id.in_(
+            select(OutboxMessage.id)
+            .where(OutboxMessage.id == any_(bindparam("outbox_ids", type_=ARRAY(BigInteger))))
+            .with_for_update(skip_locked=True)
+        )
+    )
+    .returning(OutboxMessage.id)
+)
 
 _RANKS = {priority: rank for rank, priority in enumerate(Priority)}  # critical first
 _URGENT = frozenset({Priority.CRITICAL, Priority.HIGH})
@@ -126,26 +150,14 @@ class AfterCommitPublisher:
             with transaction(self._session_factory) as session:
                 # The rows are locked as the sweep locks them (SKIP LOCKED), so that a row is published by
                 # one of the two: one the sweep took already (this thread fell behind by the publish
-                # grace, e.g. a fan-out's thousands) is gone or locked, and skipped here.
-                mine = set(
-                    session.scalars(
-                        select(OutboxMessage.id)
-                        .where(OutboxMessage.id == any_(_ids([owed.outbox_id for owed in group])))
-                        .with_for_update(skip_locked=True)
-                    )
-                )
+                # grace, e.g. a fan-out's thousands) is gone or locked, and skipped here. The same
+                # statement deletes them: should the publish or the commit fail, the delete is undone and
+                # the sweep publishes them (once more: the worker's claim drops the copy).
+                mine = set(session.scalars(_TAKE_OWED, {"outbox_ids": [owed.outbox_id for owed in group]}))
                 self._publisher.publish([owed.message for owed in group if owed.outbox_id in mine])
-                # Deleted with the lock still held; if the commit fails, the rows stay and the sweep
-                # publishes them once more (the worker's claim drops the copy).
-                session.execute(delete(OutboxMessage).where(OutboxMessage.id == any_(_ids(list(mine)))))
         except Exception as error:  # noqa: BLE001 - whatever broke, the sweep repairs it.
             self._standing_back_until = time.monotonic() + self._backoff_seconds
             log.warning("publish of %d left to the outbox sweep: %s", len(group), error)
-
-
-def _ids(outbox_ids: list[int]) -> BindParameter[Any]:
-    """One array parameter for a group's outbox ids."""
-    return literal(outbox_ids, ARRAY(BigInteger))
 
 
 def owe_publish(session: Session, notifications: Sequence[Any]) -> None:
