@@ -227,6 +227,7 @@ def _copy_notifications(session: Session, rows: list[dict[str, Any]]) -> None:
         sql.SQL(", ").join(map(sql.Identifier, columns))
     )
     driver = session.connection().connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
