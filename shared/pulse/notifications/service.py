@@ -166,9 +166,9 @@ def accept_notifications(
 ) -> list[Accepted | PulseError]:
     """Accept many at once, in the caller's transaction, with a constant number of statements: one
     query each for templates, recipient profiles and invalid push tokens, one to count rate limits,
-    one insert of all notifications and one of their outbox rows. Returns, per request in order, what
-    was accepted or why it was refused; with `all_or_nothing`, a refusal raises BatchRefused instead
-    (before anything is written)."""
+    one COPY of all notifications and one insert of their outbox rows. Returns, per request in
+    order, what was accepted or why it was refused; with `all_or_nothing`, a refusal raises
+    BatchRefused instead (before anything is written)."""
     now = datetime.now(UTC)
     context = _Context.look_up(session, tenant_id=tenant_id, requests=requests, policy=policy, now=now)
     results: list[_Resolved | PulseError] = []
