@@ -25,7 +25,6 @@ import uuid
 from datetime import timedelta
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
-from multiprocessing.synchronize import Event
 from typing import NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -93,6 +92,10 @@ class FanoutRunner:
     def stop(self) -> None:
         self._stopping.set()
 
+    def stopped(self, *, timeout: float) -> bool:
+        """True once stopped; waits up to `timeout` for it."""
+        return self._stopping.wait(timeout)
+
 
 class _Owed(NamedTuple):
     """A handed-over notification, as the after-commit publisher reads one."""
@@ -111,21 +114,24 @@ class FanoutProcess:
         self._publisher = publisher
         # Spawned, not forked: the scheduler has threads (and their locks) by now.
         self._context = multiprocessing.get_context("spawn")
-        self._stopping = self._context.Event()
+        self._stopping = False
         self._process: SpawnProcess | None = None
         self._taker: threading.Thread | None = None
 
     def keep_running(self) -> None:
         """Start the runner, and again when it died (it resumes where the last committed chunk left off)."""
-        if self._stopping.is_set() or (self._process is not None and self._process.is_alive()):
+        if self._stopping or (self._process is not None and self._process.is_alive()):
             return
         if self._process is not None:
             log.warning("the fan-out runner exited (code %s); starting it again", self._process.exitcode)
         self._start_runner()
 
     def stop(self) -> None:
-        self._stopping.set()
+        """Stop the runner after its chunk. By a signal, not a shared lock or event: one that a process
+        killed while holding or waiting on it leaves blocked for the others."""
+        self._stopping = True
         if self._process is not None:
+            self._process.terminate()
             self._process.join(timeout=10)
         if self._taker is not None:
             self._taker.join(timeout=10)
@@ -136,7 +142,7 @@ class FanoutProcess:
         reader, writer = self._context.Pipe(duplex=False)
         self._process = self._context.Process(
             target=_run_runner,
-            args=(self._settings, writer, self._stopping, os.getpid()),
+            args=(self._settings, writer, os.getpid()),
             name="pulse-fanouts",
             daemon=True,
         )
@@ -159,8 +165,8 @@ class FanoutProcess:
                 )
 
 
-def _run_runner(settings: SchedulerSettings, hand_over: Connection, stopping: Event, scheduler: int) -> None:
-    """The child process: run fan-outs until the scheduler stops it or is gone."""
+def _run_runner(settings: SchedulerSettings, hand_over: Connection, scheduler: int) -> None:
+    """The child process: run fan-outs until the scheduler stops it (SIGTERM) or is gone."""
     configure_logging("scheduler")
     runner = FanoutRunner(
         make_session_factory(make_engine(settings.database)),
@@ -170,12 +176,12 @@ def _run_runner(settings: SchedulerSettings, hand_over: Connection, stopping: Ev
         publish_grace=timedelta(seconds=settings.fanout_publish_grace_seconds),
         idle_seconds=settings.tick_seconds,
     )
-    # The scheduler says when to stop (a signal to the whole group only ends the chunk first).
+    # After the chunk under way: it commits, or rolls back as a whole.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: runner.stop())
 
     def stop_with_the_scheduler() -> None:
-        while not stopping.wait(1.0) and os.getppid() == scheduler:
+        while not runner.stopped(timeout=1.0) and os.getppid() == scheduler:
             pass
         runner.stop()
 

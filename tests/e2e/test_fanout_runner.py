@@ -27,9 +27,11 @@ CHUNK_SIZE = 50
 
 @pytest.fixture
 def scheduler(private: Infrastructure, tmp_path: Path) -> Iterator[Stack]:
+    """The scheduler alone; once it stopped (SIGTERM), none of its runners is left."""
     settings = {"PULSE_SCHEDULER_FANOUT_CHUNK_SIZE": str(CHUNK_SIZE)}
     with running_stack(private, tmp_path, settings, services=("scheduler",)) as stack:
         yield stack
+    wait_until(lambda: not _runners_on(private), timeout=30, what="every runner to exit with its scheduler")
 
 
 @pytest.fixture
@@ -74,6 +76,21 @@ def _runner_of(scheduler_pid: int) -> int | None:
         if parent == scheduler_pid and b"spawn_main" in command:
             return int(entry.name)
     return None
+
+
+def _runners_on(infrastructure: Infrastructure) -> list[int]:
+    """Fan-out runners alive with this database in their environment."""
+    database = f"PULSE_DATABASE_URL={infrastructure.database_url}".encode()
+    runners = []
+    for entry in Path("/proc").iterdir():
+        try:
+            found = b"spawn_main" in (entry / "cmdline").read_bytes()
+            found = found and database in (entry / "environ").read_bytes().split(b"\0")
+        except (FileNotFoundError, NotADirectoryError, PermissionError, ProcessLookupError):
+            continue
+        if found and _alive(int(entry.name)):
+            runners.append(int(entry.name))
+    return runners
 
 
 def _alive(pid: int) -> bool:
