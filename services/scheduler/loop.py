@@ -2,7 +2,7 @@
 
 Several replicas may run side by side: every job locks the rows it takes with SKIP LOCKED (the
 dead-letter reconciliation holds the messages it inspects unacknowledged, which has the same effect).
-Topic sends are fanned out beside the loop, by a thread of their own (services/scheduler/fanouts.py).
+Topic sends are fanned out beside the loop, by a process of its own (services/scheduler/fanouts.py).
 """
 
 import logging
@@ -32,7 +32,7 @@ from pulse.outbox.service import AfterCommitPublisher, oldest_pending_age_second
 from pulse.rate_limits.service import MAX_WINDOW_SECONDS, delete_stale_counters
 from pulse.schedules.runs import run_due_schedules
 from pulse.vocabulary import Channel
-from services.scheduler.fanouts import FanoutRunner
+from services.scheduler.fanouts import FanoutProcess
 from services.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -181,21 +181,12 @@ class Scheduler:
             # A chunk's publishes with one wait for confirms.
             max_group=settings.fanout_chunk_size,
         )
-        runner = FanoutRunner(
-            self._session_factory,
-            publisher,
-            rules=settings.acceptance,
-            chunk_size=settings.fanout_chunk_size,
-            publish_grace=timedelta(seconds=settings.fanout_publish_grace_seconds),
-            idle_seconds=self._tick,
-        )
-        fanouts = threading.Thread(target=runner.run_forever, name="fanouts", daemon=True)
-        fanouts.start()
+        fanouts = FanoutProcess(settings, publisher)
         while not self._stopping.is_set():
             self.run_once()
+            fanouts.keep_running()
             self._stopping.wait(self._tick)
-        runner.stop()
-        fanouts.join(timeout=10)
+        fanouts.stop()
         publisher.close()
 
     def stop(self) -> None:

@@ -8,10 +8,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 from sqlalchemy import DateTime, String, Uuid, bindparam, insert, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload
 
 from pulse.db.models import (
@@ -44,8 +48,11 @@ IDEMPOTENCY_TTL = timedelta(hours=24)
 
 # Acceptance is the gateway's hottest path: plain Core inserts (no unit of work), built once so
 # that SQLAlchemy reuses their compiled form; the values arrive as parameters.
-_INSERT_NOTIFICATION = insert(notifications_table)
 _INSERT_OUTBOX = insert(outbox_table).returning(outbox_table.c.id)
+# The notification columns COPY sends as JSON (psycopg adapts a dict only when told it is JSON).
+_JSON_COLUMNS = frozenset(
+    column.name for column in notifications_table.columns if isinstance(column.type, JSONB)
+)
 # A batch's outbox rows from two arrays: one short statement, where a multi-row VALUES of thousands
 # of parameters cost more to build and parse than to run (fan-out chunks).
 _INSERT_OUTBOX_ROWS = text(
@@ -160,9 +167,9 @@ def accept_notifications(
 ) -> list[Accepted | PulseError]:
     """Accept many at once, in the caller's transaction, with a constant number of statements: one
     query each for templates, recipient profiles and invalid push tokens, one to count rate limits,
-    one insert of all notifications and one of their outbox rows. Returns, per request in order, what
-    was accepted or why it was refused; with `all_or_nothing`, a refusal raises BatchRefused instead
-    (before anything is written)."""
+    one COPY of all notifications and one insert of their outbox rows. Returns, per request in
+    order, what was accepted or why it was refused; with `all_or_nothing`, a refusal raises
+    BatchRefused instead (before anything is written)."""
     now = datetime.now(UTC)
     context = _Context.look_up(session, tenant_id=tenant_id, requests=requests, policy=policy, now=now)
     results: list[_Resolved | PulseError] = []
@@ -191,7 +198,7 @@ def accept_notifications(
         for result in resolved
     ]
     if rows:
-        session.execute(_INSERT_NOTIFICATION, rows)
+        _copy_notifications(session, rows)
     due = [row for row in rows if row["scheduled_for"] is None]
     outbox_ids = {}
     if due:
@@ -209,6 +216,32 @@ def accept_notifications(
         result if isinstance(result, PulseError) else _accepted(next(accepted), outbox_ids, quotas)
         for result in results
     ]
+
+
+def _copy_notifications(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert the rows with one COPY, in the session's transaction: a fan-out chunk's or a batch's
+    thousand took half the time and CPU of as many INSERTs (PostgreSQL runs one statement, and
+    SQLAlchemy processes no parameters per row); one row costs what its INSERT did. A failure is
+    raised as SQLAlchemy's DBAPIError subclass, as the INSERT's was (callers map those)."""
+    columns = list(rows[0])
+    statement = sql.SQL("COPY notifications ({}) FROM STDIN").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    driver = session.connection().connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        Jsonb(row[column])
+                        if column in _JSON_COLUMNS and row[column] is not None
+                        else row[column]
+                        for column in columns
+                    ]
+                )
+    except psycopg.Error as error:
+        raise DBAPIError.instance(statement.as_string(driver), None, error, psycopg.Error) from error
 
 
 def resolve_notification(

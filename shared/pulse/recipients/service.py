@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Collection
 from dataclasses import replace
 
-from sqlalchemy import Text, any_, bindparam, delete, func, literal_column, select
+from sqlalchemy import Text, and_, bindparam, delete, func, literal_column, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
@@ -65,10 +65,19 @@ def find_recipients(
     """The profiles of those of `user_ids` that have one, by user id, in one query (batch sends)."""
     if not user_ids:
         return {}
-    # One array parameter rather than a parameter per user id: a fan-out's chunk has thousands.
-    wanted = bindparam("user_ids", list(set(user_ids)), type_=ARRAY(Text))
+    # One array parameter rather than a parameter per user id: a fan-out's chunk has thousands. Joined
+    # as a table, so that each id is one primary key lookup whatever the planner knows of the table:
+    # as `user_id = ANY(...)` a generic plan over a table not analyzed yet (profiles just imported)
+    # scanned every profile of the tenant, comparing each with every id (0.75 s per 1000 of 100,000).
+    wanted = (
+        func.unnest(bindparam("user_ids", list(set(user_ids)), type_=ARRAY(Text)))
+        .table_valued("user_id")
+        .render_derived(name="wanted")
+    )
     rows = session.scalars(
-        select(Recipient).where(Recipient.tenant_id == tenant_id, Recipient.user_id == any_(wanted))
+        select(Recipient).join_from(
+            wanted, Recipient, and_(Recipient.tenant_id == tenant_id, Recipient.user_id == wanted.c.user_id)
+        )
     )
     return {recipient.user_id: recipient for recipient in rows}
 
