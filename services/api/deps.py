@@ -171,9 +171,10 @@ async def authenticate_end_user(
     if bearer.credentials.startswith(API_KEY_PREFIX):
         raise Unauthorized("an API key is not an end-user token: get one from POST /v1/auth/token")
     try:
-        return read_token(gateway.settings.jwt.secret.get_secret_value(), bearer.credentials)
+        end_user, _ = read_token(gateway.settings.jwt.secret.get_secret_value(), bearer.credentials)
     except InvalidToken as error:
         raise Unauthorized(f"invalid end-user token: {error}") from error
+    return end_user
 
 
 EndUserDep = Annotated[EndUser, Depends(authenticate_end_user)]

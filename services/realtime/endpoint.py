@@ -2,9 +2,10 @@
 
 Server → client: `missed_notifications` once, then `notification`, `read` (ids read on any connection or
 through the gateway), `pong`, and `error` for a read of an unknown item. Client → server: `ping` and
-`read`. A bad token is refused at the handshake (HTTP 403); then close codes: 4429 over the per-user
-limit, 1009 a message over the size limit, 1003 anything but a JSON object of a known type, 4408 idle,
-1008 too slow to read what it is sent, 1012 its record expired (reconnect).
+`read`. A bad token is refused at the handshake (HTTP 403); then close codes: 4401 when the token
+expires (reconnect with a fresh one), 4429 over the per-user limit, 1009 a message over the size limit,
+1003 anything but a JSON object of a known type, 4408 idle, 1008 too slow to read what it is sent, 1012
+its record expired (reconnect).
 """
 
 import asyncio
@@ -12,6 +13,7 @@ import contextlib
 import json
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -32,7 +34,7 @@ router = APIRouter()
 # Every reason shows on /metrics from the start, at 0.
 for _reason in ("invalid_token", "too_many_connections", "unavailable"):
     metrics.REALTIME_REFUSED.labels(_reason)
-for _reason in ("too_big", "malformed", "idle", "slow_consumer", "expired"):
+for _reason in ("too_big", "malformed", "idle", "slow_consumer", "expired", "token_expired"):
     metrics.REALTIME_CLOSED.labels(_reason)
 
 TOO_MANY_CONNECTIONS = 4429
@@ -44,7 +46,9 @@ async def live_inbox(websocket: WebSocket) -> None:
     realtime: Realtime = websocket.app.state.realtime
     settings = realtime.settings
     try:
-        end_user = read_token(settings.jwt.secret.get_secret_value(), websocket.query_params.get("token", ""))
+        end_user, expires_at = read_token(
+            settings.jwt.secret.get_secret_value(), websocket.query_params.get("token", "")
+        )
     except InvalidToken:
         metrics.REALTIME_REFUSED.labels("invalid_token").inc()
         await websocket.close()  # Before accepting: the handshake is answered 403.
@@ -71,6 +75,11 @@ async def live_inbox(websocket: WebSocket) -> None:
         await websocket.close(TOO_MANY_CONNECTIONS, f"at most {limit} connections per user")
         return
     socket = UserSocket(websocket, end_user, connection_id, settings.send_queue_size)
+    # The token is checked only here: the connection must not outlive it. A timer handle per
+    # connection, not a task, keeps 10,000 of them cheap.
+    expiry = asyncio.get_running_loop().call_later(
+        (expires_at - datetime.now(UTC)).total_seconds(), socket.expire
+    )
     try:
         await realtime.hub.add(socket)
         # After the bind: a notification arriving meanwhile is sent twice at worst, never lost.
@@ -87,6 +96,7 @@ async def live_inbox(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
+        expiry.cancel()
         await realtime.hub.remove(socket)
         with contextlib.suppress(Exception):  # If PostgreSQL is away, the row goes stale instead.
             await realtime.in_transaction(lambda session: connections.release(session, connection_id))

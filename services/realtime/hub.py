@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 UNSUPPORTED_DATA = 1003  # not JSON, not an object, or an unknown type
 POLICY_VIOLATION = 1008  # too slow: the send queue filled up
 SERVICE_RESTART = 1012  # the connection's row expired (this process stalled): reconnect
+TOKEN_EXPIRED = 4401  # the token's `exp` passed: reconnect with a fresh one
 IDLE_TIMEOUT = 4408
 
 
@@ -58,6 +59,9 @@ class UserSocket:
             self.close_code, self.close_reason = code, reason
             metrics.REALTIME_CLOSED.labels(why).inc()
             self.closing.set()
+
+    def expire(self) -> None:
+        self.close(TOKEN_EXPIRED, "token expired", why="token_expired")
 
     async def drain(self) -> None:
         """Send queued messages for as long as the connection lasts."""

@@ -15,7 +15,7 @@ ADA = EndUser(tenant_id=uuid.uuid4(), user_id="ada-42")
 def test_a_token_reads_back_as_its_end_user_and_expires_when_it_says() -> None:
     before = datetime.now(UTC)
     token, expires_at = issue_token(SECRET, ADA, 600)
-    assert read_token(SECRET, token) == ADA
+    assert read_token(SECRET, token) == (ADA, expires_at)
     assert before + timedelta(seconds=599) <= expires_at <= datetime.now(UTC) + timedelta(seconds=600)
     claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience=AUDIENCE)
     assert (claims["sub"], claims["tenant"], claims["exp"]) == (

@@ -1,6 +1,7 @@
 """The WebSocket of two realtime processes (as on two hosts), against a private database and vhost:
-handshake refusals, the per-user limit across processes, message bounds, ping, reads seen by every
-connection of the user, and a client too slow to read that is dropped without holding up others."""
+handshake refusals, a connection closed when its token expires, the per-user limit across processes,
+message bounds, ping, reads seen by every connection of the user, and a client too slow to read that is
+dropped without holding up others."""
 
 import base64
 import json
@@ -11,7 +12,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -23,8 +24,10 @@ from devtools.stack import Stack, metric_value
 from pulse.inapp.events import RealtimePublisher, notification_event
 from pulse.inapp.inbox import InboxItem
 from pulse.inapp.tokens import EndUser, issue_token
+from pulse.realtime import connections
 from tests.conftest import wait_until
 from tests.realtime.conftest import (
+    JWT_SECRET,
     close_code,
     delivered_item,
     open_socket,
@@ -85,6 +88,32 @@ def test_missed_notifications_newest_first_then_live_ones(
         assert events.publish(user, notification_event(user, live))
         message = receive(client)
         assert message == {"type": "notification", "notification": live.model_dump(mode="json")}
+
+
+def test_a_connection_is_closed_with_4401_when_its_token_expires_and_others_stay(
+    realtime: Stack, factory: sessionmaker[Session], tenant_id: uuid.UUID, events: RealtimePublisher
+) -> None:
+    brief = EndUser(tenant_id=tenant_id, user_id=f"brief-{secrets.token_hex(4)}")
+    steady = EndUser(tenant_id=tenant_id, user_id=f"steady-{secrets.token_hex(4)}")
+
+    def connections_of(end_user: EndUser) -> int:
+        with factory() as session:
+            return connections.presence(session, end_user, stale_after=timedelta(seconds=3)).connections
+
+    token, expires_at = issue_token(JWT_SECRET, brief, 3)
+    with connect(ws_url(realtime, token), open_timeout=10) as client, open_socket(realtime, steady) as other:
+        assert receive(client)["type"] == "missed_notifications"
+        assert connections_of(brief) == 1
+        # The heartbeat (every 0.5 s here) does not keep it alive past its token.
+        assert close_code(client, timeout=15) == 4401
+        assert datetime.now(UTC) >= expires_at
+        assert client.close_reason == "token expired"
+        wait_until(lambda: connections_of(brief) == 0, what="the expired connection to leave presence")
+
+        live = _item("still connected")
+        assert events.publish(steady, notification_event(steady, live))
+        assert receive(other)["notification"]["id"] == str(live.id)
+        assert connections_of(steady) == 1
 
 
 def test_a_sixth_connection_of_a_user_across_both_processes_is_closed_with_4429(

@@ -42,8 +42,9 @@ def issue_token(secret: str, end_user: EndUser, ttl_seconds: int) -> tuple[str, 
     return jwt.encode(claims, secret, algorithm=ALGORITHM), expires_at
 
 
-def read_token(secret: str, token: str) -> EndUser:
-    """The end user a token speaks for; raises InvalidToken saying what is wrong with it."""
+def read_token(secret: str, token: str) -> tuple[EndUser, datetime]:
+    """The end user a token speaks for and the instant it expires; raises InvalidToken saying what is
+    wrong with it."""
     try:
         claims = jwt.decode(
             token,
@@ -69,4 +70,4 @@ def read_token(secret: str, token: str) -> EndUser:
         tenant_id = uuid.UUID(str(tenant))
     except ValueError as error:
         raise InvalidToken("malformed token: `tenant` must be a tenant id") from error
-    return EndUser(tenant_id=tenant_id, user_id=user_id)
+    return EndUser(tenant_id=tenant_id, user_id=user_id), datetime.fromtimestamp(claims["exp"], UTC)

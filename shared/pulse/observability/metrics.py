@@ -111,6 +111,7 @@ REALTIME_REFUSED = Counter(
 )
 REALTIME_CLOSED = Counter(
     "pulse_realtime_closed",
-    "WebSocket connections the server closed, by reason (too_big, malformed, idle, slow_consumer, expired).",
+    "WebSocket connections the server closed, by reason (too_big, malformed, idle, slow_consumer, expired,"
+    " token_expired).",
     ["reason"],
 )
