@@ -299,6 +299,12 @@ class TwilioSettings(FailoverSettings):
         description="Sender number (E.164); WhatsApp sends from `whatsapp:<this number>`.",
     )
     timeout_seconds: float = Field(10.0, description="Connect and read timeout of one API request.")
+    deadline_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="Longest a whole Twilio request may take, connecting to the last byte read; keep it "
+        "well under the worker's claim lease, or a slow answer gets the message sent twice.",
+    )
     rate_limit: OptionalSendRate = Field(
         None,
         description="Send-rate limit of the Twilio account (SMS and WhatsApp together), shared by every "
@@ -347,6 +353,12 @@ class FcmSettings(FailoverSettings):
         "(needs the optional `google-auth` package).",
     )
     timeout_seconds: float = Field(10.0, description="Connect and read timeout of one API request.")
+    deadline_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="Longest a whole FCM request may take, connecting to the last byte read; keep it "
+        "well under the worker's claim lease, or a slow answer gets the message sent twice.",
+    )
     rate_limit: OptionalSendRate = Field(
         None,
         description="Send-rate limit of the Firebase project, shared by every worker "

@@ -1,8 +1,10 @@
-"""The sandbox's HTTP side served in-process, for testing providers against it over real HTTP."""
+"""The sandbox's HTTP side served in-process, for testing providers against it over real HTTP, and a
+server whose answers misbehave below HTTP (dripped, endless)."""
 
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import uvicorn
@@ -44,3 +46,65 @@ def sandbox(sandbox_url: Sandbox) -> Iterator[Sandbox]:
     faults.clear()
     yield sandbox_url
     faults.clear()
+
+
+# Serves every request with the given raw bytes, `chunk` bytes every `pause` seconds; returns the URL.
+RawServer = Callable[[bytes, int, float], str]
+# A status line and headers that take 24 s at a byte every 0.1 s: a per-operation timeout never trips.
+SLOW_HEAD = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"." * 200 + b"\r\nContent-Length: 0\r\n\r\n"
+
+
+def huge_answer() -> bytes:
+    """A 503 with a 16 MiB body."""
+    size = 16 * 1024 * 1024
+    return b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n" % size + bytes(size)
+
+
+@pytest.fixture
+def raw_server() -> Iterator[RawServer]:
+    """A server (on a port of its own) answering the first connection with raw bytes at its own pace:
+    a provider, or anything in between, that drips its answer or never stops sending."""
+    listener = socket.create_server((HOST, 0))
+    done = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def serve(answer: bytes, chunk: int, pause: float) -> None:
+        connection, _ = listener.accept()
+        with connection:
+            _read_request(connection)  # all of it: closing with some unread would reset the connection
+            view = memoryview(answer)
+            for start in range(0, len(answer), chunk):
+                if done.wait(pause):
+                    return
+                try:
+                    connection.sendall(view[start : start + chunk])
+                except OSError:  # the client gave up
+                    return
+
+    def start(answer: bytes, chunk: int, pause: float) -> str:
+        threads.append(threading.Thread(target=serve, args=(answer, chunk, pause), daemon=True))
+        threads[-1].start()
+        return f"http://{HOST}:{listener.getsockname()[1]}"
+
+    yield start
+    done.set()
+    listener.close()
+    for thread in threads:
+        thread.join(5)
+
+
+def _read_request(connection: socket.socket) -> None:
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += connection.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        body += connection.recv(65536)

@@ -1,5 +1,7 @@
 """The Twilio provider against the sandbox's Twilio endpoint (in-process), and SMS segment counting."""
 
+import time
+import tracemalloc
 import uuid
 from datetime import UTC, datetime
 
@@ -15,6 +17,7 @@ from pulse.settings import TwilioSecondary, TwilioSettings
 from pulse.vocabulary import Channel, Priority
 from services.sandbox.faults import Fault, FaultInjector
 from services.sandbox.store import MessageStore
+from tests.channels.conftest import SLOW_HEAD, RawServer, huge_answer
 
 HOST = "127.0.0.1"
 
@@ -45,8 +48,12 @@ def test_sms_segments(text: str, expected: tuple[str, int]) -> None:
     assert sms_segments(text) == expected
 
 
-def _provider(base_url: str, *, timeout_seconds: float = 10.0) -> TwilioProvider:
-    return TwilioProvider(TwilioSettings(base_url=base_url, timeout_seconds=timeout_seconds))
+def _provider(
+    base_url: str, *, timeout_seconds: float = 10.0, deadline_seconds: float = 15.0
+) -> TwilioProvider:
+    return TwilioProvider(
+        TwilioSettings(base_url=base_url, timeout_seconds=timeout_seconds, deadline_seconds=deadline_seconds)
+    )
 
 
 def _claim(channel: Channel = Channel.SMS, body: str = "Your code is 123456") -> Claim:
@@ -117,7 +124,8 @@ def test_other_client_errors_are_permanent_and_carry_twilios_code(
 def test_wrong_credentials_are_permanent(sandbox: tuple[str, MessageStore, FaultInjector]) -> None:
     url, _, _ = sandbox
     provider = TwilioProvider(TwilioSettings(base_url=url))
-    provider._client.auth = httpx.BasicAuth("ACsomeone-else", "token")  # the path names another account
+    # The path names another account (the BoundedClient's httpx client signs the requests).
+    provider._client._client.auth = httpx.BasicAuth("ACsomeone-else", "token")
     with pytest.raises(PermanentProviderError, match="20003"):
         provider.send(_claim())
 
@@ -131,6 +139,28 @@ def test_timeouts_and_refused_connections_are_transient(
         _provider(url, timeout_seconds=0.2).send(_claim())
     with pytest.raises(TransientProviderError, match="ConnectError"):
         _provider(f"http://{HOST}:{free_port()}").send(_claim())
+
+
+@pytest.mark.timeout(10)  # without a deadline, the answer takes 24 s
+def test_an_answer_dripped_a_byte_at_a_time_ends_at_the_deadline(raw_server: RawServer) -> None:
+    url = raw_server(SLOW_HEAD, 1, 0.1)
+    started = time.monotonic()
+    # Each byte comes well within the read timeout (2 s): only a deadline on the whole request ends it.
+    with pytest.raises(TransientProviderError, match=r"no answer within the 0\.5 s deadline"):
+        _provider(url, timeout_seconds=2, deadline_seconds=0.5).send(_claim())
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_huge_answer_is_not_read_into_memory(raw_server: RawServer) -> None:
+    provider = _provider(raw_server(huge_answer(), 65536, 0))
+    tracemalloc.start()
+    try:
+        with pytest.raises(TransientProviderError, match="Twilio 503"):
+            provider.send(_claim())
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024  # 16 MiB sent: only the first 64 KiB are read
 
 
 def test_a_secondary_account_is_configured_only_with_its_base_url() -> None:
