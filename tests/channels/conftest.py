@@ -4,12 +4,14 @@ server whose answers misbehave below HTTP (dripped, endless)."""
 import socket
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 
 import pytest
 import uvicorn
 
 from devtools.stack import free_port
+from pulse.errors import TransientProviderError
 from services.sandbox.app import create_app
 from services.sandbox.faults import FaultInjector
 from services.sandbox.store import MessageStore
@@ -58,6 +60,27 @@ def huge_answer() -> bytes:
     """A 503 with a 16 MiB body."""
     size = 16 * 1024 * 1024
     return b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n" % size + bytes(size)
+
+
+def assert_cut_at_half_a_second(send: Callable[[], object]) -> None:
+    """`send`, by a provider with a 0.5 s deadline to a server dripping SLOW_HEAD (each byte well
+    within the read timeout), fails as worth trying again by then."""
+    started = time.monotonic()
+    with pytest.raises(TransientProviderError, match=r"no answer within the 0\.5 s deadline"):
+        send()
+    assert time.monotonic() - started < 1.5
+
+
+def assert_read_in_little_memory(send: Callable[[], object], error: str) -> None:
+    """`send`, to a server answering 16 MiB or more, fails with `error` without holding the answer."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(TransientProviderError, match=error):
+            send()
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024  # only the first 64 KiB are read
 
 
 @pytest.fixture
