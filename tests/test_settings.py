@@ -244,9 +244,10 @@ def test_the_fairness_settings_are_read_from_the_environment(monkeypatch: pytest
     [
         ("PULSE_TWILIO_DEADLINE_SECONDS", lambda: SmsWorkerSettings().twilio.deadline_seconds),
         ("PULSE_FCM_DEADLINE_SECONDS", lambda: PushWorkerSettings().fcm.deadline_seconds),
+        ("PULSE_SMTP_DEADLINE_SECONDS", lambda: EmailWorkerSettings().smtp.deadline_seconds),
     ],
 )
-def test_the_sms_and_push_workers_read_their_deadline_from_the_environment(
+def test_the_email_sms_and_push_workers_read_their_deadline_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, variable: str, deadline_of: Callable[[], float]
 ) -> None:
     assert deadline_of() == 15.0

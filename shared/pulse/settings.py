@@ -250,6 +250,12 @@ class SmtpSettings(FailoverSettings):
         description="The From header of every email.",
     )
     timeout_seconds: float = Field(10.0, description="Socket timeout of one SMTP conversation.")
+    deadline_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="Longest one mail's SMTP exchange may take, connecting (when needed) to the last "
+        "reply; keep it well under the worker's claim lease, or a slow relay gets the mail sent twice.",
+    )
     message_id_domain: str = Field(
         "pulse.localhost", description="Domain part of the stable Message-ID header."
     )

@@ -6,6 +6,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import pytest
 import uvicorn
@@ -50,8 +51,13 @@ def sandbox(sandbox_url: Sandbox) -> Iterator[Sandbox]:
     faults.clear()
 
 
-# Serves every request with the given raw bytes, `chunk` bytes every `pause` seconds; returns the URL.
-RawServer = Callable[[bytes, int, float], str]
+class RawServer(Protocol):
+    """Serves the first connection the given raw bytes, `chunk` bytes every `pause` seconds, once it has
+    read an HTTP request (or at once, for a protocol where the server speaks first); returns the URL."""
+
+    def __call__(self, answer: bytes, chunk: int, pause: float, *, read_request: bool = True) -> str: ...
+
+
 # A status line and headers that take 24 s at a byte every 0.1 s: a per-operation timeout never trips.
 SLOW_HEAD = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"." * 200 + b"\r\nContent-Length: 0\r\n\r\n"
 
@@ -91,10 +97,11 @@ def raw_server() -> Iterator[RawServer]:
     done = threading.Event()
     threads: list[threading.Thread] = []
 
-    def serve(answer: bytes, chunk: int, pause: float) -> None:
+    def serve(answer: bytes, chunk: int, pause: float, read_request: bool) -> None:
         connection, _ = listener.accept()
         with connection:
-            _read_request(connection)  # all of it: closing with some unread would reset the connection
+            if read_request:
+                _read_request(connection)  # all of it: closing with some unread would reset the connection
             view = memoryview(answer)
             for start in range(0, len(answer), chunk):
                 if done.wait(pause):
@@ -104,8 +111,8 @@ def raw_server() -> Iterator[RawServer]:
                 except OSError:  # the client gave up
                     return
 
-    def start(answer: bytes, chunk: int, pause: float) -> str:
-        threads.append(threading.Thread(target=serve, args=(answer, chunk, pause), daemon=True))
+    def start(answer: bytes, chunk: int, pause: float, *, read_request: bool = True) -> str:
+        threads.append(threading.Thread(target=serve, args=(answer, chunk, pause, read_request), daemon=True))
         threads[-1].start()
         return f"http://{HOST}:{listener.getsockname()[1]}"
 
