@@ -1,6 +1,7 @@
 """Every service reads its settings from `PULSE_*` environment variables (CONTRACT.md)."""
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from pulse.settings import (
 from pulse.vocabulary import Channel
 from services.api.settings import ApiSettings
 from services.email_worker.settings import EmailWorkerSettings
+from services.push_worker.settings import PushWorkerSettings
 from services.scheduler.settings import SchedulerSettings
 from services.sms_worker.settings import SmsWorkerSettings
 from services.webhook_worker.settings import WebhookWorkerSettings
@@ -235,6 +237,25 @@ def test_the_fairness_settings_are_read_from_the_environment(monkeypatch: pytest
     assert scheduler.dead_letter_reconcile_batch_size == 200
     # The scheduler fails a notification whose worker keeps getting lost by the workers' budget.
     assert scheduler.retries.low_attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("variable", "deadline_of"),
+    [
+        ("PULSE_TWILIO_DEADLINE_SECONDS", lambda: SmsWorkerSettings().twilio.deadline_seconds),
+        ("PULSE_FCM_DEADLINE_SECONDS", lambda: PushWorkerSettings().fcm.deadline_seconds),
+        ("PULSE_SMTP_DEADLINE_SECONDS", lambda: EmailWorkerSettings().smtp.deadline_seconds),
+    ],
+)
+def test_the_email_sms_and_push_workers_read_their_deadline_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, variable: str, deadline_of: Callable[[], float]
+) -> None:
+    assert deadline_of() == 15.0
+    monkeypatch.setenv(variable, "2.5")
+    assert deadline_of() == 2.5
+    monkeypatch.setenv(variable, "0")
+    with pytest.raises(ValidationError, match="deadline_seconds"):
+        deadline_of()
 
 
 def test_the_webhook_worker_reads_its_allowlist_and_deadline_from_the_environment(

@@ -250,6 +250,12 @@ class SmtpSettings(FailoverSettings):
         description="The From header of every email.",
     )
     timeout_seconds: float = Field(10.0, description="Socket timeout of one SMTP conversation.")
+    deadline_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="Longest one mail's SMTP exchange may take, connecting (when needed) to the last "
+        "reply; keep it well under the worker's claim lease, or a slow relay gets the mail sent twice.",
+    )
     message_id_domain: str = Field(
         "pulse.localhost", description="Domain part of the stable Message-ID header."
     )
@@ -299,6 +305,12 @@ class TwilioSettings(FailoverSettings):
         description="Sender number (E.164); WhatsApp sends from `whatsapp:<this number>`.",
     )
     timeout_seconds: float = Field(10.0, description="Connect and read timeout of one API request.")
+    deadline_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="Longest a whole Twilio request may take, connecting to the last byte read; keep it "
+        "well under the worker's claim lease, or a slow answer gets the message sent twice.",
+    )
     rate_limit: OptionalSendRate = Field(
         None,
         description="Send-rate limit of the Twilio account (SMS and WhatsApp together), shared by every "
@@ -347,6 +359,12 @@ class FcmSettings(FailoverSettings):
         "(needs the optional `google-auth` package).",
     )
     timeout_seconds: float = Field(10.0, description="Connect and read timeout of one API request.")
+    deadline_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="Longest a whole FCM request may take, connecting to the last byte read; keep it "
+        "well under the worker's claim lease, or a slow answer gets the message sent twice.",
+    )
     rate_limit: OptionalSendRate = Field(
         None,
         description="Send-rate limit of the Firebase project, shared by every worker "

@@ -1,5 +1,6 @@
 """The FCM provider against the sandbox's FCM HTTP v1 endpoint (in-process)."""
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -9,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from devtools.stack import free_port
+from pulse.channels.http import Answer
 from pulse.channels.push import FcmProvider, InvalidToken, classify_refusal, fcm_message
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, TransientProviderError
@@ -16,6 +18,13 @@ from pulse.settings import FcmSettings
 from pulse.vocabulary import Channel, Priority
 from services.sandbox.faults import Fault, FaultInjector
 from services.sandbox.store import MessageStore
+from tests.channels.conftest import (
+    SLOW_HEAD,
+    RawServer,
+    assert_cut_at_half_a_second,
+    assert_read_in_little_memory,
+    huge_answer,
+)
 
 HOST = "127.0.0.1"
 TOKEN = "dGVzdC1kZXZpY2UtdG9rZW4:APA91b-sandbox"
@@ -65,8 +74,12 @@ def test_a_push_message_reaches_the_sandbox_with_the_bearer_token(
 ) -> None:
     url, store, _ = sandbox
     seen: list[httpx.Request] = []
+
+    async def record(request: httpx.Request) -> None:
+        seen.append(request)
+
     provider = _provider(url, project_id="my-project", access_token=SecretStr("secret-token"))
-    provider._client.event_hooks["request"].append(seen.append)
+    provider._client._client.event_hooks["request"].append(record)  # the BoundedClient's httpx client
     details = provider.send(_claim())
 
     assert details["message_name"].startswith("projects/my-project/messages/")
@@ -178,7 +191,7 @@ _BAD_TOKEN_FIELD = {
 def test_an_invalid_argument_marks_the_token_only_when_fcm_says_the_token_is_invalid(
     error: dict[str, Any], dead_token: bool
 ) -> None:
-    refusal = classify_refusal(httpx.Response(400, json={"error": error}))
+    refusal = classify_refusal(Answer(400, httpx.Headers(), json.dumps({"error": error}).encode()))
     assert isinstance(refusal, PermanentProviderError)
     assert isinstance(refusal, InvalidToken) is dead_token
 
@@ -199,3 +212,14 @@ def test_timeouts_and_refused_connections_are_transient(
         _provider(url, timeout_seconds=0.2).send(_claim())
     with pytest.raises(TransientProviderError, match="ConnectError"):
         _provider(f"http://{HOST}:{free_port()}").send(_claim())
+
+
+@pytest.mark.timeout(10)  # without a deadline, the answer takes 24 s
+def test_an_answer_dripped_a_byte_at_a_time_ends_at_the_deadline(raw_server: RawServer) -> None:
+    provider = _provider(raw_server(SLOW_HEAD, 1, 0.1), timeout_seconds=2, deadline_seconds=0.5)
+    assert_cut_at_half_a_second(lambda: provider.send(_claim()))
+
+
+def test_a_huge_answer_is_not_read_into_memory(raw_server: RawServer) -> None:
+    provider = _provider(raw_server(huge_answer(), 65536, 0))
+    assert_read_in_little_memory(lambda: provider.send(_claim()), "FCM 503")

@@ -15,6 +15,13 @@ from pulse.settings import TwilioSecondary, TwilioSettings
 from pulse.vocabulary import Channel, Priority
 from services.sandbox.faults import Fault, FaultInjector
 from services.sandbox.store import MessageStore
+from tests.channels.conftest import (
+    SLOW_HEAD,
+    RawServer,
+    assert_cut_at_half_a_second,
+    assert_read_in_little_memory,
+    huge_answer,
+)
 
 HOST = "127.0.0.1"
 
@@ -45,8 +52,12 @@ def test_sms_segments(text: str, expected: tuple[str, int]) -> None:
     assert sms_segments(text) == expected
 
 
-def _provider(base_url: str, *, timeout_seconds: float = 10.0) -> TwilioProvider:
-    return TwilioProvider(TwilioSettings(base_url=base_url, timeout_seconds=timeout_seconds))
+def _provider(
+    base_url: str, *, timeout_seconds: float = 10.0, deadline_seconds: float = 15.0
+) -> TwilioProvider:
+    return TwilioProvider(
+        TwilioSettings(base_url=base_url, timeout_seconds=timeout_seconds, deadline_seconds=deadline_seconds)
+    )
 
 
 def _claim(channel: Channel = Channel.SMS, body: str = "Your code is 123456") -> Claim:
@@ -117,7 +128,8 @@ def test_other_client_errors_are_permanent_and_carry_twilios_code(
 def test_wrong_credentials_are_permanent(sandbox: tuple[str, MessageStore, FaultInjector]) -> None:
     url, _, _ = sandbox
     provider = TwilioProvider(TwilioSettings(base_url=url))
-    provider._client.auth = httpx.BasicAuth("ACsomeone-else", "token")  # the path names another account
+    # The path names another account (the BoundedClient's httpx client signs the requests).
+    provider._client._client.auth = httpx.BasicAuth("ACsomeone-else", "token")
     with pytest.raises(PermanentProviderError, match="20003"):
         provider.send(_claim())
 
@@ -131,6 +143,17 @@ def test_timeouts_and_refused_connections_are_transient(
         _provider(url, timeout_seconds=0.2).send(_claim())
     with pytest.raises(TransientProviderError, match="ConnectError"):
         _provider(f"http://{HOST}:{free_port()}").send(_claim())
+
+
+@pytest.mark.timeout(10)  # without a deadline, the answer takes 24 s
+def test_an_answer_dripped_a_byte_at_a_time_ends_at_the_deadline(raw_server: RawServer) -> None:
+    provider = _provider(raw_server(SLOW_HEAD, 1, 0.1), timeout_seconds=2, deadline_seconds=0.5)
+    assert_cut_at_half_a_second(lambda: provider.send(_claim()))
+
+
+def test_a_huge_answer_is_not_read_into_memory(raw_server: RawServer) -> None:
+    provider = _provider(raw_server(huge_answer(), 65536, 0))
+    assert_read_in_little_memory(lambda: provider.send(_claim()), "Twilio 503")
 
 
 def test_a_secondary_account_is_configured_only_with_its_base_url() -> None:

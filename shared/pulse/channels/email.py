@@ -2,23 +2,34 @@
 
 Each worker thread keeps one SMTP connection open and reuses it, which is what makes hundreds of mails
 per second possible; a dropped connection is reopened once before the attempt counts as failed.
+
+A send ends by `PULSE_SMTP_DEADLINE_SECONDS`, connecting included: the socket timeout bounds each read
+only, so a relay dripping its replies a byte at a time would hold the worker past its claim lease.
+Hitting the deadline is worth trying again (on a new connection).
 """
 
+import math
 import re
 import smtplib
+import socket
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import formataddr, formatdate, parseaddr
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import SmtpSettings
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 # SMTP has no code of its own for "too many": relays say it in the words of a 4xx reply (421 4.7.0
 # "Try again later" alone is also what a relay going down says, and greylisting says that too).
@@ -61,16 +72,80 @@ def _text_part(content: str, subtype: str) -> MIMENonMultipart:
     return part
 
 
+class _DeadlineReplies:
+    """What smtplib reads replies from (its `file`): each read waits at most what is left of the
+    connection's time (`remaining`), so a reply dripped a byte at a time ends at the deadline."""
+
+    def __init__(self, sock: socket.socket, remaining: Callable[[], float]) -> None:
+        self._sock = sock
+        self._remaining = remaining
+        self._buffer = b""
+
+    def readline(self, limit: int) -> bytes:
+        while b"\n" not in self._buffer and len(self._buffer) < limit:
+            self._sock.settimeout(self._remaining())
+            chunk = self._sock.recv(8192)
+            if not chunk:
+                break
+            self._buffer += chunk
+        end = self._buffer.find(b"\n", 0, limit)
+        end = min(limit, len(self._buffer)) if end < 0 else end + 1
+        line, self._buffer = self._buffer[:end], self._buffer[end:]
+        return line
+
+    def close(self) -> None:
+        pass
+
+
+class _DeadlineSMTP(smtplib.SMTP):
+    """An SMTP connection whose every read and write waits at most `remaining()` seconds (connecting
+    and the greeting included: the constructor does both)."""
+
+    def __init__(self, host: str, port: int, *, remaining: Callable[[], float], **options: Any) -> None:
+        self.remaining = remaining
+        super().__init__(host, port, timeout=remaining(), **options)
+
+    def send(self, s: "ReadableBuffer | str") -> None:
+        if self.sock is not None:
+            self.sock.settimeout(self.remaining())  # sendall's timeout bounds the whole write
+        super().send(s)
+
+    def getreply(self) -> tuple[int, bytes]:
+        if self.file is None and self.sock is not None:  # a new connection, or one just upgraded to TLS
+            self.file = _DeadlineReplies(self.sock, self.remaining)
+        return super().getreply()
+
+
+class _DeadlineSMTPSSL(_DeadlineSMTP, smtplib.SMTP_SSL):
+    pass
+
+
 class SmtpProvider:
     def __init__(self, settings: SmtpSettings, *, name: str = "smtp") -> None:
         self.name = name
         self._settings = settings
         self._local = threading.local()
 
+    def _remaining(self) -> float:
+        """What a read or write of this thread's connection may wait: the socket timeout, or less
+        when the send's deadline is nearer. Raises TimeoutError once the deadline has passed."""
+        deadline: float = getattr(self._local, "deadline", math.inf)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no answer within the {self._settings.deadline_seconds:g} s deadline")
+        return min(self._settings.timeout_seconds, left)
+
     def send(self, claim: Claim) -> dict[str, Any]:
         message = build_message(
             claim, sender=self._settings.from_address, message_id_domain=self._settings.message_id_domain
         )
+        self._local.deadline = time.monotonic() + self._settings.deadline_seconds
+        try:
+            return self._send(message)
+        finally:
+            self._local.deadline = math.inf
+
+    def _send(self, message: Message) -> dict[str, Any]:
         try:
             try:
                 self._connection().send_message(message)
@@ -105,14 +180,11 @@ class SmtpProvider:
         settings = self._settings
         connection: smtplib.SMTP
         if settings.use_tls:
-            connection = smtplib.SMTP_SSL(
-                settings.host,
-                settings.port,
-                timeout=settings.timeout_seconds,
-                context=ssl.create_default_context(),
+            connection = _DeadlineSMTPSSL(
+                settings.host, settings.port, remaining=self._remaining, context=ssl.create_default_context()
             )
         else:
-            connection = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds)
+            connection = _DeadlineSMTP(settings.host, settings.port, remaining=self._remaining)
         if settings.starttls:
             connection.starttls(context=ssl.create_default_context())
         if settings.username and settings.password:

@@ -3,6 +3,7 @@ on what is read), and reading providers' answers (their JSON error bodies, Retry
 
 import asyncio
 import contextlib
+import json
 import math
 import threading
 from dataclasses import dataclass
@@ -11,6 +12,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+
+# Providers' answers are read for a status, an id or an error message: a cap well above any of those.
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,9 @@ class BoundedClient:
     result, as with a synchronous client. `options` are httpx.AsyncClient's.
     """
 
-    def __init__(self, *, deadline_seconds: float, max_body_bytes: int, **options: Any) -> None:
+    def __init__(
+        self, *, deadline_seconds: float, max_body_bytes: int = MAX_ANSWER_BYTES, **options: Any
+    ) -> None:
         headers = {**options.pop("headers", {}), "Accept-Encoding": "identity"}
         self._client = httpx.AsyncClient(headers=headers, **options)
         self._deadline = deadline_seconds
@@ -84,10 +90,10 @@ class BoundedClient:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
-def json_object(response: httpx.Response) -> dict[str, object]:
-    """The body as a JSON object; empty when it is not one."""
+def json_object(answer: Answer) -> dict[str, object]:
+    """The body as a JSON object; empty when it is not one (or was cut short)."""
     try:
-        parsed = response.json()
+        parsed = json.loads(answer.body)
     except ValueError:
         return {}
     return parsed if isinstance(parsed, dict) else {}

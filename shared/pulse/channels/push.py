@@ -1,13 +1,17 @@
 """Push notifications over Firebase Cloud Messaging's HTTP v1 API
 (`POST /v1/projects/{project}/messages:send`).
 
-One pooled HTTP client per provider, shared by every worker thread (httpx clients are thread-safe).
-FCM answers 200 with the message name; a 5xx is worth trying again, a 429 is throttling
-(ProviderThrottled: it goes back without using an attempt). A device token FCM
-reports as `UNREGISTERED` (404), or as the invalid argument of a 400 `INVALID_ARGUMENT`, will never
-work again: the provider raises a permanent error and reports the token through `on_invalid_token`,
-which the push worker records for the tenant that sent to it (pulse.recipients.push_tokens), so that
-the gateway refuses that tenant's further sends to it.
+One pooled HTTP client per provider, shared by every worker thread. A request ends by
+`PULSE_FCM_DEADLINE_SECONDS` and at most 64 KiB of an answer are read (pulse.channels.http.
+BoundedClient), so an answer dripped by FCM or anything in between holds no worker past its claim
+lease.
+
+FCM answers 200 with the message name; a 5xx, the deadline, timeouts and connection errors are worth
+trying again, a 429 is throttling (ProviderThrottled: it goes back without using an attempt). A
+device token FCM reports as `UNREGISTERED` (404), or as the invalid argument of a 400
+`INVALID_ARGUMENT`, will never work again: the provider raises a permanent error and reports the
+token through `on_invalid_token`, which the push worker records for the tenant that sent to it
+(pulse.recipients.push_tokens), so that the gateway refuses that tenant's further sends to it.
 
 Authentication is an OAuth2 bearer token: a static one from settings (development, the sandbox),
 or, when `PULSE_FCM_CREDENTIALS_FILE` names a service-account file, tokens minted and refreshed by
@@ -23,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from pulse.channels.http import json_object, retry_after_seconds
+from pulse.channels.http import Answer, BoundedClient, json_object, retry_after_seconds
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import FcmSettings
@@ -48,7 +52,8 @@ class FcmProvider:
         self.name = name
         self._on_invalid_token = on_invalid_token
         self._token = _token_source(settings)
-        self._client = httpx.Client(
+        self._client = BoundedClient(
+            deadline_seconds=settings.deadline_seconds,
             base_url=settings.base_url.rstrip("/"),
             timeout=settings.timeout_seconds,
             headers={"Accept": "application/json"},
@@ -62,7 +67,7 @@ class FcmProvider:
                 json=fcm_message(claim.recipient, claim.content),
                 headers={"Authorization": f"Bearer {self._token()}"},
             )
-        except httpx.TransportError as error:  # timeouts, refused or dropped connections
+        except httpx.TransportError as error:  # the deadline, timeouts, refused or dropped connections
             raise TransientProviderError(f"FCM request failed: {error!r}") from error
         if response.is_success:
             return {"message_name": json_object(response).get("name")}
@@ -106,7 +111,7 @@ class InvalidToken(PermanentProviderError):
         self.reason = reason
 
 
-def classify_refusal(response: httpx.Response) -> TransientProviderError | PermanentProviderError:
+def classify_refusal(response: Answer) -> TransientProviderError | PermanentProviderError:
     """The error an FCM error answer stands for (FCM v1 REST error codes)."""
     error = json_object(response).get("error")
     error = error if isinstance(error, dict) else {}

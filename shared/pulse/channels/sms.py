@@ -1,16 +1,20 @@
 """SMS and WhatsApp over Twilio's Messages API (`POST /2010-04-01/Accounts/{sid}/Messages.json`).
 
-One pooled HTTP client per provider, shared by every worker thread (httpx clients are thread-safe).
-Twilio answers 201 once it has queued the message; a 5xx is worth trying again, a 429 is throttling
-(ProviderThrottled: it goes back without using an attempt), any other 4xx (bad number, unverified
-sender, blocked content) is permanent.
+One pooled HTTP client per provider, shared by every worker thread. A request ends by
+`PULSE_TWILIO_DEADLINE_SECONDS` and at most 64 KiB of an answer are read (pulse.channels.http.
+BoundedClient), so an answer dripped by Twilio or anything in between holds no worker past its claim
+lease.
+
+Twilio answers 201 once it has queued the message; a 5xx, the deadline, timeouts and connection
+errors are worth trying again, a 429 is throttling (ProviderThrottled: it goes back without using an
+attempt), any other 4xx (bad number, unverified sender, blocked content) is permanent.
 """
 
 from typing import Any, Literal
 
 import httpx
 
-from pulse.channels.http import json_object, retry_after_seconds
+from pulse.channels.http import Answer, BoundedClient, json_object, retry_after_seconds
 from pulse.delivery.providers import Claim
 from pulse.errors import PermanentProviderError, ProviderThrottled, TransientProviderError
 from pulse.settings import TwilioSettings
@@ -55,7 +59,8 @@ class TwilioProvider:
     def __init__(self, settings: TwilioSettings, *, name: str = "twilio") -> None:
         self.name = name
         self._settings = settings
-        self._client = httpx.Client(
+        self._client = BoundedClient(
+            deadline_seconds=settings.deadline_seconds,
             base_url=settings.base_url.rstrip("/"),
             auth=(settings.account_sid, settings.auth_token.get_secret_value()),
             timeout=settings.timeout_seconds,
@@ -69,7 +74,7 @@ class TwilioProvider:
         form = {"To": prefix + claim.recipient, "From": prefix + self._settings.from_number, "Body": body}
         try:
             response = self._client.post(self._path, data=form)
-        except httpx.TransportError as error:  # timeouts, refused or dropped connections
+        except httpx.TransportError as error:  # the deadline, timeouts, refused or dropped connections
             raise TransientProviderError(f"Twilio request failed: {error!r}") from error
         if response.is_success:
             encoding, segments = sms_segments(body)
@@ -81,7 +86,7 @@ class TwilioProvider:
         self._client.close()
 
 
-def _classify(response: httpx.Response) -> TransientProviderError | PermanentProviderError:
+def _classify(response: Answer) -> TransientProviderError | PermanentProviderError:
     error = json_object(response)
     message = f"Twilio {response.status_code}"
     if "code" in error or "message" in error:

@@ -13,9 +13,10 @@ re-resolves to a private address between the check and the connection (DNS rebin
 Redirects are not followed: a 3xx is the receiver's answer, and a permanent failure.
 
 Receivers are the tenants' to choose, so none may hold a worker up: a request ends by
-`PULSE_WEBHOOK_DEADLINE_SECONDS` and at most `MAX_ANSWER_BYTES` of an answer are read
-(pulse.channels.http.BoundedClient); each (tenant, receiver host) has its own circuit breaker
-(`circuit_key`), and the tenant's secret is read by `prepare`, before a breaker is involved.
+`PULSE_WEBHOOK_DEADLINE_SECONDS` and at most 64 KiB of an answer are read (pulse.channels.http.
+BoundedClient; the body only ever shows in an error message); each (tenant, receiver host) has its
+own circuit breaker (`circuit_key`), and the tenant's secret is read by `prepare`, before a breaker is
+involved.
 
 2xx is delivered (whatever its body); 408, 425, 5xx, timeouts and connection errors are worth trying
 again (Retry-After honoured); a 429 is throttling (ProviderThrottled: it goes back after its
@@ -44,8 +45,6 @@ from pulse.webhooks.signing import signed_headers
 from pulse.webhooks.ssrf import Allowlist, IPAddress, RefusedUrl, check_url, split_url
 
 USER_AGENT = "Pulse-Webhooks/1"
-# The answer's body only ever shows in an error message (its first 200 characters).
-MAX_ANSWER_BYTES = 64 * 1024
 _TRANSIENT_STATUSES = frozenset({408, 425})
 
 
@@ -108,7 +107,6 @@ class WebhookProvider:
         self._resolver = resolver
         self._client = BoundedClient(
             deadline_seconds=settings.deadline_seconds,
-            max_body_bytes=MAX_ANSWER_BYTES,
             timeout=httpx.Timeout(
                 settings.read_timeout_seconds,
                 connect=settings.connect_timeout_seconds,
