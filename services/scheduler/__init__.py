@@ -1,5 +1,5 @@
 """The scheduler service: everything that happens later or every so often, as jobs of one loop
-(services/scheduler/loop.py, `Scheduler.jobs`) plus the topic fan-out runner in a thread of its own
+(services/scheduler/loop.py, `Scheduler.jobs`) plus the topic fan-out runners in processes of their own
 (services/scheduler/fanouts.py).
 
 - Sending later: releasing due scheduled notifications, running due schedules, closing due digests,

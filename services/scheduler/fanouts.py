@@ -1,7 +1,8 @@
-"""The scheduler's fan-out runner: a process of its own that creates the notifications of topic sends,
-chunk after chunk, and hands each chunk's publishes to the scheduler's after-commit publisher.
+"""The scheduler's fan-out runners: processes of their own that create the notifications of topic
+sends, chunk after chunk, and hand each chunk's publishes to the scheduler's after-commit publisher.
+Several (PULSE_SCHEDULER_FANOUT_RUNNERS): the parts of one fan-out are created side by side.
 
-A process rather than a thread of the scheduler: creating a notification and publishing it cost
+Processes rather than threads of the scheduler: creating a notification and publishing it cost
 about the same Python CPU (~0.1 ms each), and in one process they took turns on one interpreter
 lock; on a machine busy delivering, the scheduler got a quarter to a third of a core for both
 (100,000 notifications created in 75-109 s; 35 s with nothing published meanwhile). And not one
@@ -11,7 +12,7 @@ more job of the loop: a job gets one transaction per tick (0.5 s), which would h
 Creating does not wait for publishing: the notifications are committed with their outbox rows, and
 what the publisher does not take (it holds a bounded number, then leaves the rest to the outbox
 sweep; a runner that dies hands over nothing more) is published by the sweep; memory stays bounded
-either way. The runner process stops with the scheduler, and by itself when the scheduler died
+either way. A runner process stops with the scheduler, and by itself when the scheduler died
 (after its chunk: committed or not, the next runner resumes where the last commit left off).
 """
 
@@ -33,7 +34,7 @@ from pulse.db import make_engine, make_session_factory, transaction
 from pulse.notifications.acceptance import AcceptanceSettings
 from pulse.observability.logging import configure_logging
 from pulse.outbox.service import AfterCommitPublisher
-from pulse.topics.fanout import run_fanout_chunk
+from pulse.topics.fanout import finish_fanouts, run_fanout_chunk
 from services.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class FanoutRunner:
             accepted = run_fanout_chunk(
                 session, rules=self._rules, chunk_size=self._chunk_size, publish_grace=self._publish_grace
             )
+        if not accepted:  # A part may have ended (or ended before a crash): its fan-out may be done.
+            with transaction(self._session_factory) as session:
+                finish_fanouts(session)
         if accepted is None:
             return False
         owed = [
@@ -105,9 +109,9 @@ class _Owed(NamedTuple):
     priority: str
 
 
-class FanoutProcess:
-    """The runner in a child process, started again if it dies; a thread of the scheduler takes the
-    publishes it hands over to the after-commit publisher."""
+class FanoutProcesses:
+    """The runners, each in a child process, started again if it dies; a thread of the scheduler per
+    runner takes the publishes it hands over to the after-commit publisher."""
 
     def __init__(self, settings: SchedulerSettings, publisher: AfterCommitPublisher) -> None:
         self._settings = settings
@@ -115,43 +119,49 @@ class FanoutProcess:
         # Spawned, not forked: the scheduler has threads (and their locks) by now.
         self._context = multiprocessing.get_context("spawn")
         self._stopping = False
-        self._process: SpawnProcess | None = None
-        self._taker: threading.Thread | None = None
+        self._processes: list[SpawnProcess | None] = [None] * settings.fanout_runners
+        self._takers: list[threading.Thread] = []
 
     def keep_running(self) -> None:
-        """Start the runner, and again when it died (it resumes where the last committed chunk left off)."""
-        if self._stopping or (self._process is not None and self._process.is_alive()):
-            return
-        if self._process is not None:
-            log.warning("the fan-out runner exited (code %s); starting it again", self._process.exitcode)
-        self._start_runner()
+        """Start the runners, and again those that died (they resume where the last committed chunk
+        of each part left off)."""
+        for slot, process in enumerate(self._processes):
+            if self._stopping or (process is not None and process.is_alive()):
+                continue
+            if process is not None:
+                log.warning("fan-out runner %d exited (code %s); starting it again", slot, process.exitcode)
+            self._processes[slot] = self._start_runner(slot)
 
     def stop(self) -> None:
-        """Stop the runner after its chunk. By a signal, not a shared lock or event: one that a process
-        killed while holding or waiting on it leaves blocked for the others."""
+        """Stop the runners after their chunk. By a signal, not a shared lock or event: one that a
+        process killed while holding or waiting on it leaves blocked for the others."""
         self._stopping = True
-        if self._process is not None:
-            self._process.terminate()
-            self._process.join(timeout=10)
-        if self._taker is not None:
-            self._taker.join(timeout=10)
+        running = [process for process in self._processes if process is not None]
+        for process in running:
+            process.terminate()
+        for process in running:
+            process.join(timeout=10)
+        for taker in self._takers:
+            taker.join(timeout=10)
 
-    def _start_runner(self) -> None:
+    def _start_runner(self, slot: int) -> SpawnProcess:
         # A pipe of each runner's own, whose writing end only the runner holds: when the runner ends
         # (even killed in the middle of a message), reading it ends too.
         reader, writer = self._context.Pipe(duplex=False)
-        self._process = self._context.Process(
+        process = self._context.Process(
             target=_run_runner,
             args=(self._settings, writer, os.getpid()),
-            name="pulse-fanouts",
+            name=f"pulse-fanouts-{slot}",
             daemon=True,
         )
-        self._process.start()
+        process.start()
         writer.close()
-        self._taker = threading.Thread(
-            target=self._take_publishes, args=(reader,), name="fanout-publishes", daemon=True
+        taker = threading.Thread(
+            target=self._take_publishes, args=(reader,), name=f"fanout-publishes-{slot}", daemon=True
         )
-        self._taker.start()
+        taker.start()
+        self._takers = [thread for thread in self._takers if thread.is_alive()] + [taker]
+        return process
 
     def _take_publishes(self, reader: Connection) -> None:
         with reader:

@@ -2,7 +2,7 @@
 
 Several replicas may run side by side: every job locks the rows it takes with SKIP LOCKED (the
 dead-letter reconciliation holds the messages it inspects unacknowledged, which has the same effect).
-Topic sends are fanned out beside the loop, by a process of its own (services/scheduler/fanouts.py).
+Topic sends are fanned out beside the loop, by processes of their own (services/scheduler/fanouts.py).
 """
 
 import logging
@@ -32,7 +32,7 @@ from pulse.outbox.service import AfterCommitPublisher, oldest_pending_age_second
 from pulse.rate_limits.service import MAX_WINDOW_SECONDS, delete_stale_counters
 from pulse.schedules.runs import run_due_schedules
 from pulse.vocabulary import Channel
-from services.scheduler.fanouts import FanoutProcess
+from services.scheduler.fanouts import FanoutProcesses
 from services.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class Scheduler:
             # A chunk's publishes with one wait for confirms.
             max_group=settings.fanout_chunk_size,
         )
-        fanouts = FanoutProcess(settings, publisher)
+        fanouts = FanoutProcesses(settings, publisher)
         while not self._stopping.is_set():
             self.run_once()
             fanouts.keep_running()

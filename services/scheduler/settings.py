@@ -62,6 +62,13 @@ class SchedulerSettings(BaseSettings):
         le=10_000,
         description="Subscribers of a topic send whose notifications are created per transaction.",
     )
+    fanout_runners: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Processes creating topic sends' notifications, side by side (the parts of one "
+        "fan-out, or several fan-outs); about one per core the scheduler may use.",
+    )
     fanout_publish_grace_seconds: float = Field(
         30.0,
         ge=0,

@@ -1,6 +1,7 @@
-"""The scheduler's fan-out runner, a process of its own (services/scheduler/fanouts.py), under kill -9:
-a runner killed in the middle of a fan-out is started again and resumes; a scheduler killed takes its
-runner with it, and the next scheduler resumes. Each subscriber gets one notification either way."""
+"""The scheduler's fan-out runners, processes of their own (services/scheduler/fanouts.py), under
+kill -9: a runner killed in the middle of a fan-out is started again and resumes; a scheduler killed
+takes its runners with it, and the next scheduler resumes. Each subscriber gets one notification
+either way."""
 
 import os
 import signal
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from devtools.stack import Infrastructure, Stack, running_stack, wait_until
 from pulse.db import transaction
@@ -23,12 +24,16 @@ from pulse.topics.service import start_fanout, subscribe
 SUBSCRIBERS = 3000
 # Small chunks: the fan-out lasts long enough to be killed in the middle of.
 CHUNK_SIZE = 50
+RUNNERS = 2
 
 
 @pytest.fixture
 def scheduler(private: Infrastructure, tmp_path: Path) -> Iterator[Stack]:
     """The scheduler alone; once it stopped (SIGTERM), none of its runners is left."""
-    settings = {"PULSE_SCHEDULER_FANOUT_CHUNK_SIZE": str(CHUNK_SIZE)}
+    settings = {
+        "PULSE_SCHEDULER_FANOUT_CHUNK_SIZE": str(CHUNK_SIZE),
+        "PULSE_SCHEDULER_FANOUT_RUNNERS": str(RUNNERS),
+    }
     with running_stack(private, tmp_path, settings, services=("scheduler",)) as stack:
         yield stack
     wait_until(lambda: not _runners_on(private), timeout=30, what="every runner to exit with its scheduler")
@@ -54,7 +59,7 @@ def fanout_id(factory: sessionmaker[Session]) -> uuid.UUID:
 
 def _fanout(factory: sessionmaker[Session], fanout_id: uuid.UUID) -> Fanout:
     with factory() as session:
-        return session.get_one(Fanout, fanout_id)
+        return session.get_one(Fanout, fanout_id, options=[selectinload(Fanout.parts)])
 
 
 def _under_way(factory: sessionmaker[Session], fanout_id: uuid.UUID) -> bool:
@@ -63,8 +68,9 @@ def _under_way(factory: sessionmaker[Session], fanout_id: uuid.UUID) -> bool:
     return fanout.created > 0
 
 
-def _runner_of(scheduler_pid: int) -> int | None:
-    """The scheduler's fan-out runner: its child started by multiprocessing's spawn."""
+def _runners_of(scheduler_pid: int) -> set[int]:
+    """The scheduler's fan-out runners: its children started by multiprocessing's spawn, alive."""
+    runners = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -73,9 +79,15 @@ def _runner_of(scheduler_pid: int) -> int | None:
             command = (entry / "cmdline").read_bytes()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if parent == scheduler_pid and b"spawn_main" in command:
-            return int(entry.name)
-    return None
+        if parent == scheduler_pid and b"spawn_main" in command and _alive(int(entry.name)):
+            runners.add(int(entry.name))
+    return runners
+
+
+def _all_runners(scheduler: Stack) -> set[int] | None:
+    """The scheduler's runners, once as many run as it starts."""
+    runners = _runners_of(scheduler.pids["scheduler"])
+    return runners if len(runners) == RUNNERS else None
 
 
 def _runners_on(infrastructure: Infrastructure) -> list[int]:
@@ -115,26 +127,30 @@ def _each_subscriber_once(factory: sessionmaker[Session], fanout_id: uuid.UUID) 
     assert len(users) == SUBSCRIBERS and set(users.values()) == {1}
 
 
-def test_a_killed_runner_is_started_again_and_the_fanout_resumes(
+def test_killed_runners_are_started_again_and_the_fanout_resumes(
     scheduler: Stack, factory: sessionmaker[Session], fanout_id: uuid.UUID
 ) -> None:
-    killed = wait_until(lambda: _runner_of(scheduler.pids["scheduler"]), timeout=30, what="the runner")
+    runners = wait_until(lambda: _all_runners(scheduler), timeout=30, what="the runners")
     wait_until(lambda: _under_way(factory, fanout_id), timeout=60, what="the fan-out's first chunk")
 
+    killed = min(runners)
     os.kill(killed, signal.SIGKILL)
 
     _each_subscriber_once(factory, fanout_id)
-    assert _runner_of(scheduler.pids["scheduler"]) not in (None, killed)
+    restarted = wait_until(
+        lambda: _all_runners(scheduler), timeout=30, what="a runner in the killed one's place"
+    )
+    assert killed not in restarted and runners - {killed} < restarted
 
 
 def test_a_killed_scheduler_takes_its_runner_with_it_and_the_next_one_resumes(
     scheduler: Stack, factory: sessionmaker[Session], fanout_id: uuid.UUID
 ) -> None:
-    runner = wait_until(lambda: _runner_of(scheduler.pids["scheduler"]), timeout=30, what="the runner")
+    runners = wait_until(lambda: _all_runners(scheduler), timeout=30, what="the runners")
     wait_until(lambda: _under_way(factory, fanout_id), timeout=60, what="the fan-out's first chunk")
 
     scheduler.kill("scheduler")
 
-    wait_until(lambda: not _alive(runner), timeout=30, what="the orphaned runner to exit")
+    wait_until(lambda: not any(map(_alive, runners)), timeout=30, what="the orphaned runners to exit")
     scheduler.start("scheduler")
     _each_subscriber_once(factory, fanout_id)

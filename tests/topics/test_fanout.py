@@ -3,17 +3,20 @@
 
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from devtools.stack import wait_until
 from pulse.db import transaction
 from pulse.db.models import (
     Fanout,
+    FanoutPart,
     Notification,
     OutboxMessage,
     RateLimitCounter,
@@ -26,8 +29,8 @@ from pulse.notifications.acceptance import AcceptanceSettings
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import Accepted, accept_notification
 from pulse.tenants.service import create_tenant
-from pulse.topics.fanout import run_fanout_chunk
-from pulse.topics.service import cancel_fanout, get_fanout, start_fanout, subscribe
+from pulse.topics.fanout import finish_fanouts, run_fanout_chunk
+from pulse.topics.service import SUBSCRIBERS_PER_PART, cancel_fanout, get_fanout, start_fanout, subscribe
 
 # The deployment's rules, spelled out so that no PULSE_* variable of the environment plays a part.
 RULES = AcceptanceSettings(
@@ -83,9 +86,18 @@ def _start(factory: sessionmaker[Session], tenant_id: uuid.UUID) -> uuid.UUID:
         return start_fanout(session, tenant_id=tenant_id, request=NotificationRequest.model_validate(NEWS)).id
 
 
+def _chunk_in(session: Session) -> list[Accepted] | None:
+    return run_fanout_chunk(session, rules=RULES, chunk_size=CHUNK, publish_grace=timedelta(seconds=5))
+
+
 def _chunk(factory: sessionmaker[Session]) -> list[Accepted] | None:
+    """One chunk, as a runner takes it (services/scheduler/fanouts.py)."""
     with transaction(factory) as session:
-        return run_fanout_chunk(session, rules=RULES, chunk_size=CHUNK, publish_grace=timedelta(seconds=5))
+        accepted = _chunk_in(session)
+    if not accepted:
+        with transaction(factory) as session:
+            finish_fanouts(session)
+    return accepted
 
 
 def _run_to_the_end(factory: sessionmaker[Session]) -> int:
@@ -177,7 +189,7 @@ def test_a_fanout_resumes_where_its_last_committed_chunk_ended_after_a_crash(
     # A runner dies in the middle of the second chunk: its transaction never commits. While it held
     # the fan-out, another runner found nothing to take (SKIP LOCKED), and started nothing twice.
     with pytest.raises(RuntimeError), transaction(factory) as dying:
-        run_fanout_chunk(dying, rules=RULES, chunk_size=CHUNK, publish_grace=timedelta(seconds=5))
+        _chunk_in(dying)
         assert _chunk(factory) is None
         raise RuntimeError("killed")
     assert _fanout(factory, tenant_id, fanout_id).created == 1000
@@ -197,8 +209,9 @@ def test_a_subscriber_cannot_get_two_notifications_of_one_fanout(
     fanout_id = _start(factory, tenant_id)
     _run_to_the_end(factory)
     with transaction(factory) as session:  # Progress lost: as if a chunk ran twice.
+        session.execute(update(Fanout).where(Fanout.id == fanout_id).values(status="running"))
         session.execute(
-            update(Fanout).where(Fanout.id == fanout_id).values(status="running", last_user_id=None)
+            update(FanoutPart).where(FanoutPart.fanout_id == fanout_id).values(done=False, last_user_id=None)
         )
 
     with pytest.raises(IntegrityError, match="uq_notifications_fanout_user"):
@@ -241,17 +254,20 @@ def test_a_spent_tenant_quota_pauses_the_fanout_instead_of_skipping_subscribers(
 
     assert _run_to_the_end(factory) == 2  # 1000, then 500 before the quota ran out
     fanout = _fanout(factory, tenant_id, fanout_id)
-    assert (fanout.status, fanout.created, fanout.skipped, fanout.last_user_id) == (
+    (part,) = fanout.parts
+    assert (fanout.status, fanout.created, fanout.skipped, part.last_user_id) == (
         "running",
         1500,
         0,
         "u-01499",
     )
-    assert fanout.resume_at > datetime.now(UTC)
+    assert part.resume_at > datetime.now(UTC)
 
     with transaction(factory) as session:  # The quota's minute is over.
         session.execute(delete(RateLimitCounter))
-        session.execute(update(Fanout).where(Fanout.id == fanout_id).values(resume_at=func.now()))
+        session.execute(
+            update(FanoutPart).where(FanoutPart.fanout_id == fanout_id).values(resume_at=func.now())
+        )
     _run_to_the_end(factory)
     fanout = _fanout(factory, tenant_id, fanout_id)
     assert (fanout.status, fanout.created, fanout.skipped) == ("done", 2500, 0)
@@ -288,3 +304,77 @@ def test_an_inapp_topic_send_reaches_each_subscribers_own_inbox(
             select(Notification.user_id, Notification.recipient).where(Notification.fanout_id == fanout_id)
         ).all()
     assert sorted((row.user_id, row.recipient) for row in rows) == [(user, user) for user in _users(3)]
+
+
+def test_the_parts_of_a_big_fanout_are_created_side_by_side_each_subscriber_once(
+    factory: sessionmaker[Session], tenant_id: uuid.UUID
+) -> None:
+    subscribers = 2 * SUBSCRIBERS_PER_PART + 100
+    _topic(factory, tenant_id, _email_profiles(subscribers))
+    fanout_id = _start(factory, tenant_id)
+    half = subscribers // 2
+    boundary = _users(subscribers)[half]
+    assert [
+        (part.first_user_id, part.end_user_id) for part in _fanout(factory, tenant_id, fanout_id).parts
+    ] == [
+        (None, boundary),
+        (boundary, None),
+    ]
+
+    # While one runner holds the first part, another takes the second.
+    with transaction(factory) as first_runner:
+        held = _chunk_in(first_runner)
+        beside = _chunk(factory)
+    assert held and beside
+    assert [item.notification.user_id for item in held] == _users(CHUNK)
+    assert [item.notification.user_id for item in beside] == _users(half + CHUNK)[half:]
+
+    # Subscribed while it runs, where no part has got to yet: in the middle of the first part's range
+    # and after the last subscriber. Both are created.
+    late = ["u-04000-late", "u-99999"]
+    _topic(factory, tenant_id, {user: {"email": f"{user}@example.com"} for user in late})
+    _run_to_the_end(factory)
+
+    fanout = _fanout(factory, tenant_id, fanout_id)
+    assert (fanout.status, fanout.created, fanout.skipped) == ("done", subscribers + 2, 0)
+    assert all(part.done for part in fanout.parts)
+    notified = _notified(factory, fanout_id)
+    assert set(notified) == {*_users(subscribers), *late}
+    assert set(notified.values()) == {1}
+
+
+def test_cancelling_waits_for_the_chunks_under_way_and_stops_every_part(
+    factory: sessionmaker[Session], tenant_id: uuid.UUID
+) -> None:
+    _topic(factory, tenant_id, _email_profiles(2 * SUBSCRIBERS_PER_PART))
+    fanout_id = _start(factory, tenant_id)
+
+    with ThreadPoolExecutor(1) as canceller, transaction(factory) as runner:
+        assert _chunk_in(runner)
+        cancelling = canceller.submit(_cancel, factory, tenant_id, fanout_id)
+        wait_until(
+            lambda: _cancel_waiting_for_a_lock(factory), timeout=10, what="the cancel to wait for the chunk"
+        )
+        assert not cancelling.done()
+    assert cancelling.result(timeout=10) == ("cancelled", CHUNK)  # The chunk committed first.
+
+    assert _chunk(factory) is None  # Neither part is taken again.
+    assert sum(_notified(factory, fanout_id).values()) == CHUNK
+
+
+def _cancel(factory: sessionmaker[Session], tenant_id: uuid.UUID, fanout_id: uuid.UUID) -> tuple[str, int]:
+    with transaction(factory) as session:
+        fanout = cancel_fanout(session, tenant_id=tenant_id, id=fanout_id)
+        return fanout.status, fanout.created
+
+
+def _cancel_waiting_for_a_lock(factory: sessionmaker[Session]) -> bool:
+    with factory() as session:
+        waiting = session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                " AND query LIKE 'UPDATE fanouts%'"
+            )
+        )
+    return bool(waiting)

@@ -287,7 +287,8 @@ class TopicSubscription(Base):
 
 
 class Fanout(Base):
-    """A send to every subscriber of a topic, created in chunks by the scheduler (keyset on user id)."""
+    """A send to every subscriber of a topic, created in chunks by the scheduler's runners: its
+    subscribers' user ids are split into parts (FanoutPart), which runners work on side by side."""
 
     __tablename__ = "fanouts"
 
@@ -300,19 +301,63 @@ class Fanout(Base):
     status: Mapped[str] = mapped_column(String(16))
     # Subscribers when the send was accepted.
     recipients: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # When the status changed last (each part has its own, for its progress).
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+    parts: Mapped[list["FanoutPart"]] = relationship(
+        order_by="FanoutPart.part", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (Index("ix_fanouts_running", "created_at", postgresql_where=text("status = 'running'")),)
+
+    # The progress of the whole, summed over the parts.
+    @property
+    def created(self) -> int:
+        return sum(part.created for part in self.parts)
+
+    @property
+    def skipped(self) -> int:
+        return sum(part.skipped for part in self.parts)
+
+    @property
+    def skipped_reasons(self) -> dict[str, int]:
+        reasons: dict[str, int] = {}
+        for part in self.parts:
+            for reason, count in part.skipped_reasons.items():
+                reasons[reason] = reasons.get(reason, 0) + count
+        return reasons
+
+    @property
+    def progressed_at(self) -> datetime:
+        return max([self.updated_at, *(part.updated_at for part in self.parts)])
+
+
+class FanoutPart(Base):
+    """One range of a fan-out's subscribers, in user id order: from `first_user_id` (inclusive; NULL:
+    from the first) up to `end_user_id` (exclusive; NULL: to the last). The ranges of a fan-out cover
+    every user id, so a subscriber added while it runs falls in one of them."""
+
+    __tablename__ = "fanout_parts"
+
+    fanout_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("fanouts.id", ondelete="CASCADE"), primary_key=True
+    )
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_user_id: Mapped[str | None] = mapped_column(String(255))
+    end_user_id: Mapped[str | None] = mapped_column(String(255))
+    # The last subscriber handled; NULL before the part's first chunk.
+    last_user_id: Mapped[str | None] = mapped_column(String(255))
+    done: Mapped[bool] = mapped_column(server_default=text("false"))
     created: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     skipped: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # {reason: count} of the skipped subscribers.
     skipped_reasons: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
-    # The last subscriber handled (user ids in order); NULL before the first chunk.
-    last_user_id: Mapped[str | None] = mapped_column(String(255))
-    # Not taken up before then (the tenant's quota was spent).
+    # Not taken up before then (the tenant's quota was spent); parts take turns by it.
     resume_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    finished_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_fanouts_running", "resume_at", postgresql_where=text("status = 'running'")),)
+    __table_args__ = (Index("ix_fanout_parts_waiting", "resume_at", postgresql_where=text("NOT done")),)
 
 
 class Template(Base):

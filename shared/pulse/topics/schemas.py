@@ -87,5 +87,7 @@ class FanoutOut(BaseModel):
     )
     notification: dict[str, Any] = Field(description="What each subscriber is sent (without `user_id`).")
     created_at: datetime
-    updated_at: datetime
+    updated_at: datetime = Field(
+        validation_alias="progressed_at", description="When it last created notifications or changed status."
+    )
     finished_at: datetime | None

@@ -8,16 +8,33 @@ from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.types import Text
 
-from pulse.db.models import Fanout, TopicSubscription
+from pulse.db.models import Fanout, FanoutPart, TopicSubscription
 from pulse.errors import Conflict, InvalidInput, NotFound
 from pulse.notifications.schemas import NotificationRequest
 from pulse.notifications.service import check_template
 from pulse.topics.schemas import FanoutStatus
 
 # One statement whatever the number of users; ids already subscribed are left as they are.
+# A fan-out's parts: several runners (processes, scheduler replicas) create one fan-out's notifications
+# side by side, a part each. Up to MAX_PARTS (four replicas of two runners), none smaller than
+# SUBSCRIBERS_PER_PART: one runner creates that many in a few seconds.
+MAX_PARTS = 8
+SUBSCRIBERS_PER_PART = 5000
+# The first user id of every part but the first: the topic's ids in order, every `size`th one.
+_PART_BOUNDARIES = text(
+    """
+    SELECT user_id FROM (
+        SELECT user_id, row_number() OVER (ORDER BY user_id) AS position
+        FROM topic_subscriptions WHERE tenant_id = :tenant_id AND topic = :topic
+    ) AS ranked
+    WHERE position > 1 AND position % :size = 1
+    ORDER BY user_id
+    """
+)
+
 _SUBSCRIBE = text(
     """
     INSERT INTO topic_subscriptions (tenant_id, topic, user_id)
@@ -106,23 +123,48 @@ def start_fanout(session: Session, *, tenant_id: uuid.UUID, request: Notificatio
         notification=request.model_dump(mode="json", exclude={"topic"}),
         status=FanoutStatus.RUNNING,
         recipients=recipients,
-        created=0,
-        skipped=0,
-        skipped_reasons={},
-        last_user_id=None,
-        resume_at=now,
         created_at=now,
         updated_at=now,
         finished_at=None,
     )
+    firsts = [None, *_part_boundaries(session, tenant_id=tenant_id, topic=request.topic, size=recipients)]
+    ends = [*firsts[1:], None]
+    fanout.parts = [
+        FanoutPart(
+            part=index,
+            first_user_id=first,
+            end_user_id=end,
+            last_user_id=None,
+            done=False,
+            created=0,
+            skipped=0,
+            skipped_reasons={},
+            resume_at=now,
+            updated_at=now,
+        )
+        for index, (first, end) in enumerate(zip(firsts, ends, strict=True))
+    ]
     session.add(fanout)
     session.flush()
     return fanout
 
 
+def _part_boundaries(session: Session, *, tenant_id: uuid.UUID, topic: str, size: int) -> list[str]:
+    """Where the parts of a fan-out to `size` subscribers start, but the first."""
+    parts = min(MAX_PARTS, size // SUBSCRIBERS_PER_PART)
+    if parts <= 1:
+        return []
+    boundaries = session.scalars(
+        _PART_BOUNDARIES, {"tenant_id": tenant_id, "topic": topic, "size": -(-size // parts)}
+    )
+    return list(boundaries)
+
+
 def get_fanout(session: Session, *, tenant_id: uuid.UUID, id: uuid.UUID) -> Fanout:
     fanout = session.scalars(
-        select(Fanout).where(Fanout.id == id, Fanout.tenant_id == tenant_id)
+        select(Fanout)
+        .where(Fanout.id == id, Fanout.tenant_id == tenant_id)
+        .options(selectinload(Fanout.parts))
     ).one_or_none()
     if fanout is None:
         raise NotFound(f"fan-out {id} not found")

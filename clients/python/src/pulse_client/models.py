@@ -861,6 +861,9 @@ class FanoutOut(BaseModel):
     """
     created_at: datetime
     updated_at: datetime
+    """
+    When it last created notifications or changed status.
+    """
     finished_at: datetime | None
 
 
