@@ -1,5 +1,6 @@
 """The confirmed publisher on a private vhost: stale connections are replaced, refusals are errors."""
 
+import json
 import uuid
 
 import httpx
@@ -66,3 +67,27 @@ def test_messages_the_broker_refuses_are_an_error(
         full(connection.default_channel).delete()
 
     publisher.publish([TaskMessage(uuid.uuid4(), "inapp.low")])  # The next publish is unaffected.
+
+
+def test_a_group_of_messages_goes_out_in_one_socket_write_each_intact(
+    publisher: ConfirmedPublisher, private: Infrastructure
+) -> None:
+    """py-amqp writes through its transport's `_write` (the socket's sendall); the publisher gathers a
+    group's frames there. Should py-amqp write another way, this fails."""
+    queue = "pulse.inapp.normal"  # Nothing consumes it in the private vhost.
+    publisher.publish([TaskMessage(uuid.uuid4(), "inapp.normal")])  # Connected; its message read below.
+    connection = publisher._connection  # The socket under the publisher.
+    assert connection is not None
+    transport = connection.connection.transport
+    send_all = transport._write
+    writes: list[int] = []
+    transport._write = lambda data: writes.append(len(data)) or send_all(data)
+    ids = [uuid.uuid4() for _ in range(300)]
+
+    publisher.publish([TaskMessage(id, "inapp.normal") for id in ids])
+
+    assert len(writes) == 1 and writes[0] > 300 * 100
+    with Connection(private.broker_url) as reader:
+        channel = reader.default_channel
+        bodies = [json.loads(channel.basic_get(queue, no_ack=True).body) for _ in range(301)]
+    assert [args for args, _, _ in bodies[1:]] == [[str(id)] for id in ids]

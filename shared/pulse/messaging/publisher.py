@@ -4,7 +4,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from celery import Celery
@@ -79,8 +79,9 @@ class ConfirmedPublisher:
         self._last_tag += len(messages)
         # Counted as unconfirmed first: confirms may already be read while later messages go out.
         self._unconfirmed |= tags
-        for message in messages:
-            _send(self._app, message, producer)
+        with _one_write(self._connection):
+            for message in messages:
+                _send(self._app, message, producer)
         deadline = time.monotonic() + self._confirm_timeout
         while self._unconfirmed & tags:
             remaining = deadline - time.monotonic()
@@ -124,6 +125,24 @@ class ConfirmedPublisher:
             {tag for tag in self._unconfirmed if tag <= delivery_tag} if multiple else {delivery_tag}
         )
         self._on_ack(delivery_tag, multiple)
+
+
+@contextlib.contextmanager
+def _one_write(connection: Connection) -> Iterator[None]:
+    """The frames of the messages published inside, written to the socket at once when it ends.
+    py-amqp writes each message's frames with a system call of its own: 40 % of the publisher's CPU
+    when it publishes a fan-out chunk's thousand. Its transport writes through `_write` (the socket's
+    `sendall`, tests/messaging/test_publisher.py pins that); each frame is copied, as py-amqp reuses
+    the buffer it hands over."""
+    transport = connection.connection.transport
+    send_all = transport._write
+    frames: list[bytes] = []
+    transport._write = lambda frame: frames.append(bytes(frame))
+    try:
+        yield
+    finally:
+        transport._write = send_all
+    send_all(b"".join(frames))
 
 
 def _send(app: Celery, message: TaskMessage, producer: Producer) -> None:
