@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, selectinload
 from pulse.db.models import (
     IdempotencyRecord,
     Notification,
-    Recipient,
     Template,
     notifications_table,
     outbox_table,
@@ -38,7 +37,7 @@ from pulse.notifications.send_time import plan_send_time
 from pulse.pagination import after_cursor, encode_cursor
 from pulse.rate_limits.service import Quota, Send, SendLimits, admit
 from pulse.recipients.push_tokens import invalidated_tokens
-from pulse.recipients.service import address_for, find_recipients, opted_out, policy_for
+from pulse.recipients.service import Profile, address_for, find_recipients, opted_out, policy_for
 from pulse.templates.rendering import render_template
 from pulse.templates.service import find_templates
 from pulse.timing.policy import NO_QUIET_HOURS_UTC, TenantPolicy
@@ -292,7 +291,7 @@ class _Context:
 
     policy: TenantPolicy
     templates: dict[str, Template]
-    profiles: dict[str, Recipient]
+    profiles: dict[str, Profile]
     now: datetime
 
     @classmethod
