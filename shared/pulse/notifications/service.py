@@ -12,11 +12,12 @@ import psycopg
 from psycopg import sql
 from pydantic import ValidationError
 from sqlalchemy import DateTime, String, Uuid, bindparam, insert, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload
 
+from pulse.db.arrays import BinaryArray
 from pulse.db.models import (
     IdempotencyRecord,
     Notification,
@@ -61,8 +62,8 @@ _INSERT_OUTBOX_ROWS = text(
     RETURNING id, notification_id
     """
 ).bindparams(
-    bindparam("notification_ids", type_=ARRAY(Uuid)),
-    bindparam("routing_keys", type_=ARRAY(String)),
+    bindparam("notification_ids", type_=BinaryArray(Uuid)),
+    bindparam("routing_keys", type_=BinaryArray(String)),
     bindparam("available_at", type_=DateTime(timezone=True)),
 )
 

@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Integer, Text
 
+from pulse.db.arrays import BinaryArray
 from pulse.errors import QuotaExceeded, RateLimited
 from pulse.vocabulary import Channel
 
@@ -126,10 +126,10 @@ _COUNT = text(
     FROM counted
     """
 ).bindparams(
-    bindparam("channels", type_=ARRAY(Text)),
-    bindparam("subjects", type_=ARRAY(Text)),
-    bindparam("sends", type_=ARRAY(Integer)),
-    bindparam("seconds", type_=ARRAY(Integer)),
+    bindparam("channels", type_=BinaryArray(Text)),
+    bindparam("subjects", type_=BinaryArray(Text)),
+    bindparam("sends", type_=BinaryArray(Integer)),
+    bindparam("seconds", type_=BinaryArray(Integer)),
 )
 _GIVE_BACK = text(
     """
@@ -139,9 +139,9 @@ _GIVE_BACK = text(
       AND counter.channel = refund.channel AND counter.subject = refund.subject
     """
 ).bindparams(
-    bindparam("channels", type_=ARRAY(Text)),
-    bindparam("subjects", type_=ARRAY(Text)),
-    bindparam("sends", type_=ARRAY(Integer)),
+    bindparam("channels", type_=BinaryArray(Text)),
+    bindparam("subjects", type_=BinaryArray(Text)),
+    bindparam("sends", type_=BinaryArray(Integer)),
 )
 
 

@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Text, bindparam, delete, func, literal_column, text
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from pulse.db.arrays import BinaryArray
 from pulse.db.models import Recipient
 from pulse.errors import NotFound
 from pulse.recipients.schemas import RecipientIn
@@ -91,7 +91,7 @@ _FIND_PROFILES = text(
     FROM unnest(:user_ids) AS wanted (user_id)
     JOIN recipients AS profile ON profile.tenant_id = :tenant_id AND profile.user_id = wanted.user_id
     """
-).bindparams(bindparam("user_ids", type_=ARRAY(Text)))
+).bindparams(bindparam("user_ids", type_=BinaryArray(Text)))
 
 
 def find_recipients(session: Session, tenant_id: uuid.UUID, user_ids: Collection[str]) -> dict[str, Profile]:
