@@ -36,6 +36,7 @@ from pulse.db.migrate import upgrade_to_head
 from pulse.db.models import Recipient, TopicSubscription
 from pulse.notifications.acceptance import AcceptanceSettings
 from pulse.notifications.schemas import NotificationRequest
+from pulse.notifications.service import accept_notification
 from pulse.tenants.service import create_tenant
 from pulse.topics.fanout import run_fanout_chunk
 from pulse.topics.service import start_fanout
@@ -103,6 +104,47 @@ def one_run(
     }
 
 
+def single_sends(
+    engine: Engine, tenant_id: uuid.UUID, *, rules: AcceptanceSettings, sends: int
+) -> dict[str, float]:
+    """The gateway's path for comparison: `accept_notification` of one send naming a user (profile
+    looked up, rate-limited), a transaction each, to `sends` different users."""
+    factory = make_session_factory(engine)
+    with factory() as session:
+        backend = int(session.scalar(text("SELECT pg_backend_pid()")) or 0)
+    policy, limits = rules.policy_of(_UTC_TENANT), rules.limits_of(_UTC_TENANT)
+    requests = [
+        NotificationRequest.model_validate(
+            {
+                "channel": "email",
+                "user_id": f"user-{index:07}",
+                "content": {"subject": "Hi", "body": "Hello."},
+            }
+        )
+        for index in range(sends)
+    ]
+    wall, python, pg = time.perf_counter(), time.process_time(), backend_cpu_seconds(backend)
+    for request in requests:
+        with transaction(factory) as session:
+            accept_notification(session, tenant_id=tenant_id, request=request, policy=policy, rate=limits)
+    return {
+        "wall_ms": (time.perf_counter() - wall) * 1000 / sends,
+        "python_ms": (time.process_time() - python) * 1000 / sends,
+        "pg_ms": (backend_cpu_seconds(backend) - pg) * 1000 / sends,
+    }
+
+
+class _Tenant:
+    """The stored settings of a tenant that has none of its own."""
+
+    timezone = "UTC"
+    quiet_hours = default_priority = None
+    rate_limit = rate_limit_window_seconds = sends_per_minute = None
+
+
+_UTC_TENANT = _Tenant()
+
+
 def reset(engine: Engine) -> None:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("TRUNCATE notifications, outbox, rate_limit_counters, fanouts CASCADE"))
@@ -114,6 +156,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=20_000)
     parser.add_argument("--chunk-size", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--single", type=int, default=0, help="then as many single sends (accept_notification), per run"
+    )
     parser.add_argument("--keep", action="store_true", help="leave the database (its URL is printed)")
     args = parser.parse_args()
 
@@ -138,6 +183,22 @@ def main() -> None:
                 f"run {run + 1}: {result['created']} created in {result['wall_s']:.2f} s; per notification "
                 f"python {result['python_ms']:.3f} ms, postgres {result['pg_ms']:.3f} ms",
                 flush=True,
+            )
+        singles = []
+        for run in range(args.runs if args.single else 0):
+            reset(engine)
+            single = single_sends(engine, tenant_id, rules=rules, sends=args.single)
+            singles.append(single)
+            print(
+                f"single sends, run {run + 1}: per send python {single['python_ms']:.3f} ms, "
+                f"postgres {single['pg_ms']:.3f} ms, wall {single['wall_ms']:.3f} ms",
+                flush=True,
+            )
+        if singles:
+            print(
+                f"single sends, median of {args.runs}: python "
+                f"{statistics.median(r['python_ms'] for r in singles):.3f} ms, postgres "
+                f"{statistics.median(r['pg_ms'] for r in singles):.3f} ms per send"
             )
         print(
             f"median of {args.runs}: python {statistics.median(r['python_ms'] for r in results):.3f} ms, "
