@@ -209,7 +209,7 @@ def accept_notifications(
                 "available_at": now + publish_grace,
             },
         )
-        outbox_ids = {row.notification_id: row.id for row in owed}
+        outbox_ids = {notification_id: outbox_id for outbox_id, notification_id in owed}
     accepted = iter(rows)
     return [
         result if isinstance(result, PulseError) else _accepted(next(accepted), outbox_ids, quotas)
