@@ -48,6 +48,7 @@ IDEMPOTENCY_TTL = timedelta(hours=24)
 # Acceptance is the gateway's hottest path: plain Core inserts (no unit of work), built once so
 # that SQLAlchemy reuses their compiled form; the values arrive as parameters.
 _INSERT_OUTBOX = insert(outbox_table).returning(outbox_table.c.id)
+_new_notification = Notification.__mapper__.class_manager.new_instance
 # The notification columns COPY sends as JSON text.
 _JSON_COLUMNS = frozenset(
     column.name for column in notifications_table.columns if isinstance(column.type, JSONB)
@@ -273,7 +274,9 @@ def _accepted(row: dict[str, Any], outbox_ids: dict[uuid.UUID, int], quotas: dic
     # The row as inserted, for the response; "metadata" is `meta` on the mapped class. Written
     # straight into the instance's dict (which SQLAlchemy reads attributes from): set one by one, with
     # the ORM's change tracking, they took several times longer than inserting the row (batches, fan-outs).
-    notification = Notification()
+    # Made as the ORM makes the instances it loads, without the constructor's call and event (no
+    # arguments to apply): half the cost of Notification().
+    notification = _new_notification()
     notification.__dict__.update(row, meta=row["metadata"], attempts=[])
     del notification.__dict__["metadata"]
     return Accepted(

@@ -178,8 +178,14 @@ def admit(session: Session, *, tenant_id: uuid.UUID, limits: SendLimits, sends: 
         left[counter] = counter.rate.limit - used_before
         reset_seconds[counter] = max(1, math.ceil(counter.rate.window_seconds - elapsed))
 
+    refusals: dict[int, RateLimited] = {}
+    if all(left[counter] >= sends_wanted for counter, sends_wanted in wanted.items()):
+        # Every counter has room for all its sends (the usual case): all are granted, which the
+        # send-by-send pass below would conclude too, at a cost per send.
+        for counter, sends_wanted in wanted.items():
+            left[counter] -= sends_wanted
+        return Admission(quotas=_quotas(sends, counters_of, left, reset_seconds), refusals=refusals)
     granted: dict[_Counter, int] = dict.fromkeys(wanted, 0)
-    refusals = {}
     for index, counters in enumerate(counters_of):
         for counter in counters:
             if left[counter] <= 0:
@@ -200,6 +206,16 @@ def admit(session: Session, *, tenant_id: uuid.UUID, limits: SendLimits, sends: 
                 "sends": list(refunds.values()),
             },
         )
+    return Admission(quotas=_quotas(sends, counters_of, left, reset_seconds), refusals=refusals)
+
+
+def _quotas(
+    sends: Sequence[Send],
+    counters_of: list[list[_Counter]],
+    left: dict[_Counter, int],
+    reset_seconds: dict[_Counter, int],
+) -> dict[Send, Quota]:
+    """Each send's Quota: its tightest counter's, after the request."""
     quotas = {}
     # One Quota per distinct value: a fan-out's sends mostly end with the same headers.
     distinct: dict[tuple[int, int, int], Quota] = {}
@@ -211,7 +227,7 @@ def admit(session: Session, *, tenant_id: uuid.UUID, limits: SendLimits, sends: 
             if quota is None:
                 quota = distinct[headers] = Quota(*headers)
             quotas[send] = quota
-    return Admission(quotas=quotas, refusals=refusals)
+    return quotas
 
 
 def address_key(channel: Channel, recipient: str) -> str:
