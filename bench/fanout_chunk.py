@@ -11,9 +11,12 @@ rate-limit counters of the previous run are deleted, so that every run inserts t
 same tables; the deployment's default rate limits apply, and quiet hours that never cover the run
 (so that every notification is due now, at any time of day, while their planning is still paid).
 
-    .venv/bin/python -m bench.fanout_chunk [--subscribers 20000] [--chunk-size 1000] [--runs 5]
+    PYTHONPATH=shared .venv/bin/python -m bench.fanout_chunk [--subscribers 20000] [--chunk-size 1000]
+        [--runs 5] [--single 2000]
 
-The database is dropped at the end.
+PYTHONPATH picks the library measured (the venv's editable install points at one checkout's).
+`--single N` then measures N single sends per run as well (`accept_notification`, the gateway's path
+without HTTP, a transaction each). The database is dropped at the end (`--keep` leaves it).
 """
 
 import argparse
