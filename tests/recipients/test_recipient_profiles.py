@@ -1,10 +1,9 @@
 """Recipient profiles: what a PUT body accepts and how it is normalised, what a send learns from a
 profile, and how profiles are stored and looked up (real PostgreSQL, rolled back)."""
 
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import time
+from datetime import UTC, datetime, time
 from typing import Any
 
 import pytest
@@ -12,10 +11,10 @@ from pydantic import ValidationError
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from pulse.db.models import Recipient
 from pulse.errors import NotFound
 from pulse.recipients.schemas import MAX_PUSH_TOKENS, RecipientIn
 from pulse.recipients.service import (
+    Profile,
     address_for,
     delete_recipient,
     find_recipients,
@@ -32,10 +31,11 @@ from tests.conftest import Tenant
 NIGHT = QuietHours(time(22), time(8))
 
 
-def profile(user_id: str = "u-1", **fields: Any) -> Recipient:
-    """An unsaved profile, as the send path gets it from find_recipients."""
-    values: dict[str, Any] = {"push_tokens": [], "preferences": {}, **fields}
-    return Recipient(tenant_id=uuid.uuid4(), user_id=user_id, **values)
+def profile(user_id: str = "u-1", **fields: Any) -> Profile:
+    """A profile as the send path gets it from find_recipients."""
+    empty = RecipientIn().model_dump()
+    now = datetime.now(UTC)
+    return Profile(user_id=user_id, **{**empty, **fields}, created_at=now, updated_at=now)
 
 
 def error_of(body: dict[str, Any]) -> dict[str, Any]:
@@ -252,3 +252,26 @@ def test_profiles_are_found_in_one_query(
     assert len(statements) == 1
     assert find_recipients(session, tenant.id, []) == {}
     assert len(statements) == 1
+
+
+def test_found_profiles_hold_what_was_stored(session: Session, tenant: Tenant) -> None:
+    full = RecipientIn.model_validate(
+        {
+            "email": "ada@example.com",
+            "phone": "+14155550100",
+            "push_tokens": ["phone", "tablet"],
+            "timezone": "Asia/Tokyo",
+            "quiet_hours": "23:00-06:30",
+            "locale": "fr-FR",
+            "preferences": {"sms": False},
+        }
+    )
+    for user_id, stored in (("ada", full), ("bob", RecipientIn())):
+        put_recipient(session, tenant_id=tenant.id, user_id=user_id, profile=stored)
+
+    found = find_recipients(session, tenant.id, ["ada", "bob"])
+
+    for user_id in ("ada", "bob"):
+        saved = get_recipient(session, tenant_id=tenant.id, user_id=user_id)
+        assert found[user_id]._asdict() == {name: getattr(saved, name) for name in Profile._fields}, user_id
+    assert (found["bob"].push_tokens, found["bob"].preferences) == ([], {})
