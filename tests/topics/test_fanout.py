@@ -251,6 +251,8 @@ def test_a_spent_tenant_quota_pauses_the_fanout_instead_of_skipping_subscribers(
     with transaction(factory) as session:
         session.execute(update(Tenant).where(Tenant.id == tenant_id).values(sends_per_minute=1500))
     fanout_id = _start(factory, tenant_id)
+    # Both chunks in one quota minute (windows follow the database's clock, aligned to the minute).
+    wait_until(lambda: _seconds_into_the_minute(factory) < 50, timeout=15, what="a quota minute to begin")
 
     assert _run_to_the_end(factory) == 2  # 1000, then 500 before the quota ran out
     fanout = _fanout(factory, tenant_id, fanout_id)
@@ -272,6 +274,11 @@ def test_a_spent_tenant_quota_pauses_the_fanout_instead_of_skipping_subscribers(
     fanout = _fanout(factory, tenant_id, fanout_id)
     assert (fanout.status, fanout.created, fanout.skipped) == ("done", 2500, 0)
     assert set(_notified(factory, fanout_id)) == set(_users(2500))
+
+
+def _seconds_into_the_minute(factory: sessionmaker[Session]) -> float:
+    with factory() as session:
+        return float(session.scalar(text("SELECT extract(second FROM now())")) or 0)
 
 
 def test_running_fanouts_take_turns(factory: sessionmaker[Session], tenant_id: uuid.UUID) -> None:
