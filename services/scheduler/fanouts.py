@@ -69,11 +69,11 @@ class FanoutRunner:
             accepted = run_fanout_chunk(
                 session, rules=self._rules, chunk_size=self._chunk_size, publish_grace=self._publish_grace
             )
-        if not accepted:  # A part may have ended (or ended before a crash): its fan-out may be done.
-            with transaction(self._session_factory) as session:
-                finish_fanouts(session)
         if accepted is None:
             return False
+        if not accepted:  # A part may have ended: its fan-out may be done.
+            with transaction(self._session_factory) as session:
+                finish_fanouts(session)
         owed = [
             (item.outbox_id, item.notification.id, item.notification.channel, item.notification.priority)
             for item in accepted

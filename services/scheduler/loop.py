@@ -31,6 +31,7 @@ from pulse.observability.metrics import DEAD_LETTERS, OUTBOX_LAG, QUEUE_LENGTH
 from pulse.outbox.service import AfterCommitPublisher, oldest_pending_age_seconds, sweep_outbox
 from pulse.rate_limits.service import MAX_WINDOW_SECONDS, delete_stale_counters
 from pulse.schedules.runs import run_due_schedules
+from pulse.topics.fanout import finish_fanouts
 from pulse.vocabulary import Channel
 from services.scheduler.fanouts import FanoutProcesses
 from services.scheduler.settings import SchedulerSettings
@@ -109,6 +110,8 @@ class Scheduler:
                 self._tick,
                 lambda s: escalate_due(s, rules=settings.acceptance, batch_size=batch),
             ),
+            # A runner marks a fan-out done after its last part's chunk; this, for one that died in between.
+            Job("finish fan-outs whose parts ended", 10.0, finish_fanouts),
             Job("sweep outbox", self._tick, lambda s: sweep_outbox(s, publisher, batch_size=batch)),
             Job("measure outbox lag", self._tick, lambda s: OUTBOX_LAG.set(oldest_pending_age_seconds(s))),
             Job("measure queues", settings.queue_metrics_seconds, self._measure_queues),

@@ -94,7 +94,7 @@ def _chunk(factory: sessionmaker[Session]) -> list[Accepted] | None:
     """One chunk, as a runner takes it (services/scheduler/fanouts.py)."""
     with transaction(factory) as session:
         accepted = _chunk_in(session)
-    if not accepted:
+    if accepted == []:
         with transaction(factory) as session:
             finish_fanouts(session)
     return accepted
@@ -200,6 +200,24 @@ def test_a_fanout_resumes_where_its_last_committed_chunk_ended_after_a_crash(
     notified = _notified(factory, fanout_id)
     assert set(notified) == set(_users(2500))
     assert set(notified.values()) == {1}
+
+
+def test_a_fanout_whose_runner_died_after_its_last_part_ended_is_finished_by_the_scheduler(
+    factory: sessionmaker[Session], tenant_id: uuid.UUID
+) -> None:
+    _topic(factory, tenant_id, _email_profiles(10))
+    fanout_id = _start(factory, tenant_id)
+    with transaction(factory) as session:
+        _chunk_in(session)
+    with transaction(factory) as session:  # The part ends; the runner dies before finishing the fan-out.
+        assert _chunk_in(session) == []
+    assert _fanout(factory, tenant_id, fanout_id).status == "running"
+
+    with transaction(factory) as session:  # The scheduler's job (services/scheduler/loop.py).
+        assert finish_fanouts(session) == 1
+    fanout = _fanout(factory, tenant_id, fanout_id)
+    assert (fanout.status, fanout.created) == ("done", 10)
+    assert fanout.finished_at is not None
 
 
 def test_a_subscriber_cannot_get_two_notifications_of_one_fanout(
